@@ -1,0 +1,133 @@
+"""Array namespaces: numpy on the host, cupy on a GPU.
+
+Model code asks this module for the namespace of its data (``get_namespace``) and for the
+special functions that go with it (``special``), so the same local step runs on either device.
+Host <-> device moves happen here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import numpy as np
+import scipy.special as _sps
+
+BACKENDS = ("numpy", "cupy", "auto")
+
+
+def _cupy() -> ModuleType | None:
+    try:
+        return importlib.import_module("cupy")
+    except Exception:  # ImportError, or a CUDA library that fails to load
+        return None
+
+
+def gpu_available() -> bool:
+    """True when cupy imports and sees at least one CUDA device."""
+    cp = _cupy()
+    if cp is None:
+        return False
+    try:
+        return cp.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def resolve_backend(name: str) -> str:
+    """Map a user's backend name to "numpy" or "cupy", failing loudly where cupy cannot run.
+
+    Parameters
+    ----------
+    name : {"numpy", "cupy", "auto"}
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    if name == "numpy":
+        return "numpy"
+    if name == "auto":
+        return "cupy" if gpu_available() else "numpy"
+    if _cupy() is None:
+        raise RuntimeError(
+            "backend='cupy' needs the cupy package: install mixstream[gpu] "
+            "(cupy-cuda12x) on a machine with a CUDA GPU, or use backend='numpy'"
+        )
+    if not gpu_available():
+        raise RuntimeError(
+            "backend='cupy' was asked for but no CUDA device is visible "
+            "(cupy.cuda.runtime.getDeviceCount() found none); use backend='numpy' or 'auto'"
+        )
+    return "cupy"
+
+
+def namespace(backend: str) -> ModuleType:
+    """The array module for a resolved backend name."""
+    if backend == "numpy":
+        return np
+    return importlib.import_module("cupy")
+
+
+def get_namespace(*arrays: Any) -> ModuleType:
+    """The array module (numpy or cupy) that owns ``arrays``."""
+    cp = None
+    for a in arrays:
+        if type(a).__module__.startswith("cupy"):
+            cp = cp or _cupy()
+            return cp
+    return np
+
+
+def special(xp: ModuleType) -> SimpleNamespace:
+    """digamma, gammaln, logsumexp and xlogy for the namespace ``xp``."""
+    if xp is np:
+        return SimpleNamespace(
+            digamma=_sps.digamma,
+            gammaln=_sps.gammaln,
+            multigammaln=_sps.multigammaln,
+            xlogy=_sps.xlogy,
+        )
+    cps = importlib.import_module("cupyx.scipy.special")
+    return SimpleNamespace(
+        digamma=cps.digamma, gammaln=cps.gammaln, multigammaln=cps.multigammaln, xlogy=cps.xlogy
+    )
+
+
+def to_host(a: Any) -> np.ndarray:
+    """A numpy copy (or view) of ``a``, whichever device it lives on."""
+    if type(a).__module__.startswith("cupy"):
+        return a.get()
+    return np.asarray(a)
+
+
+def to_device(a: Any, xp: ModuleType) -> Any:
+    """``a`` as an array of namespace ``xp`` (a host -> device copy for cupy)."""
+    if xp is np:
+        return to_host(a)
+    return xp.asarray(a)
+
+
+def logsumexp_rows(log_prob: Any) -> tuple[Any, Any]:
+    """Normalise log-probabilities row by row.
+
+    Parameters
+    ----------
+    log_prob : array (N, K)
+        Unnormalised log-probabilities; overwritten with log responsibilities.
+
+    Returns
+    -------
+    log_norm : array (N,)
+        log sum_k exp(log_prob[n, k]).
+    log_resp : array (N, K)
+        log_prob - log_norm[:, None] (the same buffer as ``log_prob``).
+    """
+    xp = get_namespace(log_prob)
+    row_max = log_prob.max(axis=1)
+    # a row of all -inf (cannot happen with finite params) would give nan; keep it finite
+    row_max = xp.where(xp.isfinite(row_max), row_max, 0.0)
+    log_prob -= row_max[:, None]
+    log_norm = xp.log(xp.exp(log_prob).sum(axis=1))
+    log_prob -= log_norm[:, None]
+    log_norm += row_max
+    return log_norm, log_prob

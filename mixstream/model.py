@@ -1,0 +1,231 @@
+"""Model = allocation model + observation model, and the four verbs every algorithm uses.
+
+    LP = model.local_step(X)            # responsibilities, (N, K)
+    SS = model.summarize(X, LP)         # additive statistics
+    model.global_step(SS, rho=None)     # posterior / MAP update
+    model.elbo(SS)                      # the objective, from statistics alone
+
+``local_summarize`` fuses the first two over row blocks: it is what the algorithms call on each
+batch, so a batch's memory stays O(block * K) whatever its size.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from mixstream.alloc.base import AllocModel
+from mixstream.backend import get_namespace, logsumexp_rows, to_host
+from mixstream.obs.base import ObsModel
+from mixstream.suffstats import SuffStats
+
+#: log-responsibilities below this are treated as exactly zero mass in the entropy
+_LOG_FLOOR = -800.0
+#: target number of (row, component) cells per block in local_summarize
+_BLOCK_CELLS = 1 << 21
+
+
+class Model:
+    """A mixture model: ``alloc`` (weights) and ``obs`` (component likelihoods).
+
+    Parameters
+    ----------
+    alloc : AllocModel
+    obs : ObsModel
+        Both must share the same ``inference`` ("vb" or "em").
+    """
+
+    def __init__(self, alloc: AllocModel, obs: ObsModel) -> None:
+        if alloc.inference != obs.inference:
+            raise ValueError(
+                f"allocation inference {alloc.inference!r} differs from observation inference "
+                f"{obs.inference!r}"
+            )
+        self.alloc = alloc
+        self.obs = obs
+        self.uids = np.zeros(0, np.int64)
+        self.next_uid = 0
+
+    # ------------------------------------------------------------------ bookkeeping
+    @property
+    def inference(self) -> str:
+        return self.obs.inference
+
+    @property
+    def K(self) -> int:
+        return int(self.uids.size)
+
+    def new_uids(self, n: int) -> np.ndarray:
+        """n component uids never used before in this model."""
+        out = np.arange(self.next_uid, self.next_uid + n, dtype=np.int64)
+        self.next_uid += n
+        return out
+
+    def copy(self) -> Model:
+        return copy.deepcopy(self)
+
+    # ------------------------------------------------------------------ local step
+    def log_prob(self, X: Any, cache: dict | None = None) -> Any:
+        """Unnormalised log responsibilities log pi_k + log p(x_n | k), shape (N, K)."""
+        xp = get_namespace(X)
+        lp = self.obs.log_prob(X, cache)
+        lp += xp.asarray(self.alloc.log_weights())[None, :]
+        return lp
+
+    def local_step(self, X: Any, hard: bool = False) -> dict[str, Any]:
+        """Responsibilities of the components for each row of X.
+
+        Parameters
+        ----------
+        X : array (N, D)
+        hard : bool
+            One-hot responsibilities at the most probable component (K-means / CEM).
+
+        Returns
+        -------
+        LP : dict
+            "resp" (N, K), rows sum to 1; "log_resp" (N, K); "log_norm" (N,), the log of the
+            normaliser (the log-likelihood of each row under EM); "cache", features the
+            observation model reuses in ``summarize``.
+        """
+        cache: dict = {}
+        log_norm, log_resp = logsumexp_rows(self.log_prob(X, cache))
+        xp = get_namespace(X)
+        if hard:
+            resp = _one_hot(xp.argmax(log_resp, axis=1), log_resp.shape[1], xp)
+        else:
+            resp = xp.exp(log_resp)
+        return {
+            "resp": resp,
+            "log_resp": log_resp,
+            "log_norm": log_norm,
+            "cache": cache,
+            "hard": hard,
+        }
+
+    def summarize(
+        self,
+        X: Any,
+        LP: dict[str, Any],
+        entropy: bool = True,
+        merge_pairs: Sequence[tuple[int, int]] | None = None,
+        sample_weight: Any = None,
+    ) -> SuffStats:
+        """Additive statistics of a batch and its responsibilities.
+
+        Parameters
+        ----------
+        X : array (N, D)
+        LP : dict from ``local_step`` (at least "resp"; "log_resp" saves a log)
+        entropy : bool
+            Also compute Hresp_k = -sum_n w_n r_nk log r_nk (K,).
+        merge_pairs : sequence of (uid_j, uid_k), optional
+            Pairs whose merged entropy -sum_n w_n (r_j + r_k) log(r_j + r_k) is tracked.
+        sample_weight : array (N,), optional
+            Non-negative row weights; statistics are weighted sums.
+        """
+        xp = get_namespace(X)
+        resp = LP["resp"]
+        w_resp = resp if sample_weight is None else resp * sample_weight[:, None]
+        fields = {"N": w_resp.sum(axis=0)}
+        fields.update(self.obs.calc_stats(X, w_resp, LP.get("cache")))
+        if entropy and LP.get("hard", False):
+            fields["Hresp"] = xp.zeros_like(fields["N"])  # one-hot rows carry no entropy
+        elif entropy:
+            log_resp = LP.get("log_resp")
+            if log_resp is None:
+                log_resp = xp.log(xp.maximum(resp, 1e-300))
+            fields["Hresp"] = -(w_resp * xp.maximum(log_resp, _LOG_FLOOR)).sum(axis=0)
+        n_rows = X.shape[0] if sample_weight is None else float(to_host(sample_weight.sum()))
+        scalars = {
+            "n_rows": float(n_rows),
+            "log_norm": float(to_host(_weighted_sum(LP["log_norm"], sample_weight))),
+        }
+        pairs, hpair = None, None
+        if merge_pairs:
+            pairs = np.asarray(merge_pairs, np.int64).reshape(-1, 2)
+            pos = {int(u): i for i, u in enumerate(self.uids)}
+            jj = np.array([pos[int(a)] for a in pairs[:, 0]])
+            kk = np.array([pos[int(b)] for b in pairs[:, 1]])
+            r = resp[:, jj] + resp[:, kk]
+            h = -(r * xp.log(xp.maximum(r, 1e-300)))
+            if sample_weight is not None:
+                h *= sample_weight[:, None]
+            hpair = to_host(h.sum(axis=0))
+        return SuffStats(
+            {k: to_host(v) for k, v in fields.items()}, self.uids, scalars, pairs, hpair
+        )
+
+    def local_summarize(
+        self,
+        X: Any,
+        hard: bool = False,
+        entropy: bool = True,
+        merge_pairs: Sequence[tuple[int, int]] | None = None,
+        sample_weight: Any = None,
+    ) -> SuffStats:
+        """``summarize(X, local_step(X))`` computed over row blocks, in bounded memory."""
+        n = X.shape[0]
+        block = max(256, _BLOCK_CELLS // max(self.K, 1))
+        total = None
+        for start in range(0, n, block):
+            stop = min(start + block, n)
+            Xb = X[start:stop]
+            LP = self.local_step(Xb, hard=hard)
+            wb = None if sample_weight is None else sample_weight[start:stop]
+            ss = self.summarize(Xb, LP, entropy=entropy, merge_pairs=merge_pairs, sample_weight=wb)
+            total = ss if total is None else total + ss
+        if total is None:
+            raise ValueError("cannot summarize an empty batch (0 rows)")
+        return total
+
+    # ------------------------------------------------------------------ global step
+    def global_step(self, SS: SuffStats, rho: float | None = None) -> None:
+        """Update the weights and the component parameters from statistics.
+
+        ``rho`` in (0, 1] blends natural parameters (stochastic VB); K may change between calls
+        (moves), in which case SS's components replace the model's.
+        """
+        self.alloc.update(SS, rho)
+        self.obs.update(SS, rho)
+        self.uids = SS.uids.copy()
+        if self.uids.size:
+            self.next_uid = max(self.next_uid, int(self.uids.max()) + 1)
+
+    def elbo(self, SS: SuffStats) -> float:
+        """The objective, summed over data points, from statistics alone.
+
+        vb: the evidence lower bound; em: E_r[log p(X, z | theta)] + log prior + H(r), which
+        equals the log-likelihood (+ log prior) right after a local step and bounds it below.
+        """
+        total = self.alloc.elbo_term(SS) + self.obs.elbo_term(SS)
+        if "Hresp" in SS:
+            total += float(SS["Hresp"].sum())
+        return float(total)
+
+    # ------------------------------------------------------------------ state
+    def get_state(self) -> dict[str, np.ndarray]:
+        state = {f"alloc/{k}": v for k, v in self.alloc.get_state().items()}
+        state.update({f"obs/{k}": v for k, v in self.obs.get_state().items()})
+        state["uids"] = self.uids
+        state["next_uid"] = np.array(self.next_uid)
+        return state
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        self.alloc.set_state({k[6:]: v for k, v in state.items() if k.startswith("alloc/")})
+        self.obs.set_state({k[4:]: v for k, v in state.items() if k.startswith("obs/")})
+        self.uids = np.asarray(state["uids"], np.int64)
+        self.next_uid = int(state["next_uid"])
+
+
+def _one_hot(labels: Any, K: int, xp: Any) -> Any:
+    out = xp.zeros((labels.shape[0], K))
+    out[xp.arange(labels.shape[0]), labels] = 1.0
+    return out
+
+
+def _weighted_sum(values: Any, weights: Any) -> Any:
+    return values.sum() if weights is None else (values * weights).sum()

@@ -1,0 +1,108 @@
+"""The interface every observation model implements.
+
+An observation model owns the per-component likelihood p(x | theta_k), its conjugate prior
+and the posterior (VB) or point estimate (EM). It turns a batch and its responsibilities into
+additive statistics, turns statistics into parameters, and evaluates its ELBO term from
+statistics alone. It never loops over data points; per-component loops are allowed only around
+BLAS calls.
+
+Conventions shared by all observation models
+--------------------------------------------
+- ``X`` is (N, D), numpy or cupy (``mixstream.backend.get_namespace(X)`` tells which); every
+  statistic returned is float64 and of the same namespace (SuffStats moves it to the host).
+- ``self.inference`` is "vb" or "em", set at construction (the Model passes it on).
+- ``cache`` is a dict that ``log_prob`` may fill with per-batch features (e.g. the outer
+  products x x^T) that ``calc_stats`` then reuses for the same rows; both must also work with
+  ``cache=None``.
+- Parameters after ``update`` always have K = SS.K components, in SS's order.
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from mixstream.suffstats import SuffStats
+
+INFERENCES = ("vb", "em")
+
+
+class ObsModel(ABC):
+    """Per-component likelihood, prior and posterior.
+
+    Parameters
+    ----------
+    inference : {"vb", "em"}
+    """
+
+    #: the name users pass as ``likelihood=``
+    likelihood: str = ""
+
+    def __init__(self, inference: str = "vb") -> None:
+        if inference not in INFERENCES:
+            raise ValueError(f"inference must be one of {INFERENCES}, got {inference!r}")
+        self.inference = inference
+        self.K = 0
+        self.n_features = 0
+
+    # -------------------------------------------------------------- data
+    @abstractmethod
+    def validate(self, X: Any, where: str = "X") -> None:
+        """Raise ValueError naming ``where`` and the offending rows if X is not valid data
+        for this likelihood (NaN / inf are checked by the caller)."""
+
+    @abstractmethod
+    def set_prior_from_data(self, X: Any) -> None:
+        """Fill data-dependent prior defaults (e.g. prior mean = data mean) from X (N, D),
+        a sample or the first batches of the data. Called once, before initialisation;
+        sets ``n_features``. Explicit prior values given by the user are kept."""
+
+    # -------------------------------------------------------------- the four verbs
+    @abstractmethod
+    def log_prob(self, X: Any, cache: dict | None = None) -> Any:
+        """E_q[log p(x_n | theta_k)] (vb) or log p(x_n | theta_k) (em), shape (N, K)."""
+
+    @abstractmethod
+    def calc_stats(self, X: Any, resp: Any, cache: dict | None = None) -> dict[str, Any]:
+        """Additive statistics of (X, resp): name -> array (K, ...) float64. Must not include
+        "N" or "Hresp" (the Model adds those)."""
+
+    @abstractmethod
+    def update(self, SS: SuffStats, rho: float | None = None) -> None:
+        """Global step: posterior (vb) or MAP / ML estimate (em) from SS. With ``rho`` in (0, 1]
+        the natural parameters move rho of the way from the current ones to the full update
+        (stochastic VB / stepwise EM); rho=None or 1 is the plain update."""
+
+    @abstractmethod
+    def elbo_term(self, SS: SuffStats) -> float:
+        """vb: E_q[log p(X | theta)] + E[log p(theta)] - E[log q(theta)], from statistics,
+        valid for any q (not only the one SS produced). em: sum_n sum_k r_nk log p(x_n|theta_k)
+        + log prior(theta) (0 for maximum likelihood)."""
+
+    # -------------------------------------------------------------- parameters
+    @abstractmethod
+    def point_estimates(self) -> dict[str, np.ndarray]:
+        """Host arrays a user reads: at least "means" (K, D); Gaussians add "covariances",
+        "precisions", "precisions_cholesky" in scikit-learn's shapes for the covariance type."""
+
+    @abstractmethod
+    def n_free_params(self) -> int:
+        """Free parameters of the K components (for BIC / AIC)."""
+
+    @abstractmethod
+    def get_state(self) -> dict[str, np.ndarray]:
+        """Everything needed to restore the fitted model, as named host arrays."""
+
+    @abstractmethod
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore from ``get_state``'s output."""
+
+    @abstractmethod
+    def sample(self, k: int, n: int, rng: np.random.Generator) -> np.ndarray:
+        """n draws (n, D) from component k's point / expected parameters."""
+
+    def copy(self) -> ObsModel:
+        return copy.deepcopy(self)
