@@ -49,14 +49,18 @@ class SuffStats:
         merge_Hresp: np.ndarray | None = None,
     ) -> None:
         if "N" not in fields:
-            raise ValueError("SuffStats needs the field 'N' (summed responsibilities per component)")
+            raise ValueError(
+                "SuffStats needs the field 'N' (summed responsibilities per component)"
+            )
         self.fields = {
             name: np.array(to_host(v), dtype=np.float64, copy=True) for name, v in fields.items()
         }
         K = self.fields["N"].shape[0]
         for name, v in self.fields.items():
             if v.ndim == 0 or v.shape[0] != K:
-                raise ValueError(f"field {name!r} has shape {v.shape}; its first axis must be K={K}")
+                raise ValueError(
+                    f"field {name!r} has shape {v.shape}; its first axis must be K={K}"
+                )
         self.uids = np.arange(K, dtype=np.int64) if uids is None else np.array(uids, np.int64)
         if self.uids.shape != (K,) or len(np.unique(self.uids)) != K:
             raise ValueError(f"uids must be {K} distinct integers, got {self.uids!r}")
@@ -118,7 +122,9 @@ class SuffStats:
                 f"{other.uids.tolist()}); call .align(uids) first"
             )
         if set(self.fields) != set(other.fields):
-            raise ValueError(f"SuffStats fields differ: {sorted(self.fields)} vs {sorted(other.fields)}")
+            raise ValueError(
+                f"SuffStats fields differ: {sorted(self.fields)} vs {sorted(other.fields)}"
+            )
 
     def _combine(self, other: SuffStats, sign: float) -> SuffStats:
         self._check_aligned(other)
@@ -181,7 +187,9 @@ class SuffStats:
         """Components permuted: position i of the result is position ``order[i]`` of self."""
         order = np.asarray(order, dtype=np.int64)
         if sorted(order.tolist()) != list(range(self.K)):
-            raise ValueError(f"order must be a permutation of 0..{self.K - 1}, got {order.tolist()}")
+            raise ValueError(
+                f"order must be a permutation of 0..{self.K - 1}, got {order.tolist()}"
+            )
         return self._take(order)
 
     def remove(self, k: int) -> SuffStats:
@@ -195,7 +203,9 @@ class SuffStats:
         if clash.size:
             raise ValueError(f"cannot insert components whose uids already exist: {clash.tolist()}")
         if set(self.fields) != set(other.fields):
-            raise ValueError(f"SuffStats fields differ: {sorted(self.fields)} vs {sorted(other.fields)}")
+            raise ValueError(
+                f"SuffStats fields differ: {sorted(self.fields)} vs {sorted(other.fields)}"
+            )
         fields = {k: np.concatenate([v, other.fields[k]]) for k, v in self.fields.items()}
         scalars = dict(self.scalars)
         for k, v in other.scalars.items():
@@ -255,7 +265,7 @@ class SuffStats:
                 raise ValueError(f"align would drop component uid {u} that still has mass")
         fields = {}
         for name, v in self.fields.items():
-            out = np.zeros((len(uids),) + v.shape[1:])
+            out = np.zeros((len(uids), *v.shape[1:]))
             for i, u in enumerate(uids.tolist()):
                 if u in pos:
                     out[i] = v[pos[u]]
@@ -286,7 +296,7 @@ class SuffStats:
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> SuffStats:
-        fields = {k[len("field/"):]: v for k, v in arrays.items() if k.startswith("field/")}
+        fields = {k[len("field/") :]: v for k, v in arrays.items() if k.startswith("field/")}
         names = [str(s) for s in arrays["scalar_names"]]
         scalars = dict(zip(names, np.asarray(arrays["scalar_values"]).tolist()))
         return cls(fields, arrays["uids"], scalars, arrays["merge_pairs"], arrays["merge_Hresp"])

@@ -38,7 +38,9 @@ class FiniteAlloc(AllocModel):
             w = SS.N + max(a - 1.0, 0.0)
             total = w.sum()
             new = w / total if total > 0 else np.full(K, 1.0 / K)
-            self.weights = new if rho is None or self.K != K else (1 - rho) * self.weights + rho * new
+            self.weights = (
+                new if rho is None or self.K != K else (1 - rho) * self.weights + rho * new
+            )
         else:
             new = a + SS.N
             self.theta = new if rho is None or self.K != K else (1 - rho) * self.theta + rho * new

@@ -1,0 +1,62 @@
+"""The in-process executor: batches mapped one after another in this process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from mixstream.backend import namespace, to_device
+from mixstream.learn.executor import BatchSource
+from mixstream.suffstats import SuffStats
+
+
+class LocalExecutor:
+    """Runs batch functions serially over ``source``.
+
+    Parameters
+    ----------
+    source : BatchSource
+    backend : {"numpy", "cupy"}
+        Where batches go before the batch function sees them.
+    """
+
+    def __init__(self, source: BatchSource, backend: str = "numpy") -> None:
+        self.source = source
+        self.backend = backend
+        self._xp = namespace(backend)
+
+    def _batch(self, i: int) -> tuple[Any, Any]:
+        X = self.source.read(i)
+        w = self.source.read_weights(i)
+        if self.backend != "numpy":
+            X = to_device(X, self._xp)
+            w = None if w is None else to_device(w, self._xp)
+        return X, w
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        payload: Any,
+        batch_ids: Sequence[int] | None = None,
+        **kw: Any,
+    ) -> list[Any]:
+        ids = range(len(self.source.batches)) if batch_ids is None else batch_ids
+        return [fn(payload, *self._batch(i), **kw) for i in ids]
+
+    def map_sum(
+        self,
+        fn: Callable[..., Any],
+        payload: Any,
+        batch_ids: Sequence[int] | None = None,
+        **kw: Any,
+    ) -> SuffStats:
+        return SuffStats.sum(self.map(fn, payload, batch_ids, **kw))
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

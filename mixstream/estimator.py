@@ -1,0 +1,345 @@
+"""MixtureModel: the scikit-learn face of mixstream.
+
+One template method (``fit``) validates the options, opens the data as a batch source, builds
+the Model, initialises it ``n_init`` times and runs the chosen algorithm through an executor;
+the fitted attributes are read off the best run.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.exceptions import ConvergenceWarning
+
+from mixstream.alloc import ALLOCATIONS
+from mixstream.backend import logsumexp_rows, resolve_backend
+from mixstream.data.array_source import ArraySource
+from mixstream.data.validate import check_finite, check_matrix
+from mixstream.engine.local import LocalExecutor
+from mixstream.learn.em import fit_em
+from mixstream.learn.executor import Executor
+from mixstream.learn.history import FitResult, lap_record
+from mixstream.learn.init import INIT_METHODS, initialize
+from mixstream.learn.kmeans import fit_cem, lloyd
+from mixstream.learn.vb import fit_full_batch
+from mixstream.model import Model
+from mixstream.obs.registry import OBSERVATIONS
+
+ALGORITHMS = ("em", "vb", "kmeans", "cem")
+COVARIANCE_TYPES = ("full", "diag", "spherical", "tied_full", "tied_diag", "tied_spherical", "tied")
+#: Gaussian prior options, passed through to GaussObs
+_GAUSS_PRIORS = ("mean_prior", "mean_precision_prior", "degrees_of_freedom_prior", "covariance_prior")
+
+
+class MixtureModel(DensityMixin, BaseEstimator):
+    """A finite or Dirichlet-process mixture fitted by EM, VB, K-means or classification EM.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of components (the truncation level for allocation="dp").
+    allocation : {"dp", "finite"}
+        Stick-breaking Dirichlet process, or a symmetric Dirichlet(alpha / K) on the weights.
+    likelihood : {"gauss", "zero_mean_gauss", "bernoulli", "multinomial"}
+    covariance_type : {"full", "diag", "spherical", "tied_full", "tied_diag", "tied_spherical"}
+        Gaussian likelihood only ("tied" means "tied_full").
+    algorithm : {"vb", "em", "kmeans", "cem"}
+    alpha : float
+        Concentration of the weights' prior.
+    reg_covar : float
+        Added to the diagonal of covariance estimates (as scikit-learn does).
+    mean_prior, mean_precision_prior, degrees_of_freedom_prior, covariance_prior
+        Normal-Wishart prior of the Gaussian likelihood (scikit-learn's names and defaults).
+    obs_prior : dict, optional
+        Prior options of the other likelihoods (see their classes in mixstream.obs).
+    map_prior : bool
+        EM: maximise the posterior (MAP) rather than the likelihood.
+    init : {"kmeans++", "random", "random_from_data", "kmeans"}, array (K, D) or dict
+        How to start: a method, given means, or a dict of point parameters
+        ("weights", "means", "precisions" / "covariances"; algorithm="em") or "resp" (N, K).
+    n_init : int
+        Restarts; the run with the highest final objective is kept.
+    max_laps : int
+        Passes over the data.
+    tol : float
+        Convergence threshold on the change of the per-point objective.
+    batch_size : int, optional
+        Rows per batch; all rows in one batch when None.
+    random_state : int, Generator or None
+    backend : {"numpy", "cupy", "auto"}
+    verbose : int
+    """
+
+    def __init__(
+        self,
+        n_components: int = 10,
+        *,
+        allocation: str = "dp",
+        likelihood: str = "gauss",
+        covariance_type: str = "full",
+        algorithm: str = "vb",
+        alpha: float = 1.0,
+        reg_covar: float = 1e-6,
+        mean_prior: Any = None,
+        mean_precision_prior: float | None = None,
+        degrees_of_freedom_prior: float | None = None,
+        covariance_prior: Any = None,
+        obs_prior: Mapping[str, Any] | None = None,
+        map_prior: bool = False,
+        init: Any = "kmeans++",
+        n_init: int = 1,
+        max_laps: int = 100,
+        tol: float = 1e-3,
+        batch_size: int | None = None,
+        random_state: Any = None,
+        backend: str = "numpy",
+        verbose: int = 0,
+    ) -> None:
+        self.n_components = n_components
+        self.allocation = allocation
+        self.likelihood = likelihood
+        self.covariance_type = covariance_type
+        self.algorithm = algorithm
+        self.alpha = alpha
+        self.reg_covar = reg_covar
+        self.mean_prior = mean_prior
+        self.mean_precision_prior = mean_precision_prior
+        self.degrees_of_freedom_prior = degrees_of_freedom_prior
+        self.covariance_prior = covariance_prior
+        self.obs_prior = obs_prior
+        self.map_prior = map_prior
+        self.init = init
+        self.n_init = n_init
+        self.max_laps = max_laps
+        self.tol = tol
+        self.batch_size = batch_size
+        self.random_state = random_state
+        self.backend = backend
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ validation
+    def _validate_params(self) -> None:  # noqa: C901 - a flat list of checks reads best
+        _one_of("allocation", self.allocation, tuple(ALLOCATIONS))
+        _one_of("likelihood", self.likelihood, tuple(OBSERVATIONS))
+        _one_of("algorithm", self.algorithm, ALGORITHMS)
+        if self.likelihood == "gauss":
+            _one_of("covariance_type", self.covariance_type, COVARIANCE_TYPES)
+        _positive_int("n_components", self.n_components)
+        _positive_int("n_init", self.n_init)
+        _positive_int("max_laps", self.max_laps)
+        if self.batch_size is not None:
+            _positive_int("batch_size", self.batch_size)
+        for name in ("alpha",):
+            v = getattr(self, name)
+            if not isinstance(v, numbers.Real) or not np.isfinite(v) or v <= 0:
+                raise ValueError(f"{name} must be a positive number, got {v!r}")
+        for name in ("tol", "reg_covar"):
+            v = getattr(self, name)
+            if not isinstance(v, numbers.Real) or not np.isfinite(v) or v < 0:
+                raise ValueError(f"{name} must be a non-negative number, got {v!r}")
+        if isinstance(self.init, str):
+            _one_of("init", self.init, INIT_METHODS)
+        if self.likelihood != "gauss" and any(
+            getattr(self, p) is not None for p in _GAUSS_PRIORS
+        ):
+            raise ValueError(
+                f"{', '.join(_GAUSS_PRIORS)} apply to likelihood='gauss'; use obs_prior for "
+                f"likelihood={self.likelihood!r}"
+            )
+        resolve_backend(self.backend)
+
+    def _inference(self) -> str:
+        return "vb" if self.algorithm == "vb" else "em"
+
+    def _build_model(self) -> Model:
+        inference = self._inference()
+        alloc = ALLOCATIONS[self.allocation](alpha=self.alpha, inference=inference)
+        options = dict(self.obs_prior or {})
+        if self.likelihood == "gauss":
+            cov = "tied_full" if self.covariance_type == "tied" else self.covariance_type
+            options.update(covariance_type=cov, reg_covar=self.reg_covar, map_prior=self.map_prior)
+            options.update({p: getattr(self, p) for p in _GAUSS_PRIORS})
+        elif self.likelihood == "zero_mean_gauss":
+            options.setdefault("reg_covar", self.reg_covar)
+            options.setdefault("map_prior", self.map_prior)
+        obs = OBSERVATIONS[self.likelihood](inference=inference, **options)
+        return Model(alloc, obs)
+
+    def _open(
+        self, X: Any, sample_weight: Any = None, reset: bool = True
+    ) -> tuple[Executor, np.ndarray]:
+        X = check_matrix(X, "X")
+        if not np.issubdtype(X.dtype, np.floating):
+            X = X.astype(np.float64)
+        check_finite(X, "X")
+        if reset:
+            self.n_features_in_ = X.shape[1]
+        elif X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} was fitted with "
+                f"{self.n_features_in_} features"
+            )
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+            if sample_weight.shape[0] != X.shape[0]:
+                raise ValueError(
+                    f"sample_weight has {sample_weight.shape[0]} entries; X has {X.shape[0]} rows"
+                )
+            check_finite(sample_weight, "sample_weight")
+            if (sample_weight < 0).any():
+                raise ValueError("sample_weight must be non-negative")
+        source = ArraySource(X, self.batch_size, sample_weight)
+        source.validated = True
+        return LocalExecutor(source, resolve_backend(self.backend)), X
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> MixtureModel:
+        """Fit the mixture to X.
+
+        Parameters
+        ----------
+        X : array (n_samples, n_features)
+        y : ignored
+        sample_weight : array (n_samples,), optional
+            Non-negative weights; an integer weight counts like repeated rows.
+        """
+        self._validate_params()
+        executor, X = self._open(X, sample_weight)
+        if X.shape[0] < self.n_components and self.allocation == "finite":
+            raise ValueError(
+                f"Expected n_samples >= n_components, got n_components={self.n_components}, "
+                f"n_samples={X.shape[0]}"
+            )
+        self._build_model().obs.validate(X, "X")
+        rng = np.random.default_rng(_seed(self.random_state))
+        best: tuple[float, Model, FitResult] | None = None
+        with executor:
+            for _ in range(self.n_init):
+                model = self._build_model()
+                result = self._fit_one(model, executor, rng)
+                if best is None or result.lower_bound > best[0]:
+                    best = (result.lower_bound, model, result)
+        _, self.model_, result = best
+        if not result.converged and self.algorithm != "kmeans":
+            warnings.warn(
+                f"{type(self).__name__} did not converge in max_laps={self.max_laps} laps "
+                f"(tol={self.tol}); raise max_laps or tol",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        self._set_fitted(result)
+        return self
+
+    def _fit_one(self, model: Model, executor: Executor, rng: np.random.Generator) -> FitResult:
+        init = self.init
+        if isinstance(init, list | tuple):
+            init = np.asarray(init, dtype=np.float64)
+        initialize(model, executor, self.n_components, init, rng)
+        if self.algorithm == "vb":
+            return fit_full_batch(model, executor, self.max_laps, self.tol)
+        if self.algorithm == "em":
+            return fit_em(model, executor, self.max_laps, self.tol)
+        if self.algorithm == "cem":
+            return fit_cem(model, executor, self.max_laps, self.tol)
+        return self._fit_kmeans(model, executor)
+
+    def _fit_kmeans(self, model: Model, executor: Executor) -> FitResult:
+        """Lloyd's iterations from the initial means, then one hard M-step for all parameters."""
+        import time
+
+        t0 = time.perf_counter()
+        means = model.obs.point_estimates()["means"]
+        centers, _, n_iter = lloyd(executor, means, max_iter=self.max_laps, tol=self.tol)
+        parts = executor.map(_hard_nearest_stats, (model, centers))
+        from mixstream.suffstats import SuffStats
+
+        SS = SuffStats.sum(parts)
+        model.global_step(SS)
+        elbo = model.elbo(SS) / SS.scalars["n_rows"]
+        record = lap_record(n_iter, elbo, model.K, time.perf_counter() - t0)
+        return FitResult(elbo, n_iter < self.max_laps, n_iter, [record])
+
+    def _set_fitted(self, result: FitResult) -> None:
+        model = self.model_
+        w = np.asarray(model.alloc.expected_weights(), dtype=np.float64)
+        self.weights_ = w / w.sum()
+        for name, value in model.obs.point_estimates().items():
+            setattr(self, f"{name}_", value)
+        self.lower_bound_ = result.lower_bound
+        self.lower_bounds_ = [h["elbo"] for h in result.history]
+        self.converged_ = result.converged
+        self.n_iter_ = result.n_iter
+        self.history_ = result.history
+        self.n_components_ = int(model.K)
+
+    # ------------------------------------------------------------------ prediction
+    def _check_fitted(self) -> None:
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "model_")
+
+    def _log_resp(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        self._check_fitted()
+        _, X = self._open(X, reset=False)
+        self.model_.obs.validate(X, "X")
+        return logsumexp_rows(self.model_.log_prob(X))
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Responsibilities of the components for each row, shape (n_samples, K)."""
+        _, log_resp = self._log_resp(X)
+        return np.exp(log_resp)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Most probable component of each row, shape (n_samples,)."""
+        _, log_resp = self._log_resp(X)
+        return log_resp.argmax(axis=1)
+
+    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> np.ndarray:
+        return self.fit(X, sample_weight=sample_weight).predict(X)
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """log sum_k exp(log pi_k + log p(x | k)) per row, shape (n_samples,).
+
+        EM: the log-density of the fitted mixture. VB: the same with expected log weights and
+        likelihoods (what scikit-learn's BayesianGaussianMixture reports).
+        """
+        log_norm, _ = self._log_resp(X)
+        return log_norm
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Mean of ``score_samples`` over the rows of X."""
+        return float(self.score_samples(X).mean())
+
+
+def _hard_nearest_stats(payload: tuple[Model, np.ndarray], X: Any, w: Any) -> Any:
+    from mixstream.learn.kmeans import nearest
+
+    model, centers = payload
+    labels = nearest(np.asarray(X), centers)
+    resp = np.zeros((X.shape[0], centers.shape[0]))
+    resp[np.arange(X.shape[0]), labels] = 1.0
+    return model.summarize(X, {"resp": resp, "log_norm": np.zeros(X.shape[0]), "hard": True}, sample_weight=w)
+
+
+def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _seed(random_state: Any) -> Any:
+    if isinstance(random_state, np.random.RandomState):
+        return random_state.randint(2**31)
+    return random_state
+
+
+__all__ = ["MixtureModel"]

@@ -1,0 +1,108 @@
+"""What the algorithms need from an engine: a source of batches and a way to map over them.
+
+The algorithms in ``mixstream.learn`` never import dask or prefect. They take an ``Executor``
+whose ``map`` applies a module-level function ``fn(payload, X_b, w_b, **kwargs)`` to batches
+(in-process, on a Dask cluster, or on GPUs) and returns the results in batch order, so every
+sum is taken in the same order whichever worker answered first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from mixstream.suffstats import SuffStats
+
+
+@runtime_checkable
+class BatchSource(Protocol):
+    """Rows of a dataset, split into contiguous batches.
+
+    Attributes
+    ----------
+    n_rows, n_features : int
+    dtype : numpy dtype of the stored values
+    batches : list of (start, stop) row ranges, covering 0..n_rows in order
+    name : str, how error messages refer to the data (a store path, "X", ...)
+    """
+
+    n_rows: int
+    n_features: int
+    dtype: np.dtype
+    batches: list[tuple[int, int]]
+    name: str
+
+    def read(self, i: int) -> np.ndarray:
+        """Rows of batch i, shape (stop - start, n_features), validated finite."""
+
+    def read_weights(self, i: int) -> np.ndarray | None:
+        """Sample weights of batch i, shape (stop - start,), or None for unit weights."""
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Maps batch functions over a BatchSource."""
+
+    source: BatchSource
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        payload: Any,
+        batch_ids: Sequence[int] | None = None,
+        **kw: Any,
+    ) -> list[Any]:
+        """[fn(payload, X_b, w_b, **kw) for b in batch_ids], in the order of batch_ids."""
+
+    def map_sum(
+        self,
+        fn: Callable[..., Any],
+        payload: Any,
+        batch_ids: Sequence[int] | None = None,
+        **kw: Any,
+    ) -> SuffStats:
+        """The SuffStats results of ``map`` summed in a fixed pairwise tree."""
+
+    def close(self) -> None:
+        """Release what the executor started."""
+
+
+# ---------------------------------------------------------------------- batch functions
+# Module level so that Dask can ship them to workers by reference.
+
+
+def summarize_batch(
+    model: Any,
+    X: Any,
+    w: Any,
+    hard: bool = False,
+    merge_pairs: Sequence[tuple[int, int]] | None = None,
+) -> SuffStats:
+    """Local step + summary of one batch: the unit of work of every algorithm."""
+    return model.local_summarize(X, hard=hard, merge_pairs=merge_pairs, sample_weight=w)
+
+
+def kmeans_batch(centers: np.ndarray, X: Any, w: Any) -> SuffStats:
+    """Nearest-centre counts, coordinate sums and inertia of one batch (Lloyd's step)."""
+    from mixstream.backend import get_namespace, to_device, to_host
+
+    xp = get_namespace(X)
+    C = to_device(centers, xp)
+    X = X.astype(xp.float64, copy=False)
+    d2 = (X * X).sum(1)[:, None] - 2.0 * (X @ C.T) + (C * C).sum(1)[None, :]
+    labels = d2.argmin(axis=1)
+    K = C.shape[0]
+    onehot = xp.zeros((X.shape[0], K))
+    onehot[xp.arange(X.shape[0]), labels] = 1.0 if w is None else w
+    inertia = xp.maximum(d2[xp.arange(X.shape[0]), labels], 0.0)
+    if w is not None:
+        inertia = inertia * w
+    fields = {"N": to_host(onehot.sum(0)), "sum_x": to_host(onehot.T @ X)}
+    return SuffStats(fields, scalars={"inertia": float(to_host(inertia.sum()))})
+
+
+def score_batch(model: Any, X: Any, w: Any) -> SuffStats:
+    """Summed log normaliser of one batch (log-likelihood under EM) with its statistics."""
+    return model.local_summarize(X, sample_weight=w)
