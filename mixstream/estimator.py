@@ -33,7 +33,12 @@ from mixstream.obs.registry import OBSERVATIONS
 ALGORITHMS = ("em", "vb", "kmeans", "cem")
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied_full", "tied_diag", "tied_spherical", "tied")
 #: Gaussian prior options, passed through to GaussObs
-_GAUSS_PRIORS = ("mean_prior", "mean_precision_prior", "degrees_of_freedom_prior", "covariance_prior")
+_GAUSS_PRIORS = (
+    "mean_prior",
+    "mean_precision_prior",
+    "degrees_of_freedom_prior",
+    "covariance_prior",
+)
 
 
 class MixtureModel(DensityMixin, BaseEstimator):
@@ -123,7 +128,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------------ validation
-    def _validate_params(self) -> None:  # noqa: C901 - a flat list of checks reads best
+    def _validate_params(self) -> None:
         _one_of("allocation", self.allocation, tuple(ALLOCATIONS))
         _one_of("likelihood", self.likelihood, tuple(OBSERVATIONS))
         _one_of("algorithm", self.algorithm, ALGORITHMS)
@@ -144,9 +149,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
                 raise ValueError(f"{name} must be a non-negative number, got {v!r}")
         if isinstance(self.init, str):
             _one_of("init", self.init, INIT_METHODS)
-        if self.likelihood != "gauss" and any(
-            getattr(self, p) is not None for p in _GAUSS_PRIORS
-        ):
+        if self.likelihood != "gauss" and any(getattr(self, p) is not None for p in _GAUSS_PRIORS):
             raise ValueError(
                 f"{', '.join(_GAUSS_PRIORS)} apply to likelihood='gauss'; use obs_prior for "
                 f"likelihood={self.likelihood!r}"
@@ -315,6 +318,193 @@ class MixtureModel(DensityMixin, BaseEstimator):
         """Mean of ``score_samples`` over the rows of X."""
         return float(self.score_samples(X).mean())
 
+    # ------------------------------------------------------------------ model selection
+    def _n_parameters(self) -> int:
+        self._check_fitted()
+        return int(self.model_.obs.n_free_params() + self.model_.alloc.n_free_params())
+
+    def bic(self, X: Any) -> float:
+        """Bayesian information criterion on X (lower is better), as scikit-learn defines it."""
+        n = np.asarray(X).shape[0]
+        return float(-2 * self.score(X) * n + self._n_parameters() * np.log(n))
+
+    def aic(self, X: Any) -> float:
+        """Akaike information criterion on X (lower is better)."""
+        n = np.asarray(X).shape[0]
+        return float(-2 * self.score(X) * n + 2 * self._n_parameters())
+
+    def get_active_cluster_probs(self) -> np.ndarray:
+        """Expected weights of the represented components, shape (n_components_,); for a DP
+        these sum to less than 1, the rest belonging to components not yet represented."""
+        self._check_fitted()
+        return np.asarray(self.model_.alloc.get_active_cluster_probs())
+
+    # ------------------------------------------------------------------ sampling
+    def sample(
+        self,
+        n_samples: int = 1,
+        component: int | None = None,
+        confidence: float | None = None,
+        std_range: tuple[float, float] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Draw from the fitted mixture.
+
+        Parameters
+        ----------
+        n_samples : int
+        component : int, optional
+            Draw only from this component.
+        confidence : float in (0, 1], optional
+            Gaussian only: every draw lies inside the ellipsoid holding this probability mass
+            of its component (Mahalanobis radius r with chi2_D(r^2) <= confidence).
+        std_range : (a, b), optional
+            Gaussian only: every draw's Mahalanobis distance to its component mean is in [a, b)
+            (outlier generation).
+
+        Returns
+        -------
+        X : array (n_samples, n_features)
+        labels : array (n_samples,) of component indices
+        """
+        self._check_fitted()
+        _positive_int("n_samples", n_samples)
+        rng = np.random.default_rng(_seed(self.random_state))
+        K = self.model_.K
+        if component is None:
+            counts = rng.multinomial(n_samples, self.weights_)
+        else:
+            if not isinstance(component, numbers.Integral) or not 0 <= component < K:
+                raise ValueError(f"component must be an integer in [0, {K}), got {component!r}")
+            counts = np.zeros(K, dtype=int)
+            counts[component] = n_samples
+        labels = np.repeat(np.arange(K), counts)
+        if confidence is None and std_range is None:
+            parts = [self.model_.obs.sample(k, int(c), rng) for k, c in enumerate(counts) if c]
+            return np.concatenate(parts), labels
+        lo, hi = _radius_bounds(confidence, std_range, self.n_features_in_)
+        means, chols = self._gaussian_factors()
+        parts = []
+        for k, c in enumerate(counts):
+            if c:
+                parts.append(
+                    means[k] + _shell_draws(rng, int(c), lo, hi, means.shape[1]) @ chols[k].T
+                )
+        return np.concatenate(parts), labels
+
+    def _gaussian_factors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Component means (K, D) and Cholesky factors of the covariances (K, D, D)."""
+        if self.likelihood not in ("gauss", "zero_mean_gauss"):
+            raise ValueError("confidence and std_range apply to Gaussian likelihoods only")
+        K, D = self.model_.K, self.n_features_in_
+        cov = np.asarray(self.covariances_, dtype=np.float64)
+        if cov.shape == (K, D, D):
+            full = cov
+        elif cov.shape == (D, D):
+            full = np.broadcast_to(cov, (K, D, D))
+        elif cov.shape == (K, D):
+            full = np.einsum("kd,de->kde", cov, np.eye(D))
+        elif cov.shape == (D,):
+            full = np.broadcast_to(np.diag(cov), (K, D, D))
+        elif cov.shape == (K,):
+            full = cov[:, None, None] * np.eye(D)
+        else:  # tied spherical: one variance
+            full = np.broadcast_to(float(cov) * np.eye(D), (K, D, D))
+        means = getattr(self, "means_", np.zeros((K, D)))
+        return np.asarray(means), np.linalg.cholesky(full)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: Any) -> Any:
+        """Write the fitted model to ``path`` (arrays + JSON; no pickle). Returns the path."""
+        from mixstream.io import write_model_file
+
+        self._check_fitted()
+        params = {k: v for k, v in self.get_params().items() if k not in _UNSTORED_PARAMS}
+        if not isinstance(params.get("random_state"), int | type(None)):
+            params["random_state"] = None
+        meta = {
+            "class": type(self).__name__,
+            "params": params,
+            "fitted": {
+                "lower_bound_": self.lower_bound_,
+                "converged_": self.converged_,
+                "n_iter_": self.n_iter_,
+                "n_features_in_": self.n_features_in_,
+                "history_": self.history_,
+            },
+        }
+        return write_model_file(path, meta, self.model_.get_state())
+
+    @classmethod
+    def load(cls, path: Any) -> MixtureModel:
+        """Read a model written by ``save``; refuses damaged, tampered or newer-format files."""
+        from mixstream.io import ModelFileError, read_model_file
+
+        meta, arrays = read_model_file(path)
+        if meta.get("class") != cls.__name__:
+            raise ModelFileError(f"{path} holds a {meta.get('class')!r}, not a {cls.__name__}")
+        est = cls(**meta["params"])
+        try:
+            est._validate_params()
+            model = est._build_model()
+            model.set_state(arrays)
+            fitted = meta["fitted"]
+            est.model_ = model
+            est.n_features_in_ = int(fitted["n_features_in_"])
+            result = FitResult(
+                fitted["lower_bound_"], fitted["converged_"], fitted["n_iter_"], fitted["history_"]
+            )
+            est._set_fitted(result)
+            _check_loaded_shapes(est)
+        except ModelFileError:
+            raise
+        except Exception as err:
+            raise ModelFileError(f"{path}: the model's arrays are inconsistent ({err})") from err
+        return est
+
+
+#: parameters that describe where a fit ran, not the model; not stored in model files
+_UNSTORED_PARAMS = ("client",)
+
+
+def _check_loaded_shapes(est: MixtureModel) -> None:
+    K, D = est.model_.K, est.n_features_in_
+    means = getattr(est, "means_", None)
+    if means is not None and np.asarray(means).shape != (K, D):
+        raise ValueError(f"means have shape {np.asarray(means).shape}, expected {(K, D)}")
+    if est.weights_.shape != (K,):
+        raise ValueError(f"weights have shape {est.weights_.shape}, expected {(K,)}")
+
+
+def _radius_bounds(
+    confidence: float | None, std_range: tuple[float, float] | None, D: int
+) -> tuple[float, float]:
+    """Bounds [lo, hi) on chi2_D's CDF of the squared Mahalanobis radius of a draw."""
+    from scipy.stats import chi2
+
+    if confidence is not None and std_range is not None:
+        raise ValueError("give confidence or std_range, not both")
+    if confidence is not None:
+        if not 0 < confidence <= 1:
+            raise ValueError(f"confidence must be in (0, 1], got {confidence!r}")
+        return 0.0, float(confidence)
+    a, b = (float(v) for v in std_range)
+    if not 0 <= a < b:
+        raise ValueError(f"std_range must be (a, b) with 0 <= a < b, got {std_range!r}")
+    return float(chi2.cdf(a * a, D)), float(chi2.cdf(b * b, D))
+
+
+def _shell_draws(rng: np.random.Generator, n: int, lo: float, hi: float, D: int) -> np.ndarray:
+    """n standard-normal draws (n, D) whose squared radius has chi2_D CDF in [lo, hi).
+
+    Radius by the inverse chi2 CDF, direction uniform on the sphere: exact, no rejection.
+    """
+    from scipy.stats import chi2
+
+    r = np.sqrt(chi2.ppf(rng.uniform(lo, hi, size=n), D))
+    z = rng.normal(size=(n, D))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    return z * r[:, None]
+
 
 def _hard_nearest_stats(payload: tuple[Model, np.ndarray], X: Any, w: Any) -> Any:
     from mixstream.learn.kmeans import nearest
@@ -323,7 +513,9 @@ def _hard_nearest_stats(payload: tuple[Model, np.ndarray], X: Any, w: Any) -> An
     labels = nearest(np.asarray(X), centers)
     resp = np.zeros((X.shape[0], centers.shape[0]))
     resp[np.arange(X.shape[0]), labels] = 1.0
-    return model.summarize(X, {"resp": resp, "log_norm": np.zeros(X.shape[0]), "hard": True}, sample_weight=w)
+    return model.summarize(
+        X, {"resp": resp, "log_norm": np.zeros(X.shape[0]), "hard": True}, sample_weight=w
+    )
 
 
 def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:

@@ -252,7 +252,7 @@ class SuffStats:
         return out
 
     def align(self, uids: Sequence[int]) -> SuffStats:
-        """Statistics re-indexed to ``uids``: components we lack are zeros, extra ones must be empty.
+        """Statistics re-indexed to ``uids``: ours that are missing are zeros; extras must be empty.
 
         Used by the memoized cache: a batch summarized before a birth has no entry for the new
         components, which is exactly zero mass for them.
