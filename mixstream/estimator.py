@@ -19,18 +19,16 @@ from sklearn.exceptions import ConvergenceWarning
 from mixstream.alloc import ALLOCATIONS
 from mixstream.backend import logsumexp_rows, resolve_backend
 from mixstream.data.array_source import ArraySource
-from mixstream.data.validate import check_finite, check_matrix
-from mixstream.engine.local import LocalExecutor
-from mixstream.learn.em import fit_em
+from mixstream.fit_run import FitRun
 from mixstream.learn.executor import Executor
-from mixstream.learn.history import FitResult, lap_record
-from mixstream.learn.init import INIT_METHODS, initialize
-from mixstream.learn.kmeans import fit_cem, lloyd
-from mixstream.learn.vb import fit_full_batch
+from mixstream.learn.history import FitResult
+from mixstream.learn.init import INIT_METHODS
 from mixstream.model import Model
 from mixstream.obs.registry import OBSERVATIONS
 
-ALGORITHMS = ("em", "vb", "kmeans", "cem")
+ALGORITHMS = ("em", "vb", "kmeans", "cem", "sovb", "movb")
+MOVES = ("birth", "merge", "delete")
+ENGINES = ("auto", "local", "dask")
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied_full", "tied_diag", "tied_spherical", "tied")
 #: Gaussian prior options, passed through to GaussObs
 _GAUSS_PRIORS = (
@@ -53,7 +51,9 @@ class MixtureModel(DensityMixin, BaseEstimator):
     likelihood : {"gauss", "zero_mean_gauss", "bernoulli", "multinomial"}
     covariance_type : {"full", "diag", "spherical", "tied_full", "tied_diag", "tied_spherical"}
         Gaussian likelihood only ("tied" means "tied_full").
-    algorithm : {"vb", "em", "kmeans", "cem"}
+    algorithm : {"vb", "em", "kmeans", "cem", "sovb", "movb"}
+        Full-batch VB, EM (ML / MAP; with allocation="dp", DP MAP), K-means, classification
+        EM, stochastic VB, or memoized VB (the only one that runs moves).
     alpha : float
         Concentration of the weights' prior.
     reg_covar : float
@@ -74,9 +74,19 @@ class MixtureModel(DensityMixin, BaseEstimator):
     tol : float
         Convergence threshold on the change of the per-point objective.
     batch_size : int, optional
-        Rows per batch; all rows in one batch when None.
+        Rows per batch (rounded to whole Zarr chunks for stores); one batch when None.
+    moves : tuple of {"birth", "merge", "delete"}
+        DP moves of memoized VB that add, merge and delete components while fitting.
+    kappa, delay : float
+        Stochastic VB step sizes rho_t = (t + delay) ** -kappa.
     random_state : int, Generator or None
     backend : {"numpy", "cupy", "auto"}
+    engine : {"auto", "local", "dask"}
+        In-process, or a Dask cluster (``client``, a scheduler address, or a LocalCluster
+        started for the fit); "auto" picks Dask when a client is given or a store is large.
+    client : distributed.Client or "tcp://host:port", optional
+    checkpoint_dir : path, optional
+        Checkpoint after every lap; a fit given the same directory again resumes from it.
     verbose : int
     """
 
@@ -101,8 +111,14 @@ class MixtureModel(DensityMixin, BaseEstimator):
         max_laps: int = 100,
         tol: float = 1e-3,
         batch_size: int | None = None,
+        moves: Any = (),
+        kappa: float = 0.6,
+        delay: float = 1.0,
         random_state: Any = None,
         backend: str = "numpy",
+        engine: str = "auto",
+        client: Any = None,
+        checkpoint_dir: Any = None,
         verbose: int = 0,
     ) -> None:
         self.n_components = n_components
@@ -123,8 +139,14 @@ class MixtureModel(DensityMixin, BaseEstimator):
         self.max_laps = max_laps
         self.tol = tol
         self.batch_size = batch_size
+        self.moves = moves
+        self.kappa = kappa
+        self.delay = delay
         self.random_state = random_state
         self.backend = backend
+        self.engine = engine
+        self.client = client
+        self.checkpoint_dir = checkpoint_dir
         self.verbose = verbose
 
     # ------------------------------------------------------------------ validation
@@ -149,6 +171,21 @@ class MixtureModel(DensityMixin, BaseEstimator):
                 raise ValueError(f"{name} must be a non-negative number, got {v!r}")
         if isinstance(self.init, str):
             _one_of("init", self.init, INIT_METHODS)
+        _one_of("engine", self.engine, ENGINES)
+        if self.algorithm == "kmeans" and self.likelihood == "zero_mean_gauss":
+            raise ValueError(
+                "algorithm='kmeans' needs components that differ by their means; "
+                "zero_mean_gauss components all have mean 0 (use 'cem', 'em' or 'vb')"
+            )
+        moves = (self.moves,) if isinstance(self.moves, str) else tuple(self.moves or ())
+        for move in moves:
+            _one_of("moves", move, MOVES)
+        if moves and self.algorithm != "movb":
+            raise ValueError(f"moves={moves} need algorithm='movb', got {self.algorithm!r}")
+        if not isinstance(self.kappa, numbers.Real) or not 0.5 < self.kappa <= 1:
+            raise ValueError(f"kappa must be in (0.5, 1] for soVB to converge, got {self.kappa!r}")
+        if not isinstance(self.delay, numbers.Real) or self.delay < 0:
+            raise ValueError(f"delay must be a non-negative number, got {self.delay!r}")
         if self.likelihood != "gauss" and any(getattr(self, p) is not None for p in _GAUSS_PRIORS):
             raise ValueError(
                 f"{', '.join(_GAUSS_PRIORS)} apply to likelihood='gauss'; use obs_prior for "
@@ -157,7 +194,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
         resolve_backend(self.backend)
 
     def _inference(self) -> str:
-        return "vb" if self.algorithm == "vb" else "em"
+        return "vb" if self.algorithm in ("vb", "sovb", "movb") else "em"
 
     def _build_model(self) -> Model:
         inference = self._inference()
@@ -167,38 +204,31 @@ class MixtureModel(DensityMixin, BaseEstimator):
             cov = "tied_full" if self.covariance_type == "tied" else self.covariance_type
             options.update(covariance_type=cov, reg_covar=self.reg_covar, map_prior=self.map_prior)
             options.update({p: getattr(self, p) for p in _GAUSS_PRIORS})
-        elif self.likelihood == "zero_mean_gauss":
-            options.setdefault("reg_covar", self.reg_covar)
+        else:
             options.setdefault("map_prior", self.map_prior)
+            if self.likelihood == "zero_mean_gauss":
+                options.setdefault("reg_covar", self.reg_covar)
         obs = OBSERVATIONS[self.likelihood](inference=inference, **options)
         return Model(alloc, obs)
 
-    def _open(
-        self, X: Any, sample_weight: Any = None, reset: bool = True
-    ) -> tuple[Executor, np.ndarray]:
-        X = check_matrix(X, "X")
-        if not np.issubdtype(X.dtype, np.floating):
-            X = X.astype(np.float64)
-        check_finite(X, "X")
+    def _open(self, X: Any, sample_weight: Any = None, reset: bool = True) -> Executor:
+        """An executor over X's batches, validated (shape, dtype, finiteness, likelihood)."""
+        from mixstream.data.sources import open_source
+        from mixstream.engine.factory import make_executor
+
+        source = open_source(X, self.batch_size, sample_weight)
         if reset:
-            self.n_features_in_ = X.shape[1]
-        elif X.shape[1] != self.n_features_in_:
+            self.n_features_in_ = source.n_features
+        elif source.n_features != self.n_features_in_:
             raise ValueError(
-                f"X has {X.shape[1]} features, but {type(self).__name__} was fitted with "
-                f"{self.n_features_in_} features"
+                f"{source.name} has {source.n_features} features, but {type(self).__name__} "
+                f"was fitted with {self.n_features_in_} features"
             )
-        if sample_weight is not None:
-            sample_weight = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
-            if sample_weight.shape[0] != X.shape[0]:
-                raise ValueError(
-                    f"sample_weight has {sample_weight.shape[0]} entries; X has {X.shape[0]} rows"
-                )
-            check_finite(sample_weight, "sample_weight")
-            if (sample_weight < 0).any():
-                raise ValueError("sample_weight must be non-negative")
-        source = ArraySource(X, self.batch_size, sample_weight)
-        source.validated = True
-        return LocalExecutor(source, resolve_backend(self.backend)), X
+        if isinstance(source, ArraySource):
+            self._build_model().obs.validate(source.X, source.name)
+        return make_executor(
+            source, client=self.client, backend=resolve_backend(self.backend), engine=self.engine
+        )
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> MixtureModel:
@@ -206,28 +236,21 @@ class MixtureModel(DensityMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array (n_samples, n_features)
+        X : array (n_samples, n_features), dask array, zarr.Array, or a Zarr store's path / URL
         y : ignored
         sample_weight : array (n_samples,), optional
             Non-negative weights; an integer weight counts like repeated rows.
         """
         self._validate_params()
-        executor, X = self._open(X, sample_weight)
-        if X.shape[0] < self.n_components and self.allocation == "finite":
-            raise ValueError(
-                f"Expected n_samples >= n_components, got n_components={self.n_components}, "
-                f"n_samples={X.shape[0]}"
-            )
-        self._build_model().obs.validate(X, "X")
-        rng = np.random.default_rng(_seed(self.random_state))
-        best: tuple[float, Model, FitResult] | None = None
-        with executor:
-            for _ in range(self.n_init):
-                model = self._build_model()
-                result = self._fit_one(model, executor, rng)
-                if best is None or result.lower_bound > best[0]:
-                    best = (result.lower_bound, model, result)
-        _, self.model_, result = best
+        with self._open(X, sample_weight) as executor:
+            n_rows = executor.source.n_rows
+            if n_rows < self.n_components and self.allocation == "finite":
+                raise ValueError(
+                    f"Expected n_samples >= n_components, got n_components={self.n_components}, "
+                    f"n_samples={n_rows}"
+                )
+            run = self.start_fit(executor).run()
+            self.model_, result = run.finish()
         if not result.converged and self.algorithm != "kmeans":
             warnings.warn(
                 f"{type(self).__name__} did not converge in max_laps={self.max_laps} laps "
@@ -238,34 +261,35 @@ class MixtureModel(DensityMixin, BaseEstimator):
         self._set_fitted(result)
         return self
 
-    def _fit_one(self, model: Model, executor: Executor, rng: np.random.Generator) -> FitResult:
-        init = self.init
-        if isinstance(init, list | tuple):
-            init = np.asarray(init, dtype=np.float64)
-        initialize(model, executor, self.n_components, init, rng)
-        if self.algorithm == "vb":
-            return fit_full_batch(model, executor, self.max_laps, self.tol)
-        if self.algorithm == "em":
-            return fit_em(model, executor, self.max_laps, self.tol)
-        if self.algorithm == "cem":
-            return fit_cem(model, executor, self.max_laps, self.tol)
-        return self._fit_kmeans(model, executor)
+    def start_fit(self, executor: Executor, on_lap: Any = None) -> FitRun:
+        """A FitRun over ``executor``'s data, resumed from ``checkpoint_dir`` when one exists.
 
-    def _fit_kmeans(self, model: Model, executor: Executor) -> FitResult:
-        """Lloyd's iterations from the initial means, then one hard M-step for all parameters."""
-        import time
+        For drivers that step lap by lap (the Prefect flows); ``fit`` uses it too.
+        """
+        return FitRun(
+            self, executor, self.checkpoint_dir, self._fingerprint(executor), on_lap
+        ).start()
 
-        t0 = time.perf_counter()
-        means = model.obs.point_estimates()["means"]
-        centers, _, n_iter = lloyd(executor, means, max_iter=self.max_laps, tol=self.tol)
-        parts = executor.map(_hard_nearest_stats, (model, centers))
-        from mixstream.suffstats import SuffStats
+    def _fingerprint(self, executor: Executor) -> dict[str, Any]:
+        """What must match for a checkpoint to be resumed by this fit."""
+        source = executor.source
+        params = {
+            k: v
+            for k, v in self.get_params().items()
+            if k not in (*_UNSTORED_PARAMS, "max_laps", "verbose", "checkpoint_dir", "engine")
+        }
+        from mixstream.io import _jsonable
 
-        SS = SuffStats.sum(parts)
-        model.global_step(SS)
-        elbo = model.elbo(SS) / SS.scalars["n_rows"]
-        record = lap_record(n_iter, elbo, model.K, time.perf_counter() - t0)
-        return FitResult(elbo, n_iter < self.max_laps, n_iter, [record])
+        try:
+            params = _jsonable(params)
+        except TypeError:
+            params = {k: repr(v) for k, v in params.items()}
+        return {
+            "n_rows": source.n_rows,
+            "n_features": source.n_features,
+            "batches": [list(b) for b in source.batches],
+            "params": params,
+        }
 
     def _set_fitted(self, result: FitResult) -> None:
         model = self.model_
@@ -287,10 +311,22 @@ class MixtureModel(DensityMixin, BaseEstimator):
         check_is_fitted(self, "model_")
 
     def _log_resp(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """log normaliser (N,) and log responsibilities (N, K) of in-memory rows."""
+        from mixstream.data.sources import open_source
+
         self._check_fitted()
-        _, X = self._open(X, reset=False)
-        self.model_.obs.validate(X, "X")
-        return logsumexp_rows(self.model_.log_prob(X))
+        source = open_source(X)
+        if not isinstance(source, ArraySource):
+            raise ValueError(
+                f"{source.name} is a store: use predict_store(...) to write labels to Zarr"
+            )
+        if source.n_features != self.n_features_in_:
+            raise ValueError(
+                f"X has {source.n_features} features, but {type(self).__name__} was fitted "
+                f"with {self.n_features_in_} features"
+            )
+        self.model_.obs.validate(source.X, "X")
+        return logsumexp_rows(self.model_.log_prob(source.X))
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Responsibilities of the components for each row, shape (n_samples, K)."""
@@ -504,18 +540,6 @@ def _shell_draws(rng: np.random.Generator, n: int, lo: float, hi: float, D: int)
     z = rng.normal(size=(n, D))
     z /= np.linalg.norm(z, axis=1, keepdims=True)
     return z * r[:, None]
-
-
-def _hard_nearest_stats(payload: tuple[Model, np.ndarray], X: Any, w: Any) -> Any:
-    from mixstream.learn.kmeans import nearest
-
-    model, centers = payload
-    labels = nearest(np.asarray(X), centers)
-    resp = np.zeros((X.shape[0], centers.shape[0]))
-    resp[np.arange(X.shape[0]), labels] = 1.0
-    return model.summarize(
-        X, {"resp": resp, "log_norm": np.zeros(X.shape[0]), "hard": True}, sample_weight=w
-    )
 
 
 def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:

@@ -129,6 +129,11 @@ class Model:
         """
         xp = get_namespace(X)
         resp = LP["resp"]
+        if resp.shape[1] != self.K:
+            raise ValueError(
+                f"resp has {resp.shape[1]} columns but the model has {self.K} components "
+                "(give a new model its components first: model.uids = model.new_uids(K))"
+            )
         w_resp = resp if sample_weight is None else resp * sample_weight[:, None]
         fields = {"N": w_resp.sum(axis=0)}
         fields.update(self.obs.calc_stats(X, w_resp, LP.get("cache")))
@@ -142,8 +147,11 @@ class Model:
         n_rows = X.shape[0] if sample_weight is None else float(to_host(sample_weight.sum()))
         scalars = {
             "n_rows": float(n_rows),
-            "log_norm": float(to_host(_weighted_sum(LP["log_norm"], sample_weight))),
+            # rows whose local step ran on a GPU: lets a cupy engine prove it did not fall back
+            "device_rows": float(n_rows if xp is not np else 0.0),
         }
+        if LP.get("log_norm") is not None:
+            scalars["log_norm"] = float(to_host(_weighted_sum(LP["log_norm"], sample_weight)))
         pairs, hpair = None, None
         if merge_pairs:
             pairs = np.asarray(merge_pairs, np.int64).reshape(-1, 2)
@@ -169,7 +177,7 @@ class Model:
     ) -> SuffStats:
         """``summarize(X, local_step(X))`` computed over row blocks, in bounded memory."""
         n = X.shape[0]
-        block = max(256, _BLOCK_CELLS // max(self.K, 1))
+        block = max(256, _BLOCK_CELLS // (max(self.K, 1) + self.obs.cache_width()))
         total = None
         for start in range(0, n, block):
             stop = min(start + block, n)
@@ -186,9 +194,11 @@ class Model:
     def global_step(self, SS: SuffStats, rho: float | None = None) -> None:
         """Update the weights and the component parameters from statistics.
 
-        ``rho`` in (0, 1] blends natural parameters (stochastic VB); K may change between calls
-        (moves), in which case SS's components replace the model's.
+        ``rho`` in (0, 1] blends natural parameters (stochastic VB); when SS's components are
+        not the model's (moves changed them), they replace the model's and rho is not applied.
         """
+        if rho is not None and not np.array_equal(self.uids, SS.uids):
+            rho = None
         self.alloc.update(SS, rho)
         self.obs.update(SS, rho)
         self.uids = SS.uids.copy()

@@ -10,6 +10,16 @@ from mixstream.learn.executor import BatchSource
 from mixstream.suffstats import SuffStats
 
 
+def check_on_device(SS: SuffStats) -> None:
+    """Fail loudly if statistics of a cupy fit were computed on the host."""
+    rows, on_device = SS.scalars.get("n_rows"), SS.scalars.get("device_rows")
+    if on_device is not None and rows is not None and on_device < rows:
+        raise RuntimeError(
+            f"backend='cupy' but {rows - on_device:.0f} of {rows:.0f} rows were computed on the "
+            "host: a batch function fell back to numpy"
+        )
+
+
 class LocalExecutor:
     """Runs batch functions serially over ``source``.
 

@@ -104,5 +104,9 @@ class ObsModel(ABC):
     def sample(self, k: int, n: int, rng: np.random.Generator) -> np.ndarray:
         """n draws (n, D) from component k's point / expected parameters."""
 
+    def cache_width(self) -> int:
+        """Floats per row that ``log_prob`` keeps in its cache (sizes the row blocks)."""
+        return 0
+
     def copy(self) -> ObsModel:
         return copy.deepcopy(self)

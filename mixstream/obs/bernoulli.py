@@ -223,15 +223,17 @@ class BernoulliObs(ObsModel):
     def n_free_params(self) -> int:
         return self.K * self.n_features
 
-    def set_point_params(self, probs: Any, counts: Any = 100.0) -> None:
-        """Components from given probabilities, shape (K, D).
+    def set_point_params(self, means: Any = None, probs: Any = None, counts: Any = 100.0) -> None:
+        """Components from given probabilities (K, D); ``means`` is the same thing (E[x | k]).
 
         EM uses them (clipped to [eps, 1 - eps]). VB sets q(p_kd) = Beta(lam1 + c_k p_kd,
         lam0 + c_k (1 - p_kd)), c = ``counts`` (scalar or (K,)): how many observations the given
         parameters stand for.
         """
         self._require_prior()
-        probs = np.array(probs, np.float64)
+        if (means is None) == (probs is None):
+            raise ValueError("give exactly one of means= or probs=")
+        probs = np.array(probs if means is None else means, np.float64)
         if probs.ndim != 2 or probs.shape[1] != self.n_features:
             raise ValueError(f"probs must have shape (K, {self.n_features}), got {probs.shape}")
         if not np.all((probs >= 0.0) & (probs <= 1.0)):

@@ -224,14 +224,22 @@ class MultinomialObs(ObsModel):
     def n_free_params(self) -> int:
         return self.K * max(self.n_features - 1, 0)
 
-    def set_point_params(self, probs: Any, counts: Any = 100.0) -> None:
-        """Components from given category probabilities, shape (K, D), rows summing to 1.
+    def set_point_params(self, means: Any = None, probs: Any = None, counts: Any = 100.0) -> None:
+        """Components from given category probabilities (K, D), rows summing to 1, or from
+        ``means`` (K, D), expected counts E[x | k] (any positive row scale; normalised).
 
         EM uses them (floored at eps and renormalised). VB sets q(phi_k) = Dirichlet(lam +
         c_k probs_k), c = ``counts`` (scalar or (K,)): how many counted items the given
         parameters stand for.
         """
         self._require_prior()
+        if (means is None) == (probs is None):
+            raise ValueError("give exactly one of means= or probs=")
+        if means is not None:
+            means = np.array(means, np.float64)
+            if means.ndim != 2 or np.any(means < 0) or np.any(means.sum(axis=-1) <= 0):
+                raise ValueError("means must be (K, D), non-negative, with positive row sums")
+            probs = means / means.sum(axis=1, keepdims=True)
         probs = np.array(probs, np.float64)
         if probs.ndim != 2 or probs.shape[1] != self.n_features:
             raise ValueError(f"probs must have shape (K, {self.n_features}), got {probs.shape}")

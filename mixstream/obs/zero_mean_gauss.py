@@ -158,6 +158,9 @@ class ZeroMeanGaussObs(ObsModel):
             cache[_CACHE_KEY] = phi
         return phi
 
+    def cache_width(self) -> int:
+        return self.n_features * (self.n_features + 1) // 2
+
     def log_prob(self, X: Any, cache: dict | None = None) -> Any:
         self._require_prior()
         xp = get_namespace(X)
@@ -312,21 +315,40 @@ class ZeroMeanGaussObs(ObsModel):
         return self.K * self.n_features * (self.n_features + 1) // 2
 
     def set_point_params(
-        self, covariances: Any = None, precisions: Any = None, counts: Any = 100.0
+        self,
+        means: Any = None,
+        covariances: Any = None,
+        precisions: Any = None,
+        counts: Any = 100.0,
     ) -> None:
-        """Components from given covariances (or precisions), shape (K, D, D).
+        """Components from given covariances or precisions (K, D, D).
 
-        EM uses them as they are. VB sets q(Lambda_k) = Wishart(nu0 + counts_k,
-        (nu0 + counts_k) Sigma_k) so that E[Lambda_k] = Sigma_k^{-1}; ``counts`` (scalar or
-        (K,)) is how many observations the given parameters stand for.
+        ``means`` (K, D), if given, must be zeros (it is accepted so that the output of
+        ``point_estimates`` and the estimator's point-parameter init can be passed as they
+        are); with neither covariances nor precisions, ``means`` sets K and every component
+        gets the prior mean covariance. EM uses the covariances as they are. VB sets
+        q(Lambda_k) = Wishart(nu0 + c_k, (nu0 + c_k) Sigma_k) so that E[Lambda_k] = Sigma_k^{-1};
+        c = ``counts`` (scalar or (K,)) is how many observations the given parameters stand for.
         """
         self._require_prior()
-        if (covariances is None) == (precisions is None):
-            raise ValueError("give exactly one of covariances= or precisions=")
-        given = np.array(covariances if precisions is None else precisions, np.float64)
         D = self.n_features
+        if covariances is not None and precisions is not None:
+            raise ValueError("give covariances= or precisions=, not both")
+        if means is not None:
+            means = np.asarray(means, np.float64)
+            if means.ndim != 2 or means.shape[1] != D:
+                raise ValueError(f"means must have shape (K, {D}), got {means.shape}")
+            if np.any(means != 0.0):
+                raise ValueError("zero_mean_gauss components have mean zero; means must be 0")
+        if covariances is None and precisions is None:
+            if means is None:
+                raise ValueError("give covariances=, precisions= or means= (to set K)")
+            covariances = np.broadcast_to(self.prior_cov, (means.shape[0], D, D))
+        given = np.array(covariances if precisions is None else precisions, np.float64)
         if given.ndim != 3 or given.shape[1:] != (D, D):
             raise ValueError(f"expected shape (K, {D}, {D}), got {given.shape}")
+        if means is not None and means.shape[0] != given.shape[0]:
+            raise ValueError(f"means has {means.shape[0]} rows for {given.shape[0]} components")
         cov = given if precisions is None else np.linalg.inv(given)
         cov = 0.5 * (cov + cov.transpose(0, 2, 1))
         K = cov.shape[0]

@@ -1,0 +1,67 @@
+"""Checkpoints: the state of a fit after a complete lap, written atomically.
+
+One file, ``<dir>/checkpoint.msz``, in the same no-pickle format as saved models (JSON metadata
+plus arrays; see mixstream.io). It is written to a temporary name in the same directory and
+renamed over the previous one, so a reader sees either the last complete lap or the one before,
+never a half-written file. A fit given the same directory again resumes from it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mixstream.io import ModelFileError, read_model_file, write_model_file
+
+CHECKPOINT_NAME = "checkpoint.msz"
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint exists but belongs to a different fit (other data or options)."""
+
+
+def checkpoint_path(directory: str | os.PathLike) -> Path:
+    return Path(directory) / CHECKPOINT_NAME
+
+
+def save_checkpoint(
+    directory: str | os.PathLike, meta: dict[str, Any], arrays: dict[str, np.ndarray]
+) -> Path:
+    """Atomically replace the checkpoint in ``directory`` with (meta, arrays)."""
+    return write_model_file(checkpoint_path(directory), {"kind": "checkpoint", **meta}, arrays)
+
+
+def load_checkpoint(
+    directory: str | os.PathLike, fingerprint: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+    """The checkpoint in ``directory``, or None if there is none.
+
+    Raises CheckpointMismatch when it was written by a fit whose ``fingerprint`` (data shape,
+    batch plan, options) differs, rather than silently resuming the wrong fit.
+    """
+    path = checkpoint_path(directory)
+    if not path.exists():
+        return None
+    meta, arrays = read_model_file(path)
+    if meta.get("kind") != "checkpoint":
+        raise ModelFileError(f"{path} is not a checkpoint")
+    if meta.get("fingerprint") != fingerprint:
+        old, new = meta.get("fingerprint", {}), fingerprint
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise CheckpointMismatch(
+            f"{path} belongs to a different fit (differs in: {', '.join(diff)}); use another "
+            "output directory or delete the checkpoint to start over"
+        )
+    return meta, arrays
+
+
+def prefixed(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {f"{prefix}/{k}": v for k, v in arrays.items()}
+
+
+def unprefixed(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    n = len(prefix) + 1
+    return {k[n:]: v for k, v in arrays.items() if k.startswith(prefix + "/")}

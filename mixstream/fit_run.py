@@ -1,0 +1,187 @@
+"""FitRun: a fit driven one lap at a time, with a checkpoint after every lap.
+
+``MixtureModel.fit`` runs ``FitRun`` to the end in one call; the Prefect flows drive the same
+object lap by lap (one task per lap) and publish what each lap recorded. Restarts (``n_init``)
+run one after the other; the best final objective wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mixstream.engine.checkpoint import (
+    load_checkpoint,
+    prefixed,
+    save_checkpoint,
+    unprefixed,
+)
+from mixstream.learn.executor import Executor
+from mixstream.learn.history import FitResult
+from mixstream.learn.init import initialize
+from mixstream.model import Model
+
+if TYPE_CHECKING:
+    from mixstream.estimator import MixtureModel
+
+
+class FitRun:
+    """One fit of ``est`` over the data behind ``executor``.
+
+    Parameters
+    ----------
+    est : MixtureModel
+        Supplies the options (validated) and receives the fitted attributes in ``finish``.
+    executor : Executor
+    checkpoint_dir : path, optional
+        Where the checkpoint lives; an existing one for the same fit is resumed.
+    fingerprint : dict
+        What identifies this fit (data shape, batch plan, options) for resuming safely.
+    on_lap : callable(record), optional
+        Called after each lap with its history record (progress bars, artifacts).
+    """
+
+    def __init__(
+        self,
+        est: MixtureModel,
+        executor: Executor,
+        checkpoint_dir: Any = None,
+        fingerprint: dict[str, Any] | None = None,
+        on_lap: Callable[[dict], None] | None = None,
+    ) -> None:
+        self.est = est
+        self.executor = executor
+        self.checkpoint_dir = checkpoint_dir
+        self.fingerprint = fingerprint or {}
+        self.on_lap = on_lap
+        self.rng = np.random.default_rng(_seed(est.random_state))
+        self.restart = 0
+        self.model: Model | None = None
+        self.result = FitResult()
+        self.state: Any = None  # algorithm state carried between laps (moVB memo, soVB t)
+        self.best: tuple[float, Model, FitResult] | None = None
+        self.resumed_from_lap = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> FitRun:
+        """Resume from the checkpoint if one exists, else initialise restart 0."""
+        if self.checkpoint_dir is not None:
+            found = load_checkpoint(self.checkpoint_dir, self.fingerprint)
+            if found is not None:
+                self._restore(*found)
+                return self
+        self._begin_restart()
+        return self
+
+    @property
+    def done(self) -> bool:
+        return self.restart >= self.est.n_init
+
+    def step(self) -> dict:
+        """Run one lap of the current restart; returns its history record."""
+        if self.done:
+            raise RuntimeError("this fit has finished; call finish()")
+        from mixstream.learn import algorithms
+
+        self.result, self.state = algorithms.advance(
+            self.est, self.model, self.executor, self.result, self.state, self.rng
+        )
+        record = self.result.history[-1]
+        if self.result.converged or self.result.n_iter >= self._lap_limit():
+            self._end_restart()
+        self._checkpoint()
+        if self.on_lap is not None:
+            self.on_lap(record)
+        return record
+
+    def run(self) -> FitRun:
+        while not self.done:
+            self.step()
+        return self
+
+    def finish(self) -> tuple[Model, FitResult]:
+        """The best restart's model and result."""
+        if not self.done:
+            raise RuntimeError("the fit has laps left; call step() or run() first")
+        _, model, result = self.best
+        return model, result
+
+    # ------------------------------------------------------------------ restarts
+    def _lap_limit(self) -> int:
+        return 1 if self.est.algorithm == "kmeans" else self.est.max_laps
+
+    def _begin_restart(self) -> None:
+        self.model = self.est._build_model()
+        init = self.est.init
+        if isinstance(init, list | tuple):
+            init = np.asarray(init, dtype=np.float64)
+        initialize(self.model, self.executor, self.est.n_components, init, self.rng)
+        self.result = FitResult()
+        self.state = None
+
+    def _end_restart(self) -> None:
+        bound = self.result.lower_bound
+        if self.best is None or bound > self.best[0]:
+            self.best = (bound, self.model, self.result)
+        self.restart += 1
+        if not self.done:
+            self._begin_restart()
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint(self) -> None:
+        if self.checkpoint_dir is None:
+            return
+        from mixstream.learn import algorithms
+
+        meta = {
+            "fingerprint": self.fingerprint,
+            "restart": self.restart,
+            "rng": self.rng.bit_generator.state,
+            "result": _result_meta(self.result),
+            "best": None if self.best is None else _result_meta(self.best[2]),
+        }
+        arrays: dict[str, np.ndarray] = {}
+        if not self.done:
+            arrays.update(prefixed("model", self.model.get_state()))
+            arrays.update(prefixed("state", algorithms.state_to_arrays(self.state)))
+        if self.best is not None:
+            arrays.update(prefixed("best", self.best[1].get_state()))
+        save_checkpoint(self.checkpoint_dir, meta, arrays)
+
+    def _restore(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        from mixstream.learn import algorithms
+
+        self.restart = int(meta["restart"])
+        self.rng.bit_generator.state = meta["rng"]
+        if meta["best"] is not None:
+            best_model = self.est._build_model()
+            best_model.set_state(unprefixed("best", arrays))
+            best_result = _result_from_meta(meta["best"])
+            self.best = (best_result.lower_bound, best_model, best_result)
+        if not self.done:
+            self.model = self.est._build_model()
+            self.model.set_state(unprefixed("model", arrays))
+            self.result = _result_from_meta(meta["result"])
+            self.state = algorithms.state_from_arrays(self.est, unprefixed("state", arrays))
+        self.resumed_from_lap = self.result.n_iter
+
+
+def _result_meta(result: FitResult) -> dict[str, Any]:
+    return {
+        "lower_bound": result.lower_bound,
+        "converged": result.converged,
+        "n_iter": result.n_iter,
+        "history": result.history,
+    }
+
+
+def _result_from_meta(meta: dict[str, Any]) -> FitResult:
+    return FitResult(meta["lower_bound"], meta["converged"], meta["n_iter"], list(meta["history"]))
+
+
+def _seed(random_state: Any) -> Any:
+    if isinstance(random_state, np.random.RandomState):
+        return random_state.randint(2**31)
+    return random_state
