@@ -115,20 +115,25 @@ class ZarrSource:
         import zarr
 
         self.storage_options = dict(storage_options or {})
-        self._store_obj: Any = None  # only for zarr.Arrays on stores that cannot be reopened
+        self._store_obj: Any = None  # only for stores that cannot be reopened by url
         if isinstance(store, zarr.Array):
             arr = store
-            self.url, self._store_obj = _address_of(arr)
+            self.url, self._store_obj = _address_of(arr.store)
             self.array_path = arr.path
             if array_path is not None:
                 raise ValueError(
                     f"array_path={array_path!r} was given with an open zarr.Array "
                     f"({self.url!r}, path {arr.path!r}); pass the store's path instead"
                 )
+        elif isinstance(store, zarr.Group | zarr.abc.store.Store):
+            is_group = isinstance(store, zarr.Group)
+            self.url, self._store_obj = _address_of(store.store if is_group else store)
+            arr = self._open_node(array_path, base=store.path if is_group else "")
+            self.array_path = arr.path
         elif isinstance(store, str | os.PathLike):
             local = _local_path(store)
-            self.url = local if local is not None and not _is_url(os.fspath(store)) else (
-                os.fspath(store)
+            self.url = (
+                local if local is not None and not _is_url(os.fspath(store)) else (os.fspath(store))
             )
             if local is not None and not os.path.exists(local):
                 raise StoreNotFoundError(f"Zarr store {self.url!r} does not exist (path {local})")
@@ -136,7 +141,7 @@ class ZarrSource:
             self.array_path = arr.path
         else:
             raise ValueError(
-                "store must be a path, a URL or a zarr.Array; got "
+                "store must be a path, a URL, a zarr.Array, a zarr.Group or a zarr store; got "
                 f"{type(store).__module__}.{type(store).__name__}"
             )
         self.name = self.url if not self.array_path else f"{self.url}/{self.array_path}"
@@ -175,14 +180,15 @@ class ZarrSource:
         self._store_cache = st
         return st
 
-    def _open_node(self, array_path: str | None) -> Any:
-        """The array at ``array_path`` (or "X" in a group, or the root array)."""
+    def _open_node(self, array_path: str | None, base: str = "") -> Any:
+        """The array at ``base/array_path`` (or "X" when that is a group and no path is given)."""
         import zarr
 
+        path = posixpath.join(base, array_path) if array_path else base
         try:
-            node = zarr.open(self._store(), mode="r", path=array_path or "")
+            node = zarr.open(self._store(), mode="r", path=path)
         except FileNotFoundError as e:
-            where = f" at path {array_path!r}" if array_path else ""
+            where = f" at path {path!r}" if path else ""
             raise StoreNotFoundError(
                 f"Zarr store {self.url!r} holds no Zarr array or group{where}: {e}"
             ) from e
@@ -204,7 +210,7 @@ class ZarrSource:
     def _validate(self, arr: Any) -> None:
         shape = tuple(arr.shape)
         dt = np.dtype(arr.dtype) if not isinstance(arr.dtype, np.dtype) else arr.dtype
-        if dt == object or not (np.issubdtype(dt, np.number) or np.issubdtype(dt, np.bool_)):
+        if dt.kind == "O" or not (np.issubdtype(dt, np.number) or np.issubdtype(dt, np.bool_)):
             raise ValueError(f"Zarr store {self.name!r} must hold numbers; its dtype is {dt}")
         if np.issubdtype(dt, np.complexfloating):
             raise ValueError(f"Zarr store {self.name!r} must hold real numbers; its dtype is {dt}")
@@ -331,7 +337,9 @@ class ZarrSource:
         except Exception as e:
             return f"{type(e).__name__}: {e}"
         if tuple(arr.shape) != (self.n_rows, self.n_features):
-            return f"the array has shape {tuple(arr.shape)}, planned {(self.n_rows, self.n_features)}"
+            return (
+                f"the array has shape {tuple(arr.shape)}, planned {(self.n_rows, self.n_features)}"
+            )
         return None
 
     def describe(self) -> dict[str, Any]:
@@ -359,11 +367,7 @@ class ZarrSource:
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict[str, Any]:
         """Address and plan only: no open store or array travels to a worker."""
-        state = {
-            k: v
-            for k, v in self.__dict__.items()
-            if k not in ("_store_cache", "batches")
-        }
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_store_cache", "batches")}
         state["n_batches"] = len(self.batches)
         return state
 
@@ -379,11 +383,10 @@ class ZarrSource:
         return (type(self).__name__, self.url, self.array_path, self.weights_path, self.batch_rows)
 
 
-def _address_of(arr: Any) -> tuple[str, Any]:
-    """(url, store object or None) of an open zarr.Array: None when the url reopens it."""
+def _address_of(st: Any) -> tuple[str, Any]:
+    """(url, store object or None) of a zarr store: None when the url reopens it."""
     import zarr
 
-    st = arr.store
     if isinstance(st, zarr.storage.LocalStore):
         return str(Path(st.root).absolute()), None
     if isinstance(st, zarr.storage.FsspecStore):

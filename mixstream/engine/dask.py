@@ -1,0 +1,367 @@
+"""The Dask executor: batch functions mapped over a BatchSource on a Dask cluster.
+
+Workers read their own batches from the source (a Zarr store they open by path or URL); the
+coordinator sends the payload (model or centres) once per call, scattered to every worker, and
+receives only the results. ``map_sum`` adds the batch results on the cluster in the same fixed
+pairwise tree as ``SuffStats.sum``, so it returns bit for bit what ``LocalExecutor.map_sum``
+returns, whichever worker answers first and whether or not a worker died on the way (a batch's
+result is a pure function of (batch, payload), so a lost task is simply run again).
+
+    with DaskExecutor(ZarrSource("big.zarr"), n_workers=4) as ex:       # a LocalCluster
+        SS = ex.map_sum(kmeans_batch, centers)
+    DaskExecutor(source, client="tcp://scheduler:8786")                  # a running cluster
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from mixstream.learn.executor import BatchSource
+from mixstream.suffstats import SuffStats
+
+logger = logging.getLogger(__name__)
+
+#: sources whose pickle is at most this big travel inside each task (recomputable anywhere);
+#: bigger ones (in-memory arrays) are scattered once to every worker
+INLINE_SOURCE_BYTES = 64 * 1024
+BLAS_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+_blas_limiter: Any = None  # the worker's threadpool limit, kept alive for the process
+
+
+class StoreNotVisibleError(FileNotFoundError):
+    """The Dask workers cannot open the data source the coordinator planned."""
+
+
+# ---------------------------------------------------------------------- worker-side functions
+def _limit_blas_threads(n: int) -> int:
+    """Cap BLAS / OpenMP threads in this (worker) process; returns the cap."""
+    global _blas_limiter
+    from threadpoolctl import threadpool_limits
+
+    _blas_limiter = threadpool_limits(limits=n)
+    return n
+
+
+def _check_source(source: Any) -> str | None:
+    """None when this worker can open ``source``, else why not."""
+    check = getattr(source, "check_visible", None)
+    if check is None:
+        return None
+    try:
+        return check()
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+
+
+def _run_batch(
+    source: BatchSource, fn: Callable[..., Any], payload: Any, i: int, backend: str, kw: dict
+) -> Any:
+    """Read batch ``i`` in the worker and apply ``fn`` to it."""
+    X = source.read(i)
+    w = source.read_weights(i)
+    if backend != "numpy":
+        from mixstream.backend import namespace, to_device
+
+        xp = namespace(backend)
+        X = to_device(X, xp)
+        w = None if w is None else to_device(w, xp)
+    return fn(payload, X, w, **kw)
+
+
+def _add(a: Any, b: Any) -> Any:
+    """One node of the reduction tree: exactly ``a + b``, as ``SuffStats.sum`` computes it."""
+    return a + b
+
+
+# ---------------------------------------------------------------------- executor
+class DaskExecutor:
+    """Runs batch functions on a Dask cluster, reading batches in the workers.
+
+    Parameters
+    ----------
+    source : BatchSource
+        Usually a ``ZarrSource``: it pickles to its address, and each worker opens the store.
+        An in-memory source is scattered to every worker once.
+    client : None, distributed.Client or str
+        None starts a ``LocalCluster`` of worker processes (closed by ``close``); a Client is
+        used as it is (never closed here); a scheduler address ("tcp://host:8786") connects a
+        new Client (closed by ``close``, the cluster is left running).
+    n_workers, threads_per_worker, memory_limit :
+        The LocalCluster's, when one is started.
+    backend : {"numpy", "cupy"}
+        Where the workers put each batch before the batch function sees it.
+    blas_threads : int
+        BLAS / OpenMP threads per worker process (env vars for a LocalCluster, and
+        threadpoolctl in every worker): 1 keeps ``threads_per_worker`` concurrent tasks from
+        oversubscribing the cores.
+    retries : int
+        Times a failing task is re-run; tasks are pure, so a rerun gives the same result.
+    check_store : bool
+        Ask every worker up front whether it can open the source.
+    **cluster_kwargs :
+        More LocalCluster arguments (``dashboard_address=":0"``, ...).
+
+    Attributes
+    ----------
+    client : distributed.Client
+    cluster : LocalCluster or None (only when this executor started one)
+    dashboard_link : str or None
+    """
+
+    def __init__(
+        self,
+        source: BatchSource,
+        client: Any = None,
+        n_workers: int | None = None,
+        threads_per_worker: int = 1,
+        memory_limit: str | int | float | None = "auto",
+        backend: str = "numpy",
+        blas_threads: int = 1,
+        retries: int = 2,
+        check_store: bool = True,
+        **cluster_kwargs: Any,
+    ) -> None:
+        from distributed import Client, LocalCluster
+
+        self.source = source
+        self.backend = backend
+        self.retries = retries
+        self.cluster: Any = None
+        self._owns_client = False
+        self._closed = False
+        if client is not None and (cluster_kwargs or n_workers is not None):
+            given = sorted(cluster_kwargs) + (["n_workers"] if n_workers is not None else [])
+            raise ValueError(
+                f"{given} only apply when this executor starts a LocalCluster (client=None)"
+            )
+        self.client: Any = None
+        self.dashboard_link: str | None = None
+        try:
+            if client is None:
+                env = {k: str(blas_threads) for k in BLAS_ENV_VARS}
+                env.update(cluster_kwargs.pop("env", {}) or {})
+                self.cluster = LocalCluster(
+                    n_workers=n_workers,
+                    threads_per_worker=threads_per_worker,
+                    processes=True,
+                    memory_limit=memory_limit,
+                    env=env,
+                    **cluster_kwargs,
+                )
+                self._owns_client = True
+                self.client = Client(self.cluster)
+            elif isinstance(client, str):
+                self._owns_client = True
+                self.client = Client(client)
+            else:
+                self.client = client
+            self.dashboard_link = self._dashboard_link()
+            if self.cluster is not None:
+                n = len(self.cluster.workers)
+                logger.info(
+                    "mixstream started a Dask LocalCluster: %d worker process(es) x %d thread(s); "
+                    "dashboard: %s",
+                    n,
+                    threads_per_worker,
+                    self.dashboard_link,
+                )
+            elif self._owns_client:
+                logger.info(
+                    "mixstream connected to the Dask scheduler %s; dashboard: %s",
+                    client,
+                    self.dashboard_link,
+                )
+            self.client.run(_limit_blas_threads, blas_threads)
+            if check_store and hasattr(source, "check_visible"):
+                self._check_workers_see_source()
+            self._source_arg = self._ship_source()
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ setup helpers
+    def _dashboard_link(self) -> str | None:
+        try:
+            return self.client.dashboard_link
+        except Exception:
+            return None
+
+    def _check_workers_see_source(self) -> None:
+        answers = self.client.run(_check_source, self.source)
+        bad = {addr: why for addr, why in answers.items() if why}
+        if bad:
+            lines = "; ".join(f"{addr}: {why}" for addr, why in sorted(bad.items()))
+            raise StoreNotVisibleError(
+                f"{len(bad)} of {len(answers)} Dask worker(s) cannot open the data at "
+                f"{self.source.name!r} ({lines}). Every worker must see the store's path: put it "
+                "on a shared file system or use an object-store URL (s3://, gs://, ...)"
+            )
+
+    def _ship_source(self) -> Any:
+        """The source itself when it pickles small, else a Future scattered to every worker."""
+        try:
+            size = len(pickle.dumps(self.source, protocol=pickle.HIGHEST_PROTOCOL))
+        except Exception:
+            size = INLINE_SOURCE_BYTES + 1
+        if size <= INLINE_SOURCE_BYTES:
+            return self.source
+        key = f"mixstream-source-{_token()}"
+        return self.client.scatter({key: self.source}, broadcast=True)[key]
+
+    # ------------------------------------------------------------------ Executor
+    def _submit_batches(
+        self, fn: Callable[..., Any], payload: Any, ids: list[int], kw: dict, token: str
+    ) -> tuple[Any, list[Any]]:
+        key = f"mixstream-payload-{token}"
+        payload_f = self.client.scatter({key: payload}, broadcast=True)[key]
+        name = getattr(fn, "__name__", "batch").replace("_", "-")
+        futures = [
+            self.client.submit(
+                _run_batch,
+                self._source_arg,
+                fn,
+                payload_f,
+                i,
+                self.backend,
+                kw,
+                key=f"mixstream-{name}-{i}-{token}",
+                retries=self.retries,
+                pure=False,
+            )
+            for i in ids
+        ]
+        return payload_f, futures
+
+    def _gather(self, futures: list[Any]) -> list[Any]:
+        try:
+            return self.client.gather(futures)
+        except FileNotFoundError as e:
+            self.client.cancel(futures)
+            if isinstance(e, StoreNotVisibleError):
+                raise
+            raise StoreNotVisibleError(
+                f"a Dask worker could not open the data at {self.source.name!r}: {e}. Every "
+                "worker must see the store's path (a shared file system or an object-store URL)"
+            ) from e
+        except BaseException:
+            self.client.cancel(futures)
+            raise
+
+    def _ids(self, batch_ids: Sequence[int] | None) -> list[int]:
+        n = len(self.source.batches)
+        return list(range(n)) if batch_ids is None else [int(i) for i in batch_ids]
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        payload: Any,
+        batch_ids: Sequence[int] | None = None,
+        **kw: Any,
+    ) -> list[Any]:
+        """[fn(payload, X_b, w_b, **kw) for b in batch_ids], computed on the workers, in order."""
+        self._check_open()
+        ids = self._ids(batch_ids)
+        if not ids:
+            return []
+        payload_f, futures = self._submit_batches(fn, payload, ids, kw, _token())
+        try:
+            return self._gather(futures)
+        finally:
+            del futures, payload_f
+
+    def map_sum(
+        self,
+        fn: Callable[..., Any],
+        payload: Any,
+        batch_ids: Sequence[int] | None = None,
+        **kw: Any,
+    ) -> SuffStats:
+        """The results of ``map`` added on the cluster in the tree of ``SuffStats.sum``."""
+        self._check_open()
+        ids = self._ids(batch_ids)
+        if not ids:
+            raise ValueError("cannot sum an empty sequence of SuffStats (no batches)")
+        token = _token()
+        payload_f, level = self._submit_batches(fn, payload, ids, kw, token)
+        all_futures = list(level)
+        depth = 0
+        # the same tree as SuffStats.sum: pairs (0+1), (2+3), ... with an odd last one carried up
+        while len(level) > 1:
+            depth += 1
+            sums = [
+                self.client.submit(
+                    _add,
+                    level[j],
+                    level[j + 1],
+                    key=f"mixstream-sum-{depth}-{j // 2}-{token}",
+                    retries=self.retries,
+                    pure=False,
+                )
+                for j in range(0, len(level) - 1, 2)
+            ]
+            all_futures.extend(sums)
+            level = [*sums, level[-1]] if len(level) % 2 else sums
+        root = level[0]
+        try:
+            return self._gather([root])[0]
+        except BaseException:
+            self.client.cancel(all_futures)
+            raise
+        finally:
+            del all_futures, level, root, payload_f
+
+    # ------------------------------------------------------------------ lifetime
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this DaskExecutor is closed")
+
+    def close(self) -> None:
+        """Close the Client this executor made and the LocalCluster it started (if any)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._source_arg = None  # releases a scattered source on a cluster we leave running
+        if self._owns_client and self.client is not None:
+            try:
+                self.client.close()
+            except Exception as e:  # pragma: no cover - best effort on shutdown
+                logger.warning("closing the Dask client failed: %s", e)
+        if self.cluster is not None:
+            try:
+                self.cluster.close()
+            except Exception as e:  # pragma: no cover
+                logger.warning("closing the Dask LocalCluster failed: %s", e)
+
+    def describe(self) -> dict[str, Any]:
+        """Engine and cluster facts, for logs."""
+        info = self.client.scheduler_info() if not self._closed else {"workers": {}}
+        workers = info.get("workers", {})
+        return {
+            "engine": "dask",
+            "scheduler": info.get("address"),
+            "n_workers": len(workers),
+            "threads": sum(w.get("nthreads", 0) for w in workers.values()),
+            "dashboard": self.dashboard_link,
+            "local_cluster": self.cluster is not None,
+            "backend": self.backend,
+        }
+
+    def __enter__(self) -> DaskExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"dashboard={self.dashboard_link}"
+        return f"DaskExecutor({self.source!r}, {state})"
+
+
+def _token() -> str:
+    """Digits only, so that Dask's dashboard groups keys by their readable prefix."""
+    return f"{uuid.uuid4().int % 10**10:010d}"

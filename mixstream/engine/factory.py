@@ -1,0 +1,79 @@
+"""Pick an executor for the data: in-process for small data, Dask for big stores or on request."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from mixstream.learn.executor import BatchSource
+
+#: a Zarr store bigger than this (uncompressed) gets a Dask LocalCluster under engine="auto"
+DASK_THRESHOLD_BYTES = 2 * 1024**3
+ENGINES = ("auto", "local", "dask")
+
+
+def as_source(data: Any, batch_size: int | None = None, **source_kw: Any) -> BatchSource:
+    """A BatchSource for ``data``: a source as it is, a path / URL / zarr.Array as a
+    ``ZarrSource``, anything array-like as an in-memory ``ArraySource``."""
+    if hasattr(data, "read") and hasattr(data, "batches"):
+        if batch_size is not None or source_kw:
+            raise ValueError("batch_size and source options apply when data is not a BatchSource")
+        return data
+    if isinstance(data, str | os.PathLike) or type(data).__module__.startswith("zarr"):
+        from mixstream.data.zarr_source import ZarrSource
+
+        return ZarrSource(data, batch_size=batch_size, **source_kw)
+    from mixstream.data.array_source import ArraySource
+    from mixstream.data.validate import check_matrix
+
+    X = check_matrix(data if hasattr(data, "shape") else np.asarray(data))
+    return ArraySource(X, batch_size=batch_size, **source_kw)
+
+
+def make_executor(
+    data: Any,
+    client: Any = None,
+    backend: str = "numpy",
+    engine: str = "auto",
+    batch_size: int | None = None,
+    threshold_bytes: int = DASK_THRESHOLD_BYTES,
+    **dask_kw: Any,
+) -> Any:
+    """An Executor over ``data``.
+
+    Parameters
+    ----------
+    data : BatchSource, Zarr path / URL / zarr.Array, or array (N, D)
+    client : None, distributed.Client or scheduler address
+        Given: the Dask engine on that cluster.
+    backend : {"numpy", "cupy"}
+    engine : {"auto", "local", "dask"}
+        "auto": Dask when a client is given or when ``data`` is a Zarr store bigger than
+        ``threshold_bytes`` (then a LocalCluster is started), else in-process. "local" refuses
+        a client; "dask" starts a LocalCluster when no client is given.
+    batch_size : int, optional
+        Rows per batch when ``data`` is not already a BatchSource.
+    **dask_kw :
+        ``DaskExecutor`` arguments (n_workers, threads_per_worker, memory_limit, ...).
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "local" and client is not None:
+        raise ValueError("engine='local' runs in this process: drop client= or use engine='dask'")
+    source = as_source(data, batch_size)
+    if engine == "auto":
+        from mixstream.data.zarr_source import ZarrSource
+
+        big = isinstance(source, ZarrSource) and source.nbytes > threshold_bytes
+        engine = "dask" if client is not None or big else "local"
+    if engine == "local":
+        if dask_kw:
+            raise ValueError(f"{sorted(dask_kw)} only apply to the Dask engine")
+        from mixstream.engine.local import LocalExecutor
+
+        return LocalExecutor(source, backend=backend)
+    from mixstream.engine.dask import DaskExecutor
+
+    return DaskExecutor(source, client=client, backend=backend, **dask_kw)

@@ -1,0 +1,296 @@
+"""DaskExecutor on real LocalClusters of worker processes: bit-identical to LocalExecutor."""
+
+import logging
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import psutil
+import pytest
+import zarr
+from distributed import Client, LocalCluster
+
+from mixstream.alloc.dp import DPAlloc
+from mixstream.data.array_source import ArraySource
+from mixstream.data.synthetic import make_mixture, write_synthetic_zarr
+from mixstream.data.zarr_source import ZarrSource
+from mixstream.engine._testing import (
+    blas_state,
+    reverse_delay_probe,
+    slow_kmeans_batch,
+    weighted_count,
+)
+from mixstream.engine.dask import DaskExecutor, StoreNotVisibleError
+from mixstream.engine.factory import make_executor
+from mixstream.engine.local import LocalExecutor
+from mixstream.learn.executor import kmeans_batch, summarize_batch
+from mixstream.model import Model
+
+N, D, K = 40_000, 4, 5
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    ) as cl:
+        yield cl
+
+
+@pytest.fixture(scope="module")
+def client(cluster):
+    with Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("dask") / "data.zarr"
+    return write_synthetic_zarr(
+        path, N, D, K, chunk_rows=1000, shard_rows=2000, seed=5, dtype="float64"
+    )
+
+
+@pytest.fixture(scope="module")
+def centers():
+    return np.random.default_rng(1).normal(size=(K, D)) * 5.0
+
+
+def assert_same_stats(a, b, rtol=0.0):
+    assert np.array_equal(a.uids, b.uids) and set(a.fields) == set(b.fields)
+    for k in a.fields:
+        if rtol:
+            np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=0, err_msg=k)
+        else:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert a.scalars.keys() == b.scalars.keys()
+    for k in a.scalars:
+        if rtol:
+            assert a.scalars[k] == pytest.approx(b.scalars[k], rel=rtol, abs=0), k
+        else:
+            assert a.scalars[k] == b.scalars[k], k
+    np.testing.assert_array_equal(a.merge_pairs, b.merge_pairs)
+    np.testing.assert_allclose(a.merge_Hresp, b.merge_Hresp, rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize("batch_size", [4000, 6000, 2000])  # 10, 7 (odd tree) and 20 batches
+def test_map_sum_kmeans_is_bit_identical_to_local(client, store, centers, batch_size):
+    src = ZarrSource(store, batch_size=batch_size)
+    expected = LocalExecutor(src).map_sum(kmeans_batch, centers)
+    ex = DaskExecutor(src, client=client)
+    assert ex._source_arg is src  # a ZarrSource is small: it travels inside each task
+    got = ex.map_sum(kmeans_batch, centers)
+    assert_same_stats(got, expected)
+    assert got.n_total == N
+    # answers in random order (jittered sleeps) do not change a bit either
+    assert_same_stats(ex.map_sum(slow_kmeans_batch, centers, delay=0.05, jitter=True), expected)
+    # subsets, in the caller's order, and a single batch
+    ids = [5, 2, 3]
+    local = LocalExecutor(src).map(kmeans_batch, centers, ids)
+    for a, b in zip(ex.map(kmeans_batch, centers, ids), local):
+        assert_same_stats(a, b)
+    assert_same_stats(
+        ex.map_sum(kmeans_batch, centers, ids),
+        LocalExecutor(src).map_sum(kmeans_batch, centers, ids),
+    )
+    one = LocalExecutor(src).map(kmeans_batch, centers, [4])[0]
+    assert_same_stats(ex.map_sum(kmeans_batch, centers, [4]), one)
+    assert ex.map(kmeans_batch, centers, []) == []
+    ex.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        ex.map(kmeans_batch, centers)
+
+
+def test_results_come_back_in_batch_order_not_answer_order(client, tmp_path):
+    n = 8000
+    data = np.column_stack([np.arange(n, dtype=np.float64), np.ones(n)])
+    path = str(tmp_path / "rows.zarr")
+    zarr.create_array(path, shape=data.shape, chunks=(500, 2), dtype="f8")[:] = data
+    src = ZarrSource(path, batch_size=1000)
+    with DaskExecutor(src, client=client) as ex:
+        out = ex.map(reverse_delay_probe, None, n_rows=n, delay=0.4)
+    firsts, finished, pids = zip(*out)
+    assert list(firsts) == [float(s) for s, _ in src.batches]
+    assert list(finished) != sorted(finished)  # later batches answered first
+    worker_pids = set(client.run(os.getpid).values())
+    assert set(pids) <= worker_pids and os.getpid() not in pids
+
+
+def _model(obs, X, labels, k):
+    model = Model(DPAlloc(), obs)
+    model.obs.set_prior_from_data(X)
+    model.uids = model.new_uids(k)
+    resp = np.eye(k)[labels]
+    model.global_step(model.summarize(X, {"resp": resp, "log_norm": np.zeros(X.shape[0])}))
+    return model
+
+
+def _obs(kind):
+    if kind == "zero_mean_gauss":
+        from mixstream.obs.zero_mean_gauss import ZeroMeanGaussObs
+
+        return ZeroMeanGaussObs(), "gauss"
+    if kind == "bernoulli":
+        from mixstream.obs.bernoulli import BernoulliObs
+
+        return BernoulliObs(), "bernoulli"
+    gauss = pytest.importorskip(
+        "mixstream.obs.gauss", reason="mixstream/obs/gauss.py not written yet"
+    )
+    return gauss.GaussObs(covariance_type="diag"), "gauss"
+
+
+@pytest.mark.parametrize("kind", ["zero_mean_gauss", "bernoulli", "gauss_diag"])
+def test_summarize_batch_on_the_cluster_matches_in_process(client, tmp_path, kind):
+    obs, likelihood = _obs(kind)
+    n, d, k = 12_000, 3, 4
+    X, z, _ = make_mixture(n, d, k, likelihood=likelihood, seed=2)
+    path = write_synthetic_zarr(
+        tmp_path / "s.zarr",
+        n,
+        d,
+        k,
+        chunk_rows=1000,
+        seed=2,
+        likelihood=likelihood,
+        dtype="float64",
+    )
+    model = _model(obs, X, z, k)
+    src = ZarrSource(path, batch_size=3000)
+    pairs = [(int(model.uids[0]), int(model.uids[1]))]
+    expected = LocalExecutor(src).map_sum(summarize_batch, model, merge_pairs=pairs)
+    with DaskExecutor(src, client=client) as ex:
+        got = ex.map_sum(summarize_batch, model, merge_pairs=pairs)
+    assert_same_stats(got, expected, rtol=1e-10)
+    assert got.merge_pairs.shape == (1, 2)
+
+
+def test_weights_and_in_memory_sources(client, store, tmp_path):
+    w = np.random.default_rng(0).uniform(0.5, 2.0, N)
+    g = zarr.open_group(store, mode="a")
+    if "w" not in g:
+        g.create_array("w", shape=(N,), chunks=(3000,), dtype="f8")[:] = w
+    src = ZarrSource(store, batch_size=6000, weights="w")
+    with DaskExecutor(src, client=client) as ex:
+        got = ex.map_sum(weighted_count, None)
+    assert_same_stats(got, LocalExecutor(src).map_sum(weighted_count, None))
+    assert got.N[0] == pytest.approx(w.sum(), rel=1e-12)
+
+    X = zarr.open_group(store, mode="r")["X"][:]
+    mem = ArraySource(X, batch_size=5000)  # too big to travel in every task: scattered once
+    with DaskExecutor(mem, client=client) as ex:
+        assert ex._source_arg is not mem and type(ex._source_arg).__name__ == "Future"
+        got = ex.map_sum(kmeans_batch, np.eye(K, D))
+    assert_same_stats(got, LocalExecutor(mem).map_sum(kmeans_batch, np.eye(K, D)))
+
+
+def test_bad_rows_raise_from_the_worker_with_store_batch_and_rows(client, tmp_path):
+    X = np.ones((4000, 2))
+    X[2503, 1] = np.nan
+    path = str(tmp_path / "nan.zarr")
+    zarr.create_array(path, shape=X.shape, chunks=(1000, 2), dtype="f8")[:] = X
+    with DaskExecutor(ZarrSource(path, batch_size=1000), client=client, retries=0) as ex:
+        with pytest.raises(ValueError, match=r"nan\.zarr.*batch 2 .*\[2503\]"):
+            ex.map_sum(kmeans_batch, np.zeros((1, 2)))
+
+
+def test_workers_that_cannot_see_the_store_give_a_clear_error(client, tmp_path, centers):
+    path = write_synthetic_zarr(tmp_path / "hidden.zarr", 4000, D, K, chunk_rows=1000)
+    src = ZarrSource(path)
+    # the coordinator planned the batches; now the path is gone from the workers' view
+    os.rename(path, path + "-elsewhere")
+    with pytest.raises(StoreNotVisibleError, match=r"2 of 2 Dask worker.*hidden\.zarr"):
+        DaskExecutor(src, client=client)
+    ex = DaskExecutor(src, client=client, check_store=False, retries=0)
+    with pytest.raises(StoreNotVisibleError, match=r"could not open the data at .*hidden\.zarr"):
+        ex.map_sum(kmeans_batch, centers)
+    ex.close()
+
+
+def test_worker_killed_mid_map_gives_the_same_result(client, store, centers):
+    src = ZarrSource(store, batch_size=2000)  # 20 batches of 0.2 s on 2 workers: ~2 s
+    expected = LocalExecutor(src).map_sum(kmeans_batch, centers)
+    pids = client.run(os.getpid)
+    victim = pids[sorted(pids)[0]]
+    ex = DaskExecutor(src, client=client)
+    with ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(ex.map_sum, slow_kmeans_batch, centers, None, delay=0.2)
+        time.sleep(0.7)
+        assert not fut.done()
+        os.kill(victim, signal.SIGKILL)
+        got = fut.result(timeout=120)
+    assert_same_stats(got, expected)
+    client.wait_for_workers(2, timeout=60)  # the nanny restarts the worker
+    assert victim not in client.run(os.getpid).values()
+    assert_same_stats(ex.map_sum(kmeans_batch, centers), expected)
+    ex.close()
+
+
+def test_address_string_connects_and_closes_only_its_client(cluster, client, store, centers):
+    src = ZarrSource(store, batch_size=8000)
+    before = client.run(os.getpid)
+    ex = DaskExecutor(src, client=cluster.scheduler_address)
+    assert ex.client is not client and ex.cluster is None
+    assert_same_stats(
+        ex.map_sum(kmeans_batch, centers), LocalExecutor(src).map_sum(kmeans_batch, centers)
+    )
+    assert all(s["max_threads"] == 1 for s in ex.client.run(blas_state).values())
+    ex.close()
+    assert client.run(os.getpid) == before  # the cluster is still there
+    with pytest.raises(ValueError, match="engine='local'"):
+        make_executor(src, client=client, engine="local")
+    assert isinstance(make_executor(np.ones((10, 2))), LocalExecutor)
+    ex = make_executor(store, client=client, batch_size=8000)
+    assert isinstance(ex, DaskExecutor) and ex.cluster is None
+    ex.close()
+    assert client.run(os.getpid) == before
+
+
+def _alive(pids):
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def test_own_local_cluster_starts_logs_and_leaves_nothing_running(store, centers, caplog):
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    src = ZarrSource(store, batch_size=8000)
+    with caplog.at_level(logging.INFO, logger="mixstream.engine.dask"):
+        # a Zarr store over the (lowered) size threshold starts a LocalCluster under "auto"
+        ex = make_executor(
+            src,
+            engine="auto",
+            threshold_bytes=src.nbytes - 1,
+            n_workers=2,
+            threads_per_worker=1,
+            dashboard_address=":0",
+        )
+    assert isinstance(ex, DaskExecutor) and ex.cluster is not None
+    assert ex.dashboard_link.startswith("http") and ex.dashboard_link in caplog.text
+    worker_pids = set(ex.client.run(os.getpid).values())
+    assert len(worker_pids) == 2 and os.getpid() not in worker_pids
+    for state in ex.client.run(blas_state).values():
+        assert state["max_threads"] == 1 and state["env"]["OPENBLAS_NUM_THREADS"] == "1"
+    assert_same_stats(
+        ex.map_sum(kmeans_batch, centers), LocalExecutor(src).map_sum(kmeans_batch, centers)
+    )
+    ex.close()
+    ex.close()  # idempotent
+    new = {p.pid for p in me.children(recursive=True)} - before
+    deadline = time.time() + 20
+    while time.time() < deadline and _alive(worker_pids | new):
+        time.sleep(0.2)
+    leftover = [
+        pid
+        for pid in _alive(new)
+        if "resource_tracker" not in " ".join(psutil.Process(pid).cmdline())
+    ]
+    assert _alive(worker_pids) == [] and leftover == []
