@@ -280,10 +280,9 @@ class MixtureModel(DensityMixin, BaseEstimator):
         }
         from mixstream.io import _jsonable
 
-        try:
-            params = _jsonable(params)
-        except TypeError:
-            params = {k: repr(v) for k, v in params.items()}
+        if not isinstance(params["random_state"], int | type(None)):
+            params["random_state"] = type(params["random_state"]).__name__
+        params = {k: _jsonable(v) for k, v in params.items()}
         return {
             "n_rows": source.n_rows,
             "n_features": source.n_features,
@@ -328,15 +327,50 @@ class MixtureModel(DensityMixin, BaseEstimator):
         self.model_.obs.validate(source.X, "X")
         return logsumexp_rows(self.model_.log_prob(source.X))
 
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Responsibilities of the components for each row, shape (n_samples, K)."""
+    def predict_proba(self, X: Any, out: Any = None) -> Any:
+        """Responsibilities of the components for each row, shape (n_samples, K).
+
+        For a store, give ``out``: the Zarr group written there gets an array "proba" (and
+        "labels", "log_likelihood"), chunk by chunk on the workers; the zarr.Array is returned.
+        """
+        if out is not None:
+            return self.score_store(X, out, proba=True)["group"]["proba"]
         _, log_resp = self._log_resp(X)
         return np.exp(log_resp)
 
-    def predict(self, X: Any) -> np.ndarray:
-        """Most probable component of each row, shape (n_samples,)."""
+    def predict(self, X: Any, out: Any = None) -> Any:
+        """Most probable component of each row, shape (n_samples,).
+
+        For a store, give ``out``: labels are written to the Zarr group there (see
+        ``score_store``) and its "labels" zarr.Array is returned.
+        """
+        if out is not None:
+            return self.score_store(X, out)["group"]["labels"]
         _, log_resp = self._log_resp(X)
         return log_resp.argmax(axis=1)
+
+    def score_store(self, X: Any, out: Any, proba: bool = False) -> dict[str, Any]:
+        """Labels, per-row log-likelihoods (and responsibilities) of a store, written to Zarr.
+
+        Parameters
+        ----------
+        X : Zarr store path / URL, zarr.Array, dask array or array
+        out : path of a new Zarr group (refused if it exists); written atomically
+        proba : also write the (n_samples, K) responsibilities
+
+        Returns
+        -------
+        dict with "path", "group" (the opened zarr.Group), "mean_log_likelihood", "counts".
+        """
+        import zarr
+
+        from mixstream.engine.scoring import score_to_zarr
+
+        self._check_fitted()
+        with self._open(X, reset=False) as executor:
+            result = score_to_zarr(self.model_, executor, out, proba=proba)
+        result["group"] = zarr.open_group(result["path"], mode="r")
+        return result
 
     def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> np.ndarray:
         return self.fit(X, sample_weight=sample_weight).predict(X)
@@ -351,8 +385,17 @@ class MixtureModel(DensityMixin, BaseEstimator):
         return log_norm
 
     def score(self, X: Any, y: Any = None) -> float:
-        """Mean of ``score_samples`` over the rows of X."""
-        return float(self.score_samples(X).mean())
+        """Mean of ``score_samples`` over the rows of X (a store is scored batch by batch)."""
+        from mixstream.data.sources import open_source
+        from mixstream.learn.executor import score_batch
+
+        source = open_source(X)
+        if isinstance(source, ArraySource):
+            return float(self.score_samples(X).mean())
+        self._check_fitted()
+        with self._open(X, reset=False) as executor:
+            SS = executor.map_sum(score_batch, self.model_)
+        return SS.scalars["log_norm"] / SS.scalars["n_rows"]
 
     # ------------------------------------------------------------------ model selection
     def _n_parameters(self) -> int:

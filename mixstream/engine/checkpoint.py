@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mixstream.io import ModelFileError, read_model_file, write_model_file
+from mixstream.io import ModelFileError, _jsonable, read_model_file, write_model_file
 
 CHECKPOINT_NAME = "checkpoint.msz"
 
@@ -48,8 +48,9 @@ def load_checkpoint(
     meta, arrays = read_model_file(path)
     if meta.get("kind") != "checkpoint":
         raise ModelFileError(f"{path} is not a checkpoint")
-    if meta.get("fingerprint") != fingerprint:
-        old, new = meta.get("fingerprint", {}), fingerprint
+    # compare in JSON form: arrays in the stored fingerprint come back as ndarrays
+    old, new = _jsonable(meta.get("fingerprint", {})), _jsonable(fingerprint)
+    if old != new:
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         raise CheckpointMismatch(
             f"{path} belongs to a different fit (differs in: {', '.join(diff)}); use another "

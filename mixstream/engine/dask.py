@@ -70,6 +70,8 @@ def _run_batch(
         xp = namespace(backend)
         X = to_device(X, xp)
         w = None if w is None else to_device(w, xp)
+    if getattr(fn, "needs_rows", False):
+        kw = {**kw, "rows": tuple(source.batches[i])}
     return fn(payload, X, w, **kw)
 
 

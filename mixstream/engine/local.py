@@ -51,6 +51,8 @@ class LocalExecutor:
         **kw: Any,
     ) -> list[Any]:
         ids = range(len(self.source.batches)) if batch_ids is None else batch_ids
+        if getattr(fn, "needs_rows", False):
+            return [fn(payload, *self._batch(i), rows=self.source.batches[i], **kw) for i in ids]
         return [fn(payload, *self._batch(i), **kw) for i in ids]
 
     def map_sum(

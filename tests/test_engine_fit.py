@@ -1,0 +1,187 @@
+"""Fits on Zarr stores through real Dask clusters equal the in-process fit.
+
+Clusters: a LocalCluster with 2 worker processes, and a cluster made of a `dask scheduler`
+and two `dask worker` processes started here on 127.0.0.1.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+from distributed import Client, LocalCluster
+
+from mixstream import MixtureModel
+from mixstream.data.synthetic import write_synthetic_zarr
+
+N, D, K = 12_000, 3, 4
+
+ALGORITHMS = {
+    "em": dict(algorithm="em", allocation="finite"),
+    "vb": dict(algorithm="vb"),
+    "cem": dict(algorithm="cem", allocation="finite"),
+    "kmeans": dict(algorithm="kmeans", allocation="finite"),
+    "sovb": dict(algorithm="sovb"),
+    "movb": dict(algorithm="movb", moves=("birth", "merge", "delete")),
+}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fit") / "data.zarr"
+    return write_synthetic_zarr(path, N, D, K, chunk_rows=500, shard_rows=1000, seed=2)
+
+
+@pytest.fixture(scope="module")
+def local_cluster():
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cl:
+        with Client(cl) as client:
+            yield client
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cli_cluster():
+    """`dask scheduler` + two `dask worker` processes on 127.0.0.1, stopped afterwards."""
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    bindir = os.path.dirname(sys.executable)
+    dask_cmd = shutil.which("dask", path=bindir) or shutil.which("dask")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen(
+            [
+                dask_cmd,
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--dashboard-address",
+                ":0",
+                "--no-show",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
+    try:
+        for _ in range(2):
+            procs.append(
+                subprocess.Popen(
+                    [
+                        dask_cmd,
+                        "worker",
+                        address,
+                        "--nthreads",
+                        "1",
+                        "--nworkers",
+                        "1",
+                        "--no-dashboard",
+                        "--memory-limit",
+                        "0",
+                    ],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=60)
+            yield address
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def fit(store, client=None, **opts):
+    kw = dict(n_components=K, batch_size=1000, max_laps=6, tol=0.0, random_state=0)
+    kw.update(opts)
+    if kw.get("moves"):
+        kw["n_components"] = 1
+    return MixtureModel(**kw, client=client).fit(store)
+
+
+def assert_same(a, b):
+    assert a.n_components_ == b.n_components_
+    np.testing.assert_allclose(a.means_, b.means_, rtol=1e-10)
+    np.testing.assert_allclose(a.weights_, b.weights_, rtol=1e-10)
+    np.testing.assert_allclose(a.covariances_, b.covariances_, rtol=1e-10)
+    np.testing.assert_allclose(a.lower_bounds_, b.lower_bounds_, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+def test_same_fit_in_process_and_on_both_clusters(name, store, local_cluster, cli_cluster):
+    opts = ALGORITHMS[name]
+    here = fit(store, **opts)
+    assert_same(fit(store, client=local_cluster, **opts), here)
+    assert_same(fit(store, client=cli_cluster, **opts), here)
+
+
+def test_worker_killed_mid_lap_changes_nothing(store, local_cluster):
+    opts = dict(algorithm="vb", max_laps=12)
+    here = fit(store, **opts)
+    pids = list(local_cluster.run(os.getpid).values())
+
+    def killer():
+        time.sleep(0.8)
+        os.kill(pids[0], signal.SIGKILL)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    there = fit(store, client=local_cluster, **opts)
+    t.join()
+    assert pids[0] not in local_cluster.run(os.getpid).values()  # it really died
+    assert_same(there, here)
+
+
+def test_zarr_array_dask_array_and_path_give_the_same_fit(store):
+    by_path = fit(store, algorithm="vb")
+    arr = zarr.open_group(store, mode="r")["X"]
+    by_array = fit(arr, algorithm="vb")
+    by_dask = fit(da.from_zarr(arr), algorithm="vb")
+    assert_same(by_array, by_path)
+    assert_same(by_dask, by_path)
+
+
+def test_predict_and_score_on_a_store_write_zarr(store, tmp_path, local_cluster):
+    model = fit(store, algorithm="vb")
+    X = zarr.open_group(store, mode="r")["X"][:]
+    labels = model.predict(store, out=tmp_path / "labels.zarr")
+    np.testing.assert_array_equal(labels[:], model.predict(X))
+    out = model.score_store(store, tmp_path / "scores.zarr", proba=True)
+    np.testing.assert_allclose(out["group"]["log_likelihood"][:], model.score_samples(X))
+    np.testing.assert_allclose(out["group"]["proba"][:], model.predict_proba(X), rtol=1e-12)
+    assert model.score(store) == pytest.approx(model.score(X), rel=1e-12)
+    # on the cluster the workers write their own chunks; same bytes
+    remote = MixtureModel(**model.get_params())
+    remote.__dict__.update({k: v for k, v in model.__dict__.items() if k.endswith("_")})
+    remote.client = local_cluster
+    labels2 = remote.predict(store, out=tmp_path / "labels2.zarr")
+    np.testing.assert_array_equal(labels2[:], labels[:])
+    with pytest.raises(FileExistsError, match=r"labels\.zarr"):
+        model.predict(store, out=tmp_path / "labels.zarr")
+
+
+def test_missing_store_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.zarr"):
+        MixtureModel(2).fit(str(tmp_path / "nowhere.zarr"))
