@@ -287,7 +287,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
             "n_rows": source.n_rows,
             "n_features": source.n_features,
             "batches": [list(b) for b in source.batches],
-            "params": params,
+            **{f"param {k}": v for k, v in params.items()},
         }
 
     def _set_fitted(self, result: FitResult) -> None:
@@ -521,7 +521,9 @@ class MixtureModel(DensityMixin, BaseEstimator):
         meta, arrays = read_model_file(path)
         if meta.get("class") != cls.__name__:
             raise ModelFileError(f"{path} holds a {meta.get('class')!r}, not a {cls.__name__}")
-        est = cls(**meta["params"])
+        params = dict(meta["params"])
+        params["moves"] = tuple(params.get("moves") or ())  # JSON turned the tuple into a list
+        est = cls(**params)
         try:
             est._validate_params()
             model = est._build_model()

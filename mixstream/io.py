@@ -58,7 +58,7 @@ def write_model_file(
     from mixstream import __version__
 
     path = Path(path)
-    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    arrays = {k: np.array(v, order="C", copy=None) for k, v in arrays.items()}
     for k, v in arrays.items():
         if v.dtype == object:
             raise TypeError(f"array {k!r} has dtype object; model files hold numeric arrays only")

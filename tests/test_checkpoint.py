@@ -89,6 +89,10 @@ SCRIPT = textwrap.dedent(
 )
 
 
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
 @pytest.mark.slow
 def test_coordinator_killed_mid_fit_resumes(tmp_path):
     script = tmp_path / "fit.py"
@@ -96,8 +100,8 @@ def test_coordinator_killed_mid_fit_resumes(tmp_path):
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     ref.mkdir()
     cut.mkdir()
-    subprocess.run([sys.executable, script, ref, "fast"], check=True, timeout=300)
-    proc = subprocess.Popen([sys.executable, script, cut, "slow"])
+    subprocess.run([sys.executable, script, ref, "fast"], check=True, timeout=300, env=ENV)
+    proc = subprocess.Popen([sys.executable, script, cut, "slow"], env=ENV)
     deadline = time.time() + 120
     while not checkpoint_path(cut).exists() and time.time() < deadline:
         time.sleep(0.05)
@@ -105,5 +109,5 @@ def test_coordinator_killed_mid_fit_resumes(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not Path(cut / "means.npy").exists()  # it really died before finishing
-    subprocess.run([sys.executable, script, cut, "fast"], check=True, timeout=300)
+    subprocess.run([sys.executable, script, cut, "fast"], check=True, timeout=300, env=ENV)
     np.testing.assert_array_equal(np.load(cut / "means.npy"), np.load(ref / "means.npy"))
