@@ -82,7 +82,8 @@ def main() -> None:
     # starting parameters for EM, shared by both libraries
     gm0 = GaussianMixture(a.k, covariance_type=a.cov)
     gm0._initialize(X, resp)
-    w0, m0, p0 = gm0.weights_, gm0.means_, gm0.precisions_
+    w0, m0, pc = gm0.weights_, gm0.means_, gm0.precisions_cholesky_
+    p0 = np.einsum("kij,klj->kil", pc, pc) if a.cov == "full" else pc**2
 
     def sk_em(it):
         GaussianMixture(
@@ -106,7 +107,7 @@ def main() -> None:
             model.global_step(model.local_summarize(X))
 
     class BGM(BayesianGaussianMixture):
-        def _initialize_parameters(self, X, random_state):
+        def _initialize_parameters(self, X, random_state, **kw):
             self._initialize(X, resp)
 
     def sk_vb(it):

@@ -220,10 +220,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
         if reset:
             self.n_features_in_ = source.n_features
         elif source.n_features != self.n_features_in_:
-            raise ValueError(
-                f"{source.name} has {source.n_features} features, but {type(self).__name__} "
-                f"was fitted with {self.n_features_in_} features"
-            )
+            raise ValueError(_feature_mismatch(self, source))
         if isinstance(source, ArraySource):
             self._build_model().obs.validate(source.X, source.name)
         return make_executor(
@@ -320,10 +317,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
                 f"{source.name} is a store: use predict_store(...) to write labels to Zarr"
             )
         if source.n_features != self.n_features_in_:
-            raise ValueError(
-                f"X has {source.n_features} features, but {type(self).__name__} was fitted "
-                f"with {self.n_features_in_} features"
-            )
+            raise ValueError(_feature_mismatch(self, source))
         self.model_.obs.validate(source.X, "X")
         return logsumexp_rows(self.model_.log_prob(source.X))
 
@@ -585,6 +579,14 @@ def _shell_draws(rng: np.random.Generator, n: int, lo: float, hi: float, D: int)
     z = rng.normal(size=(n, D))
     z /= np.linalg.norm(z, axis=1, keepdims=True)
     return z * r[:, None]
+
+
+def _feature_mismatch(est: MixtureModel, source: Any) -> str:
+    # scikit-learn's wording, which its estimator checks look for
+    return (
+        f"X has {source.n_features} features, but {type(est).__name__} is expecting "
+        f"{est.n_features_in_} features as input ({source.name})"
+    )
 
 
 def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:

@@ -59,4 +59,6 @@ def _check_weights(sample_weight: Any, n_rows: int) -> np.ndarray | None:
     check_finite(w, "sample_weight")
     if (w < 0).any():
         raise ValueError("sample_weight must be non-negative")
+    if not (w > 0).any():
+        raise ValueError("Sample weights must contain at least one non-zero number")
     return w

@@ -23,23 +23,41 @@ def check_finite(X: Any, where: str, row_offset: int = 0, max_rows: int = 5) -> 
         )
 
 
-def check_matrix(X: Any, where: str = "X") -> np.ndarray:
-    """X as a 2-D numeric array with at least one row and column, else a clear ValueError."""
+def check_matrix(X: Any, where: str = "X") -> Any:
+    """X as a 2-D real numeric array with at least one row and column, else a clear error.
+
+    Wording follows scikit-learn's where its estimator checks look for it.
+    """
     if isinstance(X, str | bytes):
         raise ValueError(f"{where} must be a 2-D numeric array, got a string")
+    if type(X).__module__.startswith("scipy.sparse") or hasattr(X, "tocsr"):
+        raise TypeError(
+            f"Sparse input is not supported for {where}: pass a dense array or a Zarr store"
+        )
     if not hasattr(X, "shape") or not hasattr(X, "dtype"):
         X = np.asarray(X)
-    if X.dtype == object or not (
-        np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.bool_)
-    ):
-        raise ValueError(f"{where} must hold numbers; its dtype is {X.dtype}")
+    if X.dtype == object:
+        X = np.asarray(X, dtype=np.float64)  # numbers in an object array; anything else raises
     if np.issubdtype(X.dtype, np.complexfloating):
-        raise ValueError(f"{where} must hold real numbers; its dtype is {X.dtype}")
+        raise ValueError(f"Complex data not supported: {where} has dtype {X.dtype}")
+    if not (np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.bool_)):
+        raise ValueError(f"{where} must hold numbers; its dtype is {X.dtype}")
     if X.ndim != 2:
+        hint = (
+            " Reshape your data: X.reshape(-1, 1) for one feature, X.reshape(1, -1) for one row."
+            if X.ndim == 1
+            else ""
+        )
         raise ValueError(
             f"{where} must be 2-D (rows = data points, columns = features); "
-            f"it has {X.ndim} dimension(s), shape {X.shape}"
+            f"it has {X.ndim} dimension(s), shape {X.shape}.{hint}"
         )
-    if X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"{where} is empty: shape {X.shape}")
+    if X.shape[0] == 0:
+        raise ValueError(
+            f"{where} is empty: 0 sample(s) (shape={X.shape}) while a minimum of 1 is required."
+        )
+    if X.shape[1] == 0:
+        raise ValueError(
+            f"{where} is empty: 0 feature(s) (shape={X.shape}) while a minimum of 1 is required."
+        )
     return X

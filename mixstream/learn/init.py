@@ -55,6 +55,23 @@ def draw_sample(
     return X, W, total / max(W.sum(), 1e-300)
 
 
+def canonical_rows(X: np.ndarray, w: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows in lexicographic order with their summed weights; zero weights dropped.
+
+    Initialising from this makes the start a function of the weighted empirical distribution
+    alone: the same for shuffled rows, for repeated rows and for integer weights.
+
+    Returns
+    -------
+    rows : array (m, D), weights : array (m,)
+    """
+    weights = np.ones(X.shape[0]) if w is None else np.asarray(w, np.float64)
+    keep = weights > 0
+    rows, inverse = np.unique(np.asarray(X)[keep], axis=0, return_inverse=True)
+    summed = np.bincount(inverse.ravel(), weights=weights[keep], minlength=rows.shape[0])
+    return rows, summed
+
+
 def init_responsibilities(
     X: np.ndarray,
     K: int,
@@ -105,7 +122,8 @@ def initialize(
         "covariances") that set an EM model directly.
     """
     X, w, scale = draw_sample(executor, sample_rows, rng)
-    model.obs.set_prior_from_data(X)
+    X, w = canonical_rows(X, w)
+    model.obs.set_prior_from_data(X, weights=w)
     model.uids = model.new_uids(K)
     if isinstance(init, Mapping):
         _init_from_dict(model, executor, K, init)

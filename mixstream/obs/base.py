@@ -30,6 +30,17 @@ from mixstream.suffstats import SuffStats
 INFERENCES = ("vb", "em")
 
 
+def weighted_mean(values: Any, weights: Any = None) -> np.ndarray:
+    """Row-weighted mean of ``values`` (N, ...) on the host, float64."""
+    from mixstream.backend import to_host
+
+    v = np.asarray(to_host(values), dtype=np.float64)
+    if weights is None:
+        return v.mean(axis=0)
+    w = np.asarray(to_host(weights), dtype=np.float64)
+    return np.tensordot(w, v, axes=1) / w.sum()
+
+
 class ObsModel(ABC):
     """Per-component likelihood, prior and posterior.
 
@@ -55,10 +66,11 @@ class ObsModel(ABC):
         for this likelihood (NaN / inf are checked by the caller)."""
 
     @abstractmethod
-    def set_prior_from_data(self, X: Any) -> None:
+    def set_prior_from_data(self, X: Any, weights: Any = None) -> None:
         """Fill data-dependent prior defaults (e.g. prior mean = data mean) from X (N, D),
-        a sample or the first batches of the data. Called once, before initialisation;
-        sets ``n_features``. Explicit prior values given by the user are kept."""
+        a sample of the data, with optional row weights (N,). Called once, before
+        initialisation; sets ``n_features``. Explicit prior values given by the user are kept.
+        """
 
     # -------------------------------------------------------------- the four verbs
     @abstractmethod

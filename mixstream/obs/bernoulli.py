@@ -22,7 +22,7 @@ import numpy as np
 from scipy.special import digamma, gammaln, xlogy
 
 from mixstream.backend import get_namespace, to_device, to_host
-from mixstream.obs.base import ObsModel
+from mixstream.obs.base import ObsModel, weighted_mean
 from mixstream.suffstats import SuffStats
 
 #: components with less mass than this are "empty" for EM
@@ -96,7 +96,7 @@ class BernoulliObs(ObsModel):
                 f"bernoulli data must be 0 or 1: {where} rows {_rows(xp, bad)} hold other values"
             )
 
-    def set_prior_from_data(self, X: Any) -> None:
+    def set_prior_from_data(self, X: Any, weights: Any = None) -> None:
         if X.ndim != 2 or X.shape[0] == 0:
             raise ValueError(f"set_prior_from_data needs a non-empty 2-D array, got {X.shape}")
         xp = get_namespace(X)
@@ -104,7 +104,7 @@ class BernoulliObs(ObsModel):
         self.n_features = D
         self.lam1 = _prior_vector(self._lam1_user, D, "lam1")
         self.lam0 = _prior_vector(self._lam0_user, D, "lam0")
-        mean = to_host(xp.asarray(X, dtype=xp.float64).mean(axis=0))
+        mean = weighted_mean(xp.asarray(X, dtype=xp.float64), weights)
         self.data_mean = np.clip(mean, self.eps, 1.0 - self.eps)
 
     def _require_prior(self) -> None:

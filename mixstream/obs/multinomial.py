@@ -33,7 +33,7 @@ import numpy as np
 from scipy.special import digamma, gammaln
 
 from mixstream.backend import get_namespace, special, to_device, to_host
-from mixstream.obs.base import ObsModel
+from mixstream.obs.base import ObsModel, weighted_mean
 from mixstream.suffstats import SuffStats
 
 _SHOW_ROWS = 10
@@ -101,7 +101,7 @@ class MultinomialObs(ObsModel):
                 "hold negative values"
             )
 
-    def set_prior_from_data(self, X: Any) -> None:
+    def set_prior_from_data(self, X: Any, weights: Any = None) -> None:
         if X.ndim != 2 or X.shape[0] == 0:
             raise ValueError(f"set_prior_from_data needs a non-empty 2-D array, got {X.shape}")
         xp = get_namespace(X)
@@ -116,7 +116,7 @@ class MultinomialObs(ObsModel):
             )
         self.n_features = D
         self.lam = lam.astype(np.float64, copy=True)
-        self.mean_total = float(to_host(xp.asarray(X, dtype=xp.float64).sum(axis=1).mean()))
+        self.mean_total = float(weighted_mean(xp.asarray(X, dtype=xp.float64).sum(axis=1), weights))
 
     def _require_prior(self) -> None:
         if self.n_features == 0:

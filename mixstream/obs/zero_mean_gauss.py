@@ -101,7 +101,7 @@ class ZeroMeanGaussObs(ObsModel):
                 f"{where} has {X.shape[1]} features but the model was set up for {self.n_features}"
             )
 
-    def set_prior_from_data(self, X: Any) -> None:
+    def set_prior_from_data(self, X: Any, weights: Any = None) -> None:
         xp = get_namespace(X)
         if X.ndim != 2 or X.shape[0] == 0:
             raise ValueError(f"set_prior_from_data needs a non-empty 2-D array, got {X.shape}")
@@ -124,7 +124,9 @@ class ZeroMeanGaussObs(ObsModel):
                 raise ValueError("prior_cov must be symmetric positive definite")
         else:
             X64 = xp.asarray(X, dtype=xp.float64)
-            cov = to_host(X64.T @ X64) / X.shape[0]
+            Xw = X64 if weights is None else X64 * xp.asarray(weights, dtype=xp.float64)[:, None]
+            total = X.shape[0] if weights is None else float(to_host(weights).sum())
+            cov = to_host(Xw.T @ X64) / total
             cov = 0.5 * (cov + cov.T)
             if not _is_pd(cov):  # a constant-zero column, or fewer rows than features
                 scale = max(float(np.trace(cov)) / D, 1.0e-300)
