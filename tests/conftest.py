@@ -1,0 +1,111 @@
+"""Shared test set-up: Prefect settings for small offline machines, one Prefect test server.
+
+The environment defaults are set before anything imports Prefect: with no PREFECT_API_URL a
+flow run starts a temporary server, which needs 11-22 s on 2 cores (Prefect's own limit is
+20 s) and must not try to send analytics without internet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `flows` is a top-level package of the checkout
+    sys.path.insert(0, str(ROOT))
+# child processes (CLI runs, `dask worker`, Prefect servers) import the checkout too, installed
+# or not
+_paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+if str(ROOT) not in _paths:
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), *_paths) if p)
+
+
+def subprocess_env(**extra: str | None) -> dict[str, str]:
+    """The environment for a child Python: the checkout first on PYTHONPATH (the package need
+    not be installed), the Prefect defaults above, and ``extra`` (None removes a variable)."""
+    env = dict(os.environ)  # PYTHONPATH already starts with the checkout (above)
+    for key, value in extra.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+class TrackedRun:
+    """A child process run to the end while its descendants are recorded (psutil), so that a
+    test can check that it left none of them running."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str], cwd: Any = None) -> None:
+        self.cmd, self.env, self.cwd = cmd, env, cwd
+        self.seen: dict[int, Any] = {}
+        self.cmdlines: dict[int, str] = {}
+        self.returncode: int | None = None
+        self.stdout = self.stderr = ""
+
+    def run(self, timeout: float) -> TrackedRun:
+        import psutil
+
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            proc = subprocess.Popen(
+                self.cmd, env=self.env, cwd=self.cwd, stdout=out, stderr=err, text=True
+            )
+            parent = psutil.Process(proc.pid)
+            deadline = time.monotonic() + timeout
+            try:
+                while proc.poll() is None:
+                    if time.monotonic() > deadline:
+                        raise subprocess.TimeoutExpired(self.cmd, timeout)
+                    with contextlib.suppress(psutil.Error):
+                        for child in parent.children(recursive=True):
+                            if child.pid not in self.seen:
+                                self.seen[child.pid] = child
+                                with contextlib.suppress(psutil.Error):
+                                    self.cmdlines[child.pid] = " ".join(child.cmdline())
+                    time.sleep(0.1)
+            finally:
+                if proc.poll() is None:
+                    for child in self.seen.values():
+                        with contextlib.suppress(psutil.Error):
+                            child.kill()
+                    proc.kill()
+                    proc.wait()
+            self.returncode = proc.returncode
+            out.seek(0)
+            err.seek(0)
+            self.stdout, self.stderr = out.read(), err.read()
+        return self
+
+    def survivors(self, grace: float = 15.0) -> list[str]:
+        """Descendants still running after ``grace`` seconds (killed, then listed)."""
+        import psutil
+
+        alive = [p for p in self.seen.values() if p.is_running()]
+        _, alive = psutil.wait_procs(alive, timeout=grace)
+        names = []
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                names.append(f"{p.pid} {' '.join(p.cmdline())[:200]}")
+                p.kill()
+        return names
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server (SQLite in a temp dir) for every flow test of the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=None):
+        yield

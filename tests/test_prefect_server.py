@@ -1,0 +1,147 @@
+"""fit_flow against a real `prefect server start`, from another process, read back through the
+Prefect API; the server and everything the flow started are gone afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import psutil
+import pytest
+from conftest import TrackedRun, subprocess_env
+
+from mixstream.data.synthetic import write_synthetic_zarr
+
+FLOW_SCRIPT = """
+import json, sys
+from flows.fit import fit_flow
+
+if __name__ == "__main__":
+    summary = fit_flow(data=sys.argv[1], out=sys.argv[2], algorithm="vb", n_components=3,
+                       max_laps=4, tol=0.0, batch_size=1000, n_workers=1)
+    print(json.dumps(summary))
+"""
+
+
+PREFECT = [sys.executable, "-m", "prefect"]
+
+
+def _free_port() -> int:
+    with contextlib.closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, server: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"prefect server start exited with status {server.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    pytest.fail(f"the Prefect server did not answer {url} within {timeout} s")
+
+
+def _stop(server: subprocess.Popen) -> list[psutil.Process]:
+    """Terminate the server (kill if it lingers); its processes, for the final check."""
+    procs = [psutil.Process(server.pid)]
+    with contextlib.suppress(psutil.Error):
+        procs += procs[0].children(recursive=True)
+    server.terminate()
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(timeout=30)
+    _, alive = psutil.wait_procs(procs[1:], timeout=15)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    return alive
+
+
+def test_fit_flow_runs_against_a_prefect_server(tmp_path):
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    home = tmp_path / "prefect-home"
+    env = subprocess_env(
+        PREFECT_HOME=str(home),
+        PREFECT_API_URL=None,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_API_HOST="127.0.0.1",
+        PREFECT_SERVER_API_PORT=str(port),
+    )
+    with (tmp_path / "server.log").open("w") as log:
+        server = subprocess.Popen(
+            [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_healthy(f"{api}/health", server, timeout=120)
+
+        store = write_synthetic_zarr(tmp_path / "points.zarr", 4000, 2, 3, chunk_rows=500, seed=0)
+        script = tmp_path / "run_fit.py"
+        script.write_text(FLOW_SCRIPT)
+        out = tmp_path / "run"
+        flow_env = subprocess_env(PREFECT_HOME=str(home), PREFECT_API_URL=api)
+        run = TrackedRun([sys.executable, str(script), store, str(out)], flow_env).run(240)
+        assert run.returncode == 0, run.stderr[-3000:]
+        summary = json.loads(run.stdout.strip().splitlines()[-1])
+        assert summary["laps"] == 4 and summary["n_components_"] == 3
+        assert (out / "model.msz").exists() and (out / "report.html").exists()
+        # the flow's own LocalCluster (worker processes, nanny) was closed with the flow
+        assert run.seen, "the flow started no Dask worker processes"
+        assert run.survivors() == []
+
+        with (
+            temporary_settings(updates={PREFECT_API_URL: api}),
+            get_client(sync_client=True) as client,
+        ):
+            (flow_run,) = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["fit-flow"]))
+            )
+            assert flow_run.state.is_completed(), flow_run.state
+            assert flow_run.parameters["algorithm"] == "vb"
+            task_runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
+            )
+            artifacts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])
+                )
+            )
+        names = sorted(t.name for t in task_runs)
+        expected = ["evaluate", "init", "lap-1", "lap-2", "lap-3", "lap-4", "publish", "validate"]
+        assert names == expected
+        assert all(t.state.is_completed() for t in task_runs)
+        keys = {a.key for a in artifacts}
+        assert {"mixstream-laps", "mixstream-clusters", "mixstream-report"} <= keys
+        laps = next(a for a in artifacts if a.key == "mixstream-laps").data
+        laps = json.loads(laps) if isinstance(laps, str) else laps
+        assert [row["lap"] for row in laps] == [1, 2, 3, 4]
+    finally:
+        alive = _stop(server)
+    assert server.returncode is not None
+    assert alive == [], f"processes of the Prefect server left running: {alive}"
+    assert not psutil.pid_exists(server.pid) or psutil.Process(server.pid).status() == "zombie"
