@@ -258,6 +258,57 @@ class MixtureModel(DensityMixin, BaseEstimator):
         self._set_fitted(result)
         return self
 
+    def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> MixtureModel:
+        """One stochastic step on the batch X: learn from a stream, one batch per call.
+
+        The first call (on an unfitted estimator) initialises the components from this batch;
+        each call then amplifies the batch's statistics to the size of the stream seen so far
+        and moves the parameters a step rho_t = (t + delay) ** -kappa towards them (stochastic
+        VB for algorithm="vb"/"sovb"/"movb", stepwise EM otherwise). After ``fit``, steps
+        continue from the fitted model.
+
+        Parameters
+        ----------
+        X : array (n_samples, n_features)
+        y : ignored
+        sample_weight : array (n_samples,), optional
+        """
+        import time
+
+        from mixstream.data.sources import open_source
+        from mixstream.learn.history import lap_record
+        from mixstream.learn.sovb import SoVBState, sovb_step
+
+        if not hasattr(self, "model_"):
+            self._validate_params()
+            rng = np.random.default_rng(_seed(self.random_state))
+            with self._open(X, sample_weight) as executor:
+                model = self._build_model()
+                from mixstream.learn.init import initialize
+
+                initialize(model, executor, self.n_components, self.init, rng)
+            self.model_ = model
+            self._set_fitted(FitResult())
+        source = open_source(X, sample_weight=sample_weight)
+        if not isinstance(source, ArraySource):
+            raise ValueError("partial_fit takes in-memory batches; use fit() for stores")
+        if source.n_features != self.n_features_in_:
+            raise ValueError(_feature_mismatch(self, source))
+        self.model_.obs.validate(source.X, "X")
+        state = getattr(self, "stream_state_", None)
+        if state is None:
+            state = SoVBState(t=int(self.n_iter_), kappa=self.kappa, delay=self.delay)
+        t0 = time.perf_counter()
+        SS = sovb_step(self.model_, source.X, source.sample_weight, state)
+        self.stream_state_ = state
+        elbo = self.model_.elbo(SS) / SS.scalars["n_rows"]
+        history = [
+            *self.history_,
+            lap_record(state.t, elbo, self.model_.K, time.perf_counter() - t0),
+        ]
+        self._set_fitted(FitResult(elbo, False, state.t, history))
+        return self
+
     def start_fit(self, executor: Executor, on_lap: Any = None) -> FitRun:
         """A FitRun over ``executor``'s data, resumed from ``checkpoint_dir`` when one exists.
 

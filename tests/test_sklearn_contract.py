@@ -128,3 +128,24 @@ def test_bic_aic_match_sklearn_on_the_same_parameters(cov):
     theirs.precisions_ = ours.precisions_
     np.testing.assert_allclose(ours.bic(X), theirs.bic(X), rtol=1e-10)
     np.testing.assert_allclose(ours.aic(X), theirs.aic(X), rtol=1e-10)
+
+
+def test_partial_fit_over_a_stream_approaches_the_full_batch_fit():
+    from mixstream.data.array_source import ArraySource
+    from mixstream.engine.local import LocalExecutor
+    from mixstream.learn.sovb import evaluate_elbo
+
+    X, _ = blobs(6000, d=3)
+    full = MixtureModel(3, algorithm="vb", random_state=0, tol=1e-8, max_laps=200).fit(X)
+    stream = MixtureModel(3, algorithm="vb", random_state=0)
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        for batch in np.array_split(rng.permutation(X), 12):
+            stream.partial_fit(batch)
+    whole = LocalExecutor(ArraySource(X))
+    ours = evaluate_elbo(stream.model_, whole)
+    best = evaluate_elbo(full.model_, whole)
+    assert abs(ours - best) <= 0.01 * abs(best)
+    assert stream.n_iter_ == 72 and len(stream.history_) == 72
+    with pytest.raises(ValueError, match="features"):
+        stream.partial_fit(X[:10, :2])
