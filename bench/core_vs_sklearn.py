@@ -17,12 +17,12 @@ import platform
 import time
 
 import numpy as np
-from mixstream.obs.gauss import GaussObs
 from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
 
 from mixstream.alloc import DPAlloc, FiniteAlloc
 from mixstream.learn.kmeans import kmeans_plusplus, nearest
 from mixstream.model import Model
+from mixstream.obs.gauss import GaussObs
 
 
 def gemm_rate(n: int = 2048, repeats: int = 5) -> float:

@@ -1,0 +1,121 @@
+"""Streaming: lap throughput over a Zarr store against a bare read of the same store.
+
+    python bench/streaming.py --gb 4 --store /tmp/stream.zarr
+
+Prints, side by side:
+- a bare read of every batch with zarr (rows/s, MB/s): the ceiling;
+- one VB lap (diag Gaussian, K=16) in-process, and on a Dask LocalCluster with 1 and with 2
+  single-thread workers: rows/s, MB/s and the fraction of the bare read;
+- the Dask engine's per-batch overhead against the in-process engine at the same batches.
+The store is written once (chunk by chunk, zstd) and reused if it exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+
+
+def bare_read(source) -> float:
+    t = time.perf_counter()
+    for i in range(len(source.batches)):
+        source.read(i)
+    return time.perf_counter() - t
+
+
+def lap_seconds(model, executor) -> float:
+    from mixstream.learn.executor import summarize_batch
+
+    t = time.perf_counter()
+    SS = executor.map_sum(summarize_batch, model)
+    model.global_step(SS)
+    return time.perf_counter() - t
+
+
+def start_model(source, k: int):
+    from mixstream.alloc import DPAlloc
+    from mixstream.engine.local import LocalExecutor
+    from mixstream.learn.init import initialize
+    from mixstream.model import Model
+    from mixstream.obs.gauss import GaussObs
+
+    model = Model(DPAlloc(1.0), GaussObs("diag"))
+    initialize(model, LocalExecutor(source), k, "kmeans++", np.random.default_rng(0), 100_000)
+    return model
+
+
+def main() -> None:
+    from distributed import Client, LocalCluster
+
+    from mixstream.data.synthetic import write_synthetic_zarr
+    from mixstream.data.zarr_source import ZarrSource
+    from mixstream.engine.dask import DaskExecutor
+    from mixstream.engine.local import LocalExecutor
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--gb", type=float, default=4.0, help="store size (float32, 16 features)")
+    p.add_argument("--store", default="/tmp/mixstream-stream.zarr")
+    p.add_argument("--batch-rows", type=int, default=100_000)
+    p.add_argument("--k", type=int, default=16)
+    a = p.parse_args()
+
+    D = 16
+    n_rows = int(a.gb * 1e9 / (4 * D)) // a.batch_rows * a.batch_rows
+    if not os.path.exists(a.store):
+        t = time.perf_counter()
+        write_synthetic_zarr(
+            a.store,
+            n_rows,
+            D,
+            a.k,
+            chunk_rows=a.batch_rows // 2,
+            shard_rows=a.batch_rows,
+            seed=0,
+            dtype="float32",
+        )
+        print(f"wrote {a.store} in {time.perf_counter() - t:.0f} s")
+    source = ZarrSource(a.store, batch_size=a.batch_rows)
+    mb = source.n_rows * D * 4 / 1e6
+    model = start_model(source, a.k)
+
+    rows = []
+    t_read = bare_read(source)
+    rows.append(("bare zarr read", t_read))
+    t_local = lap_seconds(model, LocalExecutor(source))
+    rows.append(("lap, in-process", t_local))
+    dask_times = {}
+    for n in (1, 2):
+        with (
+            LocalCluster(n_workers=n, threads_per_worker=1, dashboard_address=":0") as cl,
+            Client(cl) as client,
+            DaskExecutor(source, client=client) as ex,
+        ):
+            lap_seconds(model, ex)  # warm-up: imports and first reads on the workers
+            dask_times[n] = lap_seconds(model, ex)
+        rows.append((f"lap, Dask {n} worker{'s' if n > 1 else ''}", dask_times[n]))
+
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores; store {source.n_rows:,} x "
+        f"{D} float32 = {mb / 1e3:.2f} GB, {len(source.batches)} batches of "
+        f"{a.batch_rows:,} rows; diag Gaussian K={a.k}\n"
+    )
+    print(f"{'':<22}{'seconds':>9}{'rows/s':>14}{'MB/s':>9}{'of bare read':>14}")
+    for name, sec in rows:
+        print(
+            f"{name:<22}{sec:>9.2f}{source.n_rows / sec:>14,.0f}{mb / sec:>9.0f}"
+            f"{t_read / sec:>13.0%}"
+        )
+    overhead = (dask_times[1] - t_local) / len(source.batches)
+    print(
+        f"\nDask per-batch overhead (1 worker vs in-process): {1e3 * overhead:+.1f} ms "
+        f"= {100 * overhead * len(source.batches) / t_local:+.1f}% of the in-process lap"
+    )
+    print(f"1 -> 2 workers: {dask_times[1] / dask_times[2]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
