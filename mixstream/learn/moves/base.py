@@ -1,0 +1,131 @@
+"""What the birth, merge and delete moves share: scoring from statistics and the lap context.
+
+Every move is judged the same way: build candidate whole-data statistics ``SS`` (each batch's
+cached statistics, edited as the move would edit them), run a global step on a copy of the model
+and compare ``model.elbo(SS)``. Because the observation and allocation ELBO terms are valid for
+any variational distribution and the statistics come from valid responsibilities, the candidate's
+ELBO is the exact objective of a state the algorithm could be in, so accepting only on a rise
+keeps the memoized objective monotone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mixstream.model import Model
+from mixstream.suffstats import SuffStats
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from mixstream.learn.movb import MemoState
+
+#: scalars whose name starts with this hold the merged entropy of a birth's group, per batch
+FOLD_PREFIX = "fold/"
+#: a move must raise the ELBO by more than this fraction of |ELBO| (and at least this much)
+REL_GAIN = 1e-9
+
+
+def min_gain(elbo: float) -> float:
+    """Smallest rise of the (summed) ELBO that counts as an improvement."""
+    return REL_GAIN * max(1.0, abs(elbo))
+
+
+def score(model: Model, SS: SuffStats) -> tuple[float, Model]:
+    """ELBO (summed over data points) after a global step on ``SS``, on a copy of ``model``.
+
+    Returns the ELBO and the updated copy (adopt it with ``adopt`` when the move is accepted).
+    """
+    cand = model.copy()
+    cand.global_step(SS)
+    return cand.elbo(SS), cand
+
+
+def adopt(model: Model, other: Model) -> None:
+    """Make ``model`` (the caller's object) hold ``other``'s parameters and components."""
+    next_uid = max(model.next_uid, other.next_uid)
+    model.alloc, model.obs = other.alloc, other.obs
+    model.uids = other.uids.copy()
+    model.next_uid = next_uid
+
+
+def core(ss: SuffStats) -> SuffStats:
+    """Statistics without the lap's extras (merge-pair entropies, birth-group entropies)."""
+    scalars = {k: v for k, v in ss.scalars.items() if not k.startswith(FOLD_PREFIX)}
+    return SuffStats(ss.fields, ss.uids, scalars)
+
+
+def subset(ss: SuffStats, keep_uids: Any) -> SuffStats:
+    """The components of ``ss`` whose uids are in ``keep_uids`` (in ss's order), no extras."""
+    keep = np.isin(ss.uids, np.asarray(list(keep_uids), np.int64))
+    scalars = {k: v for k, v in ss.scalars.items() if not k.startswith(FOLD_PREFIX)}
+    return SuffStats({k: v[keep] for k, v in ss.fields.items()}, ss.uids[keep], scalars)
+
+
+def is_tied(model: Model) -> bool:
+    """True when the observation model shares parameters across components (tied covariance),
+    so its ELBO term does not split into per-component terms."""
+    return bool(getattr(model.obs, "tied", False))
+
+
+@dataclass
+class LapContext:
+    """The state moves read and edit at the end of a memoized lap.
+
+    Attributes
+    ----------
+    model : Model
+        The caller's model (edited in place through ``adopt``).
+    state : MemoState
+        Per-batch cache; moves keep every entry consistent with what they accept.
+    full : SuffStats
+        Whole-data statistics, the exact sum of the cache, with this lap's extras (merge-pair
+        entropies, birth-group entropies).
+    elbo : float
+        Summed ELBO of (model, full).
+    lap : int
+    tried, accepted : dict move name -> count
+    log : list of dict
+        One entry per accepted move: "move", "uids", "elbo_before", "elbo_after" (summed).
+    alt : dict batch id -> SuffStats, or None
+        This lap's delete proposal: each batch's statistics without the proposed components
+        (kept consistent with the merges and birth checks accepted before it is judged).
+    snapshot : birth.Snapshot or None
+        The memo and model at the start of a lap whose births are judged at its end.
+    """
+
+    model: Model
+    state: MemoState
+    full: SuffStats | None
+    elbo: float
+    lap: int
+    tried: dict[str, int] = field(default_factory=dict)
+    accepted: dict[str, int] = field(default_factory=dict)
+    log: list[dict[str, Any]] = field(default_factory=list)
+    alt: dict[int, SuffStats] | None = None
+    snapshot: Any = None
+
+    def count(self, move: str, tried: int = 0, accepted: int = 0) -> None:
+        """Add to the lap's counts of proposals tried and accepted for ``move``."""
+        self.tried[move] = self.tried.get(move, 0) + tried
+        self.accepted[move] = self.accepted.get(move, 0) + accepted
+
+    def commit(self, move: str, full: SuffStats, cand: Model, elbo: float, **detail: Any) -> None:
+        """Adopt an accepted candidate (its whole-data statistics, model and ELBO)."""
+        self.log.append(
+            {"move": move, "lap": self.lap, "elbo_before": self.elbo, "elbo_after": elbo, **detail}
+        )
+        adopt(self.model, cand)
+        self.full = full
+        self.elbo = elbo
+
+
+def memory_of(state: MemoState, move: str) -> dict[int, int]:
+    """uid -> lap of the last rejected proposal involving it, for one move."""
+    return state.memory.setdefault(move, {})
+
+
+def recently_failed(memory: dict[int, int], uid: int, lap: int, retry_laps: int) -> bool:
+    last = memory.get(int(uid))
+    return last is not None and lap - last <= retry_laps

@@ -1,0 +1,476 @@
+"""Birth move: new components grown from the data of one existing component.
+
+Design (exact from statistics, monotone)
+----------------------------------------
+A birth is proposed on one batch at the start of a lap, carried through the lap, and judged at
+the end of the lap on whole-data ELBOs computed from the memoized statistics.
+
+1. **Targets.** Drawn with probability proportional to their squared mass (large components are
+   the likely mixtures of several clusters) among the *unsettled* components: a component is
+   settled once a birth from it has failed and its mass has not moved by more than
+   ``settle_tol`` since (it is retried after ``retry_laps`` laps). A fit with births does not
+   declare convergence while unsettled components remain (``pending``).
+
+2. **Proposal, on the worker** (``birth_batch``, on the lap's first batch ``b0``). The ordinary
+   local step of ``b0``; then, per target t, a split of its responsibilities fitted to the rows
+   it explains (r_nt > 0.5, at most ``max_rows`` of them, weighted by r_nt): k-means++ seeds
+   ``n_new + 1`` pieces, ``n_iters`` restricted local/global steps of a copy of the model that
+   holds only those pieces (statistics amplified to the target's whole-data mass), then
+   ``cleanup``: greedy exact merges of pieces judged on those rows alone, so a split of a single
+   cluster shrinks to one piece and costs no lap. The restricted local step keeps the target's
+   total mass: row n's r_nt is split among the target (which keeps its uid) and the new
+   components (fresh uids from ``model.new_uids``), r_nt s_nj with sum_j s_nj = 1; every other
+   column is untouched, so the split is a valid responsibility matrix. Pieces with less than
+   ``min_new_mass`` in the batch are dropped. The worker returns the batch's ordinary statistics
+   and, per target, the statistics of the split columns.
+
+3. **Insertion, on the coordinator.** The proposal's whole-data statistics are
+   ``SS_total - SS_b0_cached + SS_b0_split``: the other batches' cached statistics have zero mass
+   for the new components, which is exactly what their responsibilities say. So the state after
+   insertion is a valid memo state and the lap that follows (every batch visited, the new
+   components gathering their statistics as it goes) is ordinary coordinate ascent from it.
+
+   - ``mode="lap"`` (default): every proposal is inserted. The lap's starting state (cache,
+     total, model: a shallow snapshot) is kept until the end of the lap.
+   - ``mode="batch"``: a proposal is inserted only if its ELBO beats the ordinary visit of
+     ``b0`` (``SS_total - SS_b0_cached + SS_b0_ordinary``), so insertion itself is an ascent
+     step. Cheap and strictly monotone at every step, but biased against births: a new
+     component holds only one batch's share of its data, so its weight (and the label cost
+     of its rows) is B times too small; it finds only clusters that are obvious in one batch.
+
+4. **Judgement at the end of the lap, against the model without the births.** Each visit also
+   records, per birth, the entropy of the *folded* responsibilities R = r_t + sum_j r_new_j
+   (the scalar ``"fold/<target uid>"``). The memo without a birth is the memo with its new
+   components merged back into the target: all statistics add and the merged entropy is the
+   tracked group entropy, so its ELBO is exact. If the folded state is better the birth is
+   undone (the fold is applied to the whole-data statistics and to every cached batch with its
+   own group entropy). In "lap" mode, if the result is still below the ELBO the lap started
+   from, the starting state is restored (``birth_revert``: the lap's visits are discarded).
+   Either way the lap ends at an ELBO no lower than the previous lap's.
+
+Birth laps cost one extra visit of one batch plus the proposal's restricted steps on at most
+``max_rows`` rows per target; a lap carrying births runs its local steps with the extra
+components.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mixstream.backend import get_namespace, to_device, to_host
+from mixstream.learn.init import canonical_rows
+from mixstream.learn.kmeans import kmeans_plusplus, nearest
+from mixstream.learn.moves.base import (
+    FOLD_PREFIX,
+    LapContext,
+    adopt,
+    core,
+    memory_of,
+    min_gain,
+    score,
+)
+from mixstream.learn.moves.merge import pair_gains
+from mixstream.model import Model
+from mixstream.suffstats import SuffStats
+
+DEFAULTS: dict[str, Any] = {
+    # targets tried per lap
+    "n_targets": 3,
+    # new components per birth (the target keeps one more piece)
+    "n_new": 9,
+    # rows of the target (in the birth batch) the proposal is fitted to
+    "max_rows": 5000,
+    # restricted local/global steps of the proposal
+    "n_iters": 10,
+    # whole-data mass below which a component is not a target
+    "min_size": 20.0,
+    # target rows (r > 0.5) needed in the birth batch
+    "min_rows": 10,
+    # proposal pieces with less mass in the birth batch are dropped
+    "min_new_mass": 5.0,
+    # a target whose birth failed is tried again once its mass changes by this fraction ...
+    "settle_tol": 0.05,
+    # ... or after this many laps
+    "retry_laps": 10,
+    # merge the proposal's pieces greedily on the target's rows before inserting it
+    "cleanup": True,
+    # stage 2: compare with the model without the births at the end of the lap
+    "verify": True,
+    # "lap": insert proposals, judge at the end of the lap (against the fold and the lap's
+    # starting state); "batch": insert only proposals that raise the ELBO on the birth batch
+    "mode": "lap",
+}
+
+#: target number of (row, component) cells per block
+_BLOCK_CELLS = 1 << 21
+
+
+@dataclass
+class Birth:
+    """A birth carried through the lap: the target's uid and the new components' uids."""
+
+    target: int
+    new: list[int]
+
+
+@dataclass
+class Snapshot:
+    """The memo and model at the start of a lap with "lap"-mode births (to restore)."""
+
+    cache: dict[int, SuffStats]
+    total: SuffStats
+    model: Model
+    elbo: float
+
+
+# ---------------------------------------------------------------------- worker side
+def birth_batch(payload: tuple, X: Any, w: Any, hard: bool = False) -> dict[str, Any]:
+    """The ordinary statistics of a batch and one split proposal per target.
+
+    Parameters
+    ----------
+    payload : (model, specs, opts)
+        specs: list of (target uid, list of new uids, seed, the target's whole-data mass).
+    X, w : the batch and its weights
+    hard : bool
+
+    Returns
+    -------
+    dict with "ss" (the batch's SuffStats) and "props" (per target: SuffStats over
+    [target, new...] of the split responsibilities, or None when no proposal could be made).
+    """
+    model, specs, opts = payload
+    xp = get_namespace(X)
+    pos = {int(u): i for i, u in enumerate(model.uids)}
+    cols = np.array([pos[int(spec[0])] for spec in specs])
+    n = X.shape[0]
+    block = max(256, _BLOCK_CELLS // max(model.K, 1))
+    total, R, LR = None, [], []
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        Xb = X[start:stop]
+        wb = None if w is None else w[start:stop]
+        LP = model.local_step(Xb, hard=hard)
+        ss = model.summarize(Xb, LP, sample_weight=wb)
+        total = ss if total is None else total + ss
+        R.append(LP["resp"][:, cols])
+        LR.append(LP["log_resp"][:, cols])
+    R, LR = xp.concatenate(R), xp.concatenate(LR)
+    props = [
+        _propose(model, X, w, R[:, i], LR[:, i], t, new, seed, mass, opts, hard)
+        for i, (t, new, seed, mass) in enumerate(specs)
+    ]
+    return {"ss": total, "props": props}
+
+
+def _propose(
+    model: Model,
+    X: Any,
+    w: Any,
+    r: Any,
+    logr: Any,
+    target: int,
+    new: list[int],
+    seed: int,
+    target_mass: float,
+    opts: dict[str, Any],
+    hard: bool,
+) -> SuffStats | None:
+    """Split the target's responsibilities r among the target and new components.
+
+    The pieces are fitted to the target's rows of this batch with their statistics amplified
+    to the target's whole-data mass (as soVB amplifies a batch), so the restricted global steps
+    and the cleanup merges weigh evidence as the whole data would.
+    """
+    xp = get_namespace(X)
+    rng = np.random.default_rng(seed)
+    r_h = np.asarray(to_host(r), np.float64)
+    mass = r_h if w is None else r_h * np.asarray(to_host(w), np.float64)
+    rows = np.flatnonzero((r_h > 0.5) & (mass > 0))
+    if rows.size < opts["min_rows"]:
+        return None
+    if rows.size > opts["max_rows"]:
+        rows = np.sort(rng.choice(rows, size=opts["max_rows"], replace=False))
+    n_pieces = min(len(new) + 1, rows.size // 2)
+    if n_pieces < 2:
+        return None
+    Xs = X[to_device(rows, xp)]
+    Xs_h = np.asarray(to_host(Xs), np.float64)
+    ws = mass[rows]
+    # seed from the distinct rows in canonical order: the proposal depends on the weighted
+    # rows only, not on their order or on whether a weight is written as repeated rows
+    distinct, distinct_w = canonical_rows(Xs_h, ws)
+    labels = nearest(Xs_h, kmeans_plusplus(distinct, n_pieces, rng, distinct_w))
+    s = np.zeros((rows.size, n_pieces))
+    s[np.arange(rows.size), labels] = 1.0
+    s = to_device(s, xp)
+    ws_x = to_device(ws, xp)
+    zeros = xp.zeros(rows.size)
+    amp = max(1.0, float(target_mass) / float(ws.sum()))
+    sub = model.copy()
+    ids = np.array([target, *new[: n_pieces - 1]], np.int64)
+    for _ in range(opts["n_iters"]):
+        sub.uids = ids
+        SS = sub.summarize(Xs, {"resp": s, "log_norm": zeros}, entropy=False, sample_weight=ws_x)
+        sub.global_step(SS.scale(amp))
+        s = sub.local_step(Xs, hard=hard)["resp"]
+    if opts["cleanup"]:
+        _cleanup(sub, Xs, ws_x, hard, amp)
+        if sub.K < 2:
+            return None
+    active = np.flatnonzero(r_h > 0)
+    while True:
+        prop = _split_stats(sub, X, w, r, logr, active, hard)
+        small = [j for j in range(1, prop.K) if prop.N[j] < opts["min_new_mass"]]
+        if not small:
+            return prop if prop.K >= 2 else None
+        keep = np.delete(np.arange(prop.K), small)
+        if keep.size < 2:
+            return None
+        sub.global_step(
+            SuffStats({k: v[keep] for k, v in prop.fields.items()}, prop.uids[keep], prop.scalars)
+        )
+
+
+def _cleanup(sub: Model, X: Any, w: Any, hard: bool, amp: float = 1.0, max_rounds: int = 6) -> None:
+    """Greedy merges of the proposal's pieces judged on the target's rows alone.
+
+    The rows (weighted by the target's responsibility, statistics amplified by ``amp``) form a
+    small data set of their own; pieces are merged while that data set's ELBO rises, so a
+    proposal that splits one cluster shrinks (to a single piece: no birth) before it costs a
+    lap.
+    """
+    for _ in range(max_rounds):
+        K = sub.K
+        if K < 2:
+            return
+        LP = sub.local_step(X, hard=hard)
+        uids = [int(u) for u in sub.uids]
+        pairs = [(uids[a], uids[b]) for a in range(K) for b in range(a + 1, K)]
+        SS = sub.summarize(X, LP, merge_pairs=pairs, sample_weight=w).scale(amp)
+        cur, fitted = score(sub, SS)
+        adopt(sub, fitted)
+        gains = pair_gains(sub, SS, pairs, SS.merge_Hresp)
+        used: set[int] = set()
+        for i in np.argsort(-gains, kind="stable"):
+            if gains[i] <= 0:
+                break
+            a, b = pairs[i]
+            if a in used or b in used:
+                continue
+            j, k = sorted((SS.index_of(a), SS.index_of(b)))
+            cand = SS.merge_pair(j, k)
+            elbo, fitted = score(sub, cand)
+            if elbo > cur + min_gain(cur):
+                SS, cur = cand, elbo
+                adopt(sub, fitted)
+                used.update((a, b))
+        if not used:
+            return
+
+
+def _split_stats(
+    sub: Model, X: Any, w: Any, r: Any, logr: Any, active: np.ndarray, hard: bool
+) -> SuffStats:
+    """Statistics of r_n * s_n (s from the sub-model's local step) over the active rows."""
+    xp = get_namespace(X)
+    block = max(256, _BLOCK_CELLS // max(sub.K, 1))
+    total = None
+    for start in range(0, active.size, block):
+        idx = to_device(active[start : start + block], xp)
+        Xb = X[idx]
+        wb = None if w is None else w[idx]
+        LPs = sub.local_step(Xb, hard=hard)
+        LP = {
+            "resp": r[idx][:, None] * LPs["resp"],
+            "log_resp": logr[idx][:, None] + LPs["log_resp"],
+            "log_norm": xp.zeros(Xb.shape[0]),
+            "cache": LPs["cache"],
+            "hard": hard,
+        }
+        ss = sub.summarize(Xb, LP, sample_weight=wb)
+        total = ss if total is None else total + ss
+    return total
+
+
+# ---------------------------------------------------------------------- coordinator side
+def select_targets(
+    total: SuffStats, state: Any, rng: np.random.Generator, opts: dict[str, Any], lap: int
+) -> list[int]:
+    """Target uids for this lap's births, drawn by squared mass without replacement, among the
+    unsettled components and those whose last failure is more than ``retry_laps`` laps old."""
+    elig = eligible(total, state, opts, lap)
+    if not elig:
+        return []
+    N = total.N[elig]
+    p = N * N / (N * N).sum()
+    n = min(int(opts["n_targets"]), len(elig))
+    picks = rng.choice(len(elig), size=n, replace=False, p=p)
+    return [int(total.uids[elig[i]]) for i in picks]
+
+
+def eligible(
+    total: SuffStats, state: Any, opts: dict[str, Any], lap: int | None = None
+) -> list[int]:
+    """Positions of the components births may target: large enough and not settled (with
+    ``lap``: or settled more than ``retry_laps`` laps ago)."""
+    failed = memory_of(state, "birth")
+    sizes = memory_of(state, "birth_mass")
+    out = []
+    for k in range(total.K):
+        uid, n = int(total.uids[k]), float(total.N[k])
+        if n < opts["min_size"]:
+            continue
+        settled = uid in failed and abs(n - sizes.get(uid, -1e300)) <= opts["settle_tol"] * n
+        if settled and (lap is None or lap - failed[uid] <= opts["retry_laps"]):
+            continue
+        out.append(k)
+    return out
+
+
+def pending(state: Any, opts: dict[str, Any]) -> bool:
+    """True while some component is unsettled (a fit with births does not converge then)."""
+    return state.total is not None and bool(eligible(state.total, state, opts))
+
+
+def _failed(state: Any, uid: int, lap: int) -> None:
+    """Record a failed birth from ``uid`` with its current mass (it is settled until it moves)."""
+    total = state.total
+    memory_of(state, "birth")[int(uid)] = lap
+    hit = np.flatnonzero(total.uids == uid)
+    if hit.size:
+        memory_of(state, "birth_mass")[int(uid)] = round(float(total.N[hit[0]]))
+
+
+def splice(ss: SuffStats, prop: SuffStats) -> SuffStats:
+    """``ss`` with the target's row replaced by the proposal's and its new components appended."""
+    pos = ss.index_of(int(prop.uids[0]))
+    fields = {}
+    for name, v in ss.fields.items():
+        arr = v.copy()
+        arr[pos] = prop.fields[name][0]
+        fields[name] = np.concatenate([arr, prop.fields[name][1:]])
+    return SuffStats(fields, np.concatenate([ss.uids, prop.uids[1:]]), ss.scalars)
+
+
+def fold(ss: SuffStats, target: int, new: list[int], entropy: float) -> SuffStats:
+    """The new components merged back into the target, whose entropy becomes ``entropy``."""
+    out = ss
+    for i, u in enumerate(new):
+        h = entropy if i == len(new) - 1 else 0.0  # intermediate values are overwritten
+        out = out.merge_pair(out.index_of(target), out.index_of(u), Hresp=h)
+    return out
+
+
+def create(
+    ctx: LapContext,
+    executor: Any,
+    b0: int,
+    rng: np.random.Generator,
+    opts: dict[str, Any],
+    hard: bool = False,
+) -> list[Birth]:
+    """Stage 1: propose births on batch ``b0`` and insert them (see the module docstring).
+
+    Visits ``b0`` (its cache entry and the memo total are updated whatever is inserted) and
+    leaves the model at the global step of the new total.
+    """
+    model, state = ctx.model, ctx.state
+    targets = select_targets(state.total, state, rng, opts, ctx.lap)
+    if not targets:
+        return []
+    mode = opts["mode"]
+    if mode not in ("lap", "batch"):
+        raise ValueError(f"birth mode must be 'lap' or 'batch', got {mode!r}")
+    mass = {int(u): float(n) for u, n in zip(state.total.uids, state.total.N)}
+    specs = [
+        (t, model.new_uids(int(opts["n_new"])).tolist(), int(rng.integers(2**62)), mass[t])
+        for t in targets
+    ]
+    out = executor.map(birth_batch, (model, specs, opts), batch_ids=[b0], hard=hard)[0]
+    uids = state.total.uids
+    old = core(state.cache[b0])
+    base = state.total - (old if np.array_equal(old.uids, uids) else old.align(uids))
+    if mode == "lap":
+        ctx.snapshot = Snapshot(
+            dict(state.cache), state.total, model.copy(), model.elbo(state.total)
+        )
+    cur_b = out["ss"]
+    cur_total = base + core(cur_b)
+    cur_elbo, cur_model = score(model, cur_total)
+    births = []
+    for (t, *_), prop in zip(specs, out["props"]):
+        ctx.count("birth", tried=1)
+        if prop is None:
+            _failed(state, t, ctx.lap)
+            continue
+        cand_b = splice(cur_b, prop)
+        cand_total = base.align(cand_b.uids) + core(cand_b)
+        elbo, cand_model = score(model, cand_total)
+        if mode == "lap" or elbo > cur_elbo + min_gain(cur_elbo):
+            new_uids = [int(u) for u in prop.uids[1:]]
+            ctx.log.append(
+                {
+                    "move": "birth",
+                    "lap": ctx.lap,
+                    "stage": "create",
+                    "batch": b0,
+                    "uids": [int(t), *new_uids],
+                    "elbo_before": cur_elbo,
+                    "elbo_after": elbo,
+                }
+            )
+            cur_b, cur_total, cur_elbo, cur_model = cand_b, cand_total, elbo, cand_model
+            births.append(Birth(int(t), new_uids))
+        else:
+            _failed(state, t, ctx.lap)
+    if not births:
+        ctx.snapshot = None  # nothing inserted: the visit of b0 was an ordinary one
+    state.cache[b0] = cur_b
+    state.total = cur_total
+    adopt(model, cur_model)
+    return births
+
+
+def verify(ctx: LapContext, births: list[Birth], opts: dict[str, Any]) -> None:
+    """Stage 2 (end of lap): fold back each birth whose folded state has the higher ELBO; in
+    "lap" mode restore the lap's starting state if it is still better than the result."""
+    kept = []
+    for bt in births:
+        key = FOLD_PREFIX + str(bt.target)
+        H = ctx.full.scalars.get(key)
+        if not opts["verify"] or H is None:
+            kept.append(bt)
+            continue
+        folded = fold(ctx.full, bt.target, bt.new, H)
+        elbo, model = score(ctx.model, folded)
+        if elbo > ctx.elbo + min_gain(ctx.elbo):
+            ctx.commit("birth_undo", folded, model, elbo, uids=[bt.target, *bt.new])
+            for entries in (ctx.state.cache, ctx.alt or {}):
+                for b, ss in entries.items():
+                    entries[b] = fold(ss, bt.target, bt.new, ss.scalars[key])
+            _failed(ctx.state, bt.target, ctx.lap)
+        else:
+            kept.append(bt)
+    snap, ctx.snapshot = ctx.snapshot, None
+    if snap is not None and ctx.elbo < snap.elbo:
+        ctx.log.append(
+            {
+                "move": "birth_revert",
+                "lap": ctx.lap,
+                "uids": [u for bt in kept for u in (bt.target, *bt.new)],
+                "elbo_before": ctx.elbo,
+                "elbo_after": snap.elbo,
+            }
+        )
+        ctx.state.cache = snap.cache
+        ctx.state.total = snap.total
+        adopt(ctx.model, snap.model)
+        ctx.full, ctx.elbo, ctx.alt = snap.total, snap.elbo, None
+        for bt in kept:
+            _failed(ctx.state, bt.target, ctx.lap)
+        return
+    ctx.count("birth", accepted=len(kept))
