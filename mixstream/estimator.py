@@ -87,6 +87,8 @@ class MixtureModel(DensityMixin, BaseEstimator):
     client : distributed.Client or "tcp://host:port", optional
     checkpoint_dir : path, optional
         Checkpoint after every lap; a fit given the same directory again resumes from it.
+    warm_start : bool
+        A second ``fit`` starts from the fitted parameters of the first (n_init is then 1).
     verbose : int
     """
 
@@ -119,6 +121,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
         engine: str = "auto",
         client: Any = None,
         checkpoint_dir: Any = None,
+        warm_start: bool = False,
         verbose: int = 0,
     ) -> None:
         self.n_components = n_components
@@ -147,7 +150,16 @@ class MixtureModel(DensityMixin, BaseEstimator):
         self.engine = engine
         self.client = client
         self.checkpoint_dir = checkpoint_dir
+        self.warm_start = warm_start
         self.verbose = verbose
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False  # dense arrays or Zarr stores; sparse input is refused
+        tags.input_tags.allow_nan = False  # NaN / inf rows are refused with their row numbers
+        tags.input_tags.positive_only = self.likelihood in ("bernoulli", "multinomial")
+        tags.non_deterministic = False  # the same random_state gives the same fit
+        return tags
 
     # ------------------------------------------------------------------ validation
     def _validate_params(self) -> None:

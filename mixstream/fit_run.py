@@ -76,8 +76,19 @@ class FitRun:
         return self
 
     @property
+    def n_restarts(self) -> int:
+        # warm starts continue the previous solution: one run, as in scikit-learn
+        return 1 if self._warm_model() is not None else self.est.n_init
+
+    @property
     def done(self) -> bool:
-        return self.restart >= self.est.n_init
+        return self.restart >= self.n_restarts
+
+    def _warm_model(self) -> Model | None:
+        est = self.est
+        if getattr(est, "warm_start", False) and getattr(est, "model_", None) is not None:
+            return est.model_
+        return None
 
     def step(self) -> dict:
         """Run one lap of the current restart; returns its history record."""
@@ -113,6 +124,12 @@ class FitRun:
         return 1 if self.est.algorithm == "kmeans" else self.est.max_laps
 
     def _begin_restart(self) -> None:
+        warm = self._warm_model()
+        if warm is not None:
+            self.model = warm.copy()
+            self.result = FitResult()
+            self.state = None
+            return
         self.model = self.est._build_model()
         init = self.est.init
         if isinstance(init, list | tuple):

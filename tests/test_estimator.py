@@ -115,3 +115,19 @@ def test_predict_checks_feature_count():
     m = MixtureModel(2, random_state=0).fit(X)
     with pytest.raises(ValueError, match="features"):
         m.predict(X[:, :2])
+
+
+def test_warm_start_continues_from_the_fitted_parameters():
+    X, _ = blobs()
+    cold = MixtureModel(3, algorithm="vb", random_state=0, max_laps=4, tol=0.0).fit(X)
+    warm = MixtureModel(3, algorithm="vb", random_state=0, max_laps=2, tol=0.0, warm_start=True)
+    warm.fit(X).fit(X)  # 2 laps, then 2 more from where it stopped
+    np.testing.assert_allclose(warm.means_, cold.means_, rtol=1e-10)
+    np.testing.assert_allclose(warm.lower_bound_, cold.lower_bound_, rtol=1e-10)
+
+
+def test_tags_are_declared():
+    tags = MixtureModel(likelihood="multinomial").__sklearn_tags__()
+    assert tags.input_tags.sparse is False and tags.input_tags.allow_nan is False
+    assert tags.input_tags.positive_only is True
+    assert MixtureModel().__sklearn_tags__().input_tags.positive_only is False
