@@ -37,12 +37,11 @@ def step_flops(n: int, d: int, k: int, cov: str) -> float:
 
 
 def build(cov: str, X, k: int):
-    from mixstream.obs.gauss import GaussObs
-
     from mixstream.alloc import DPAlloc
     from mixstream.backend import to_host
     from mixstream.learn.kmeans import kmeans_plusplus, nearest
     from mixstream.model import Model
+    from mixstream.obs.gauss import GaussObs
 
     sample = to_host(X[:20000]).astype(np.float64)
     model = Model(DPAlloc(1.0), GaussObs(cov))

@@ -33,7 +33,7 @@ def test_fixed_tree_sum_is_order_of_batches():
     rng = np.random.default_rng(1)
     parts = [_random_ss(rng) for _ in range(7)]
     s = SuffStats.sum(parts)
-    manual = (((parts[0] + parts[1]) + (parts[2] + parts[3])) + ((parts[4] + parts[5]) + parts[6]))
+    manual = ((parts[0] + parts[1]) + (parts[2] + parts[3])) + ((parts[4] + parts[5]) + parts[6])
     for k in s.fields:
         np.testing.assert_array_equal(s[k], manual[k])
 
