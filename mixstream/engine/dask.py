@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mixstream.engine.local import check_on_device
 from mixstream.learn.executor import BatchSource
 from mixstream.suffstats import SuffStats
 
@@ -73,6 +74,40 @@ def _run_batch(
     if getattr(fn, "needs_rows", False):
         kw = {**kw, "rows": tuple(source.batches[i])}
     return fn(payload, X, w, **kw)
+
+
+def gpu_cluster(n_workers: int | None, threads_per_worker: int, env: dict[str, str]) -> Any:
+    """One Dask worker per visible GPU.
+
+    dask-cuda's LocalCUDACluster when installed (it pins each worker to its GPU and sets up the
+    device memory pool); otherwise plain worker processes, each with CUDA_VISIBLE_DEVICES set to
+    its own device, so two workers never share a GPU.
+    """
+    from mixstream.backend import namespace
+
+    n_gpus = namespace("cupy").cuda.runtime.getDeviceCount()
+    n = n_gpus if n_workers is None else min(n_workers, n_gpus)
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError:
+        from distributed import Nanny, Scheduler, SpecCluster
+
+        workers = {
+            f"gpu-{i}": {
+                "cls": Nanny,
+                "options": {
+                    "nthreads": threads_per_worker,
+                    "env": {**env, "CUDA_VISIBLE_DEVICES": str(i)},
+                },
+            }
+            for i in range(n)
+        }
+        scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
+        return SpecCluster(workers=workers, scheduler=scheduler)
+    devices = ",".join(str(i) for i in range(n))
+    return LocalCUDACluster(
+        CUDA_VISIBLE_DEVICES=devices, threads_per_worker=threads_per_worker, env=env
+    )
 
 
 def _add(a: Any, b: Any) -> Any:
@@ -147,14 +182,17 @@ class DaskExecutor:
             if client is None:
                 env = {k: str(blas_threads) for k in BLAS_ENV_VARS}
                 env.update(cluster_kwargs.pop("env", {}) or {})
-                self.cluster = LocalCluster(
-                    n_workers=n_workers,
-                    threads_per_worker=threads_per_worker,
-                    processes=True,
-                    memory_limit=memory_limit,
-                    env=env,
-                    **cluster_kwargs,
-                )
+                if backend == "cupy":
+                    self.cluster = gpu_cluster(n_workers, threads_per_worker, env)
+                else:
+                    self.cluster = LocalCluster(
+                        n_workers=n_workers,
+                        threads_per_worker=threads_per_worker,
+                        processes=True,
+                        memory_limit=memory_limit,
+                        env=env,
+                        **cluster_kwargs,
+                    )
                 self._owns_client = True
                 self.client = Client(self.cluster)
             elif isinstance(client, str):
@@ -310,7 +348,10 @@ class DaskExecutor:
             level = [*sums, level[-1]] if len(level) % 2 else sums
         root = level[0]
         try:
-            return self._gather([root])[0]
+            total = self._gather([root])[0]
+            if self.backend == "cupy" and isinstance(total, SuffStats):
+                check_on_device(total)
+            return total
         except BaseException:
             self.client.cancel(all_futures)
             raise
