@@ -85,8 +85,12 @@ def main() -> None:
     rows = []
     t_read = bare_read(source)
     rows.append(("bare zarr read", t_read))
-    t_local = lap_seconds(model, LocalExecutor(source))
-    rows.append(("lap, in-process", t_local))
+    from threadpoolctl import threadpool_limits
+
+    rows.append(("lap, in-process", lap_seconds(model, LocalExecutor(source))))
+    with threadpool_limits(1):  # what one Dask worker gets: the like-for-like baseline
+        t_local = lap_seconds(model, LocalExecutor(source))
+    rows.append(("lap, in-process 1 thr", t_local))
     dask_times = {}
     for n in (1, 2):
         with (
@@ -111,7 +115,7 @@ def main() -> None:
         )
     overhead = (dask_times[1] - t_local) / len(source.batches)
     print(
-        f"\nDask per-batch overhead (1 worker vs in-process): {1e3 * overhead:+.1f} ms "
+        f"\nDask per-batch overhead (1 worker vs in-process, 1 BLAS thread each): {1e3 * overhead:+.1f} ms "
         f"= {100 * overhead * len(source.batches) / t_local:+.1f}% of the in-process lap"
     )
     print(f"1 -> 2 workers: {dask_times[1] / dask_times[2]:.2f}x")
