@@ -115,7 +115,8 @@ def main() -> None:
         )
     overhead = (dask_times[1] - t_local) / len(source.batches)
     print(
-        f"\nDask per-batch overhead (1 worker vs in-process, 1 BLAS thread each): {1e3 * overhead:+.1f} ms "
+        "\nDask per-batch overhead (1 worker vs in-process, 1 BLAS thread each): "
+        f"{1e3 * overhead:+.1f} ms "
         f"= {100 * overhead * len(source.batches) / t_local:+.1f}% of the in-process lap"
     )
     print(f"1 -> 2 workers: {dask_times[1] / dask_times[2]:.2f}x")
