@@ -116,6 +116,29 @@ class ObsModel(ABC):
     def sample(self, k: int, n: int, rng: np.random.Generator) -> np.ndarray:
         """n draws (n, D) from component k's point / expected parameters."""
 
+    # -------------------------------------------------------------- shared checks
+    def check_shape(self, X: Any, where: str = "X", columns: str = "features") -> None:
+        """X must be 2-D with the model's number of columns (once that is known)."""
+        if X.ndim != 2:
+            raise ValueError(f"{where} must be a 2-D array (rows, {columns}), got {X.ndim} dims")
+        if self.n_features and X.shape[1] != self.n_features:
+            raise ValueError(
+                f"{where} has {X.shape[1]} {columns} but the model was set up for "
+                f"{self.n_features}"
+            )
+
+    def require_prior(self) -> None:
+        if self.n_features == 0:
+            raise RuntimeError("call set_prior_from_data(X) before fitting")
+
+    def check_components(self, SS: SuffStats) -> None:
+        """The ELBO is of the current parameters: SS must describe the same K components."""
+        if SS.K != self.K:
+            raise ValueError(
+                f"SS has {SS.K} components but the observation model has {self.K}; "
+                "call update(SS) first"
+            )
+
     def cache_width(self) -> int:
         """Floats per row that ``log_prob`` keeps in its cache (sizes the row blocks)."""
         return 0

@@ -83,12 +83,7 @@ class BernoulliObs(ObsModel):
 
     # ------------------------------------------------------------------ data and prior
     def validate(self, X: Any, where: str = "X") -> None:
-        if X.ndim != 2:
-            raise ValueError(f"{where} must be a 2-D array (rows, features), got {X.ndim} dims")
-        if self.n_features and X.shape[1] != self.n_features:
-            raise ValueError(
-                f"{where} has {X.shape[1]} features but the model was set up for {self.n_features}"
-            )
+        self.check_shape(X, where)
         xp = get_namespace(X)
         bad = ((X != 0) & (X != 1)).any(axis=1)
         if bool(bad.any()):
@@ -107,10 +102,6 @@ class BernoulliObs(ObsModel):
         mean = weighted_mean(xp.asarray(X, dtype=xp.float64), weights)
         self.data_mean = np.clip(mean, self.eps, 1.0 - self.eps)
 
-    def _require_prior(self) -> None:
-        if self.n_features == 0:
-            raise RuntimeError("call set_prior_from_data(X) before fitting")
-
     # ------------------------------------------------------------------ local step
     def _x64(self, X: Any, cache: dict | None) -> Any:
         if cache is not None:
@@ -124,7 +115,7 @@ class BernoulliObs(ObsModel):
         return X64
 
     def log_prob(self, X: Any, cache: dict | None = None) -> Any:
-        self._require_prior()
+        self.require_prior()
         xp = get_namespace(X)
         X64 = self._x64(X, cache)
         lp = X64 @ to_device((self._elogp - self._elog1mp).T, xp)
@@ -132,13 +123,13 @@ class BernoulliObs(ObsModel):
         return lp
 
     def calc_stats(self, X: Any, resp: Any, cache: dict | None = None) -> dict[str, Any]:
-        self._require_prior()
+        self.require_prior()
         xp = get_namespace(X)
         return {"x1": xp.asarray(resp, dtype=xp.float64).T @ self._x64(X, cache)}
 
     # ------------------------------------------------------------------ global step
     def update(self, SS: SuffStats, rho: float | None = None) -> None:
-        self._require_prior()
+        self.require_prior()
         if rho is not None and not 0.0 < rho <= 1.0:
             raise ValueError(f"rho must be in (0, 1], got {rho!r}")
         K = SS.K
@@ -182,11 +173,7 @@ class BernoulliObs(ObsModel):
 
     # ------------------------------------------------------------------ objective
     def elbo_term(self, SS: SuffStats) -> float:
-        if SS.K != self.K:
-            raise ValueError(
-                f"SS has {SS.K} components but the observation model has {self.K}; "
-                "call update(SS) first"
-            )
+        self.check_components(SS)
         N = np.maximum(SS.N, 0.0)
         X1 = np.clip(SS["x1"], 0.0, N[:, None])
         X0 = N[:, None] - X1
@@ -230,7 +217,7 @@ class BernoulliObs(ObsModel):
         lam0 + c_k (1 - p_kd)), c = ``counts`` (scalar or (K,)): how many observations the given
         parameters stand for.
         """
-        self._require_prior()
+        self.require_prior()
         if (means is None) == (probs is None):
             raise ValueError("give exactly one of means= or probs=")
         probs = np.array(probs if means is None else means, np.float64)

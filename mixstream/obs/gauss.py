@@ -661,11 +661,7 @@ class GaussObs(ObsModel):
 
     # ------------------------------------------------------------------ objective
     def elbo_term(self, SS: SuffStats) -> float:
-        if SS.K != self.K:
-            raise ValueError(
-                f"SS has {SS.K} components but the observation model has {self.K}; "
-                "call update(SS) first"
-            )
+        self.check_components(SS)
         if self.K == 0:
             return 0.0
         D = self.n_features

@@ -86,13 +86,7 @@ class MultinomialObs(ObsModel):
 
     # ------------------------------------------------------------------ data and prior
     def validate(self, X: Any, where: str = "X") -> None:
-        if X.ndim != 2:
-            raise ValueError(f"{where} must be a 2-D array (rows, categories), got {X.ndim} dims")
-        if self.n_features and X.shape[1] != self.n_features:
-            raise ValueError(
-                f"{where} has {X.shape[1]} categories but the model was set up for "
-                f"{self.n_features}"
-            )
+        self.check_shape(X, where, "categories")
         xp = get_namespace(X)
         bad = (X < 0).any(axis=1)
         if bool(bad.any()):
@@ -118,10 +112,6 @@ class MultinomialObs(ObsModel):
         self.lam = lam.astype(np.float64, copy=True)
         self.mean_total = float(weighted_mean(xp.asarray(X, dtype=xp.float64).sum(axis=1), weights))
 
-    def _require_prior(self) -> None:
-        if self.n_features == 0:
-            raise RuntimeError("call set_prior_from_data(X) before fitting")
-
     # ------------------------------------------------------------------ local step
     def _features(self, X: Any, cache: dict | None) -> tuple[Any, Any]:
         """X as float64 and the per-row log multinomial coefficient (N,)."""
@@ -140,7 +130,7 @@ class MultinomialObs(ObsModel):
         return X64, coef
 
     def log_prob(self, X: Any, cache: dict | None = None) -> Any:
-        self._require_prior()
+        self.require_prior()
         xp = get_namespace(X)
         X64, coef = self._features(X, cache)
         lp = X64 @ to_device(self._elogphi.T, xp)
@@ -148,7 +138,7 @@ class MultinomialObs(ObsModel):
         return lp
 
     def calc_stats(self, X: Any, resp: Any, cache: dict | None = None) -> dict[str, Any]:
-        self._require_prior()
+        self.require_prior()
         xp = get_namespace(X)
         X64, coef = self._features(X, cache)
         resp64 = xp.asarray(resp, dtype=xp.float64)
@@ -156,7 +146,7 @@ class MultinomialObs(ObsModel):
 
     # ------------------------------------------------------------------ global step
     def update(self, SS: SuffStats, rho: float | None = None) -> None:
-        self._require_prior()
+        self.require_prior()
         if rho is not None and not 0.0 < rho <= 1.0:
             raise ValueError(f"rho must be in (0, 1], got {rho!r}")
         K = SS.K
@@ -188,11 +178,7 @@ class MultinomialObs(ObsModel):
 
     # ------------------------------------------------------------------ objective
     def elbo_term(self, SS: SuffStats) -> float:
-        if SS.K != self.K:
-            raise ValueError(
-                f"SS has {SS.K} components but the observation model has {self.K}; "
-                "call update(SS) first"
-            )
+        self.check_components(SS)
         C = np.maximum(SS["counts"], 0.0)
         coef = float(SS["logcoef"].sum())
         if self.inference == "vb":
@@ -232,7 +218,7 @@ class MultinomialObs(ObsModel):
         c_k probs_k), c = ``counts`` (scalar or (K,)): how many counted items the given
         parameters stand for.
         """
-        self._require_prior()
+        self.require_prior()
         if (means is None) == (probs is None):
             raise ValueError("give exactly one of means= or probs=")
         if means is not None:

@@ -94,12 +94,7 @@ class ZeroMeanGaussObs(ObsModel):
 
     # ------------------------------------------------------------------ prior
     def validate(self, X: Any, where: str = "X") -> None:
-        if X.ndim != 2:
-            raise ValueError(f"{where} must be a 2-D array (rows, features), got {X.ndim} dims")
-        if self.n_features and X.shape[1] != self.n_features:
-            raise ValueError(
-                f"{where} has {X.shape[1]} features but the model was set up for {self.n_features}"
-            )
+        self.check_shape(X, where)
 
     def set_prior_from_data(self, X: Any, weights: Any = None) -> None:
         xp = get_namespace(X)
@@ -141,10 +136,6 @@ class ZeroMeanGaussObs(ObsModel):
         # x^T A x = sum_{d<=e} w_de A_de x_d x_e with w = 1 on the diagonal, 2 off it
         self._w = np.where(self._iu[0] == self._iu[1], 1.0, 2.0)
 
-    def _require_prior(self) -> None:
-        if self.n_features == 0:
-            raise RuntimeError("call set_prior_from_data(X) before fitting")
-
     # ------------------------------------------------------------------ local step
     def _features(self, X: Any, cache: dict | None) -> Any:
         """phi(X) = the upper triangle of x x^T per row, (N, D (D + 1) / 2), float64."""
@@ -164,7 +155,7 @@ class ZeroMeanGaussObs(ObsModel):
         return self.n_features * (self.n_features + 1) // 2
 
     def log_prob(self, X: Any, cache: dict | None = None) -> Any:
-        self._require_prior()
+        self.require_prior()
         xp = get_namespace(X)
         phi = self._features(X, cache)
         W = self._prec[:, self._iu[0], self._iu[1]] * self._w  # (K, P)
@@ -175,7 +166,7 @@ class ZeroMeanGaussObs(ObsModel):
         return lp
 
     def calc_stats(self, X: Any, resp: Any, cache: dict | None = None) -> dict[str, Any]:
-        self._require_prior()
+        self.require_prior()
         xp = get_namespace(X)
         phi = self._features(X, cache)
         T = xp.asarray(resp, dtype=xp.float64).T @ phi  # (K, P)
@@ -188,7 +179,7 @@ class ZeroMeanGaussObs(ObsModel):
 
     # ------------------------------------------------------------------ global step
     def update(self, SS: SuffStats, rho: float | None = None) -> None:
-        self._require_prior()
+        self.require_prior()
         _check_rho(rho)
         K = SS.K
         N = np.maximum(SS.N, 0.0)
@@ -265,11 +256,7 @@ class ZeroMeanGaussObs(ObsModel):
 
     # ------------------------------------------------------------------ objective
     def elbo_term(self, SS: SuffStats) -> float:
-        if SS.K != self.K:
-            raise ValueError(
-                f"SS has {SS.K} components but the observation model has {self.K}; "
-                "call update(SS) first"
-            )
+        self.check_components(SS)
         if self.K == 0:
             return 0.0
         D = self.n_features
@@ -332,7 +319,7 @@ class ZeroMeanGaussObs(ObsModel):
         q(Lambda_k) = Wishart(nu0 + c_k, (nu0 + c_k) Sigma_k) so that E[Lambda_k] = Sigma_k^{-1};
         c = ``counts`` (scalar or (K,)) is how many observations the given parameters stand for.
         """
-        self._require_prior()
+        self.require_prior()
         D = self.n_features
         if covariances is not None and precisions is not None:
             raise ValueError("give covariances= or precisions=, not both")
