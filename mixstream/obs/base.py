@@ -123,8 +123,7 @@ class ObsModel(ABC):
             raise ValueError(f"{where} must be a 2-D array (rows, {columns}), got {X.ndim} dims")
         if self.n_features and X.shape[1] != self.n_features:
             raise ValueError(
-                f"{where} has {X.shape[1]} {columns} but the model was set up for "
-                f"{self.n_features}"
+                f"{where} has {X.shape[1]} {columns} but the model was set up for {self.n_features}"
             )
 
     def require_prior(self) -> None:
