@@ -19,7 +19,7 @@ from sklearn.exceptions import ConvergenceWarning
 from mixstream.alloc import ALLOCATIONS
 from mixstream.backend import logsumexp_rows, resolve_backend
 from mixstream.data.array_source import ArraySource
-from mixstream.fit_run import FitRun
+from mixstream.fit_run import FitRun, seed_of
 from mixstream.learn.executor import Executor
 from mixstream.learn.history import FitResult
 from mixstream.learn.init import INIT_METHODS
@@ -293,7 +293,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
 
         if not hasattr(self, "model_"):
             self._validate_params()
-            rng = np.random.default_rng(_seed(self.random_state))
+            rng = np.random.default_rng(seed_of(self.random_state))
             with self._open(X, sample_weight) as executor:
                 model = self._build_model()
                 from mixstream.learn.init import initialize
@@ -504,7 +504,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
         """
         self._check_fitted()
         _positive_int("n_samples", n_samples)
-        rng = np.random.default_rng(_seed(self.random_state))
+        rng = np.random.default_rng(seed_of(self.random_state))
         K = self.model_.K
         if component is None:
             counts = rng.multinomial(n_samples, self.weights_)
@@ -660,12 +660,6 @@ def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
 def _positive_int(name: str, value: Any) -> None:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _seed(random_state: Any) -> Any:
-    if isinstance(random_state, np.random.RandomState):
-        return random_state.randint(2**31)
-    return random_state
 
 
 __all__ = ["MixtureModel"]

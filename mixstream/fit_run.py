@@ -56,7 +56,7 @@ class FitRun:
         self.checkpoint_dir = checkpoint_dir
         self.fingerprint = fingerprint or {}
         self.on_lap = on_lap
-        self.rng = np.random.default_rng(_seed(est.random_state))
+        self.rng = np.random.default_rng(seed_of(est.random_state))
         self.restart = 0
         self.model: Model | None = None
         self.result = FitResult()
@@ -198,7 +198,8 @@ def _result_from_meta(meta: dict[str, Any]) -> FitResult:
     return FitResult(meta["lower_bound"], meta["converged"], meta["n_iter"], list(meta["history"]))
 
 
-def _seed(random_state: Any) -> Any:
+def seed_of(random_state: Any) -> Any:
+    """A seed numpy's default_rng accepts, from any scikit-learn style random_state."""
     if isinstance(random_state, np.random.RandomState):
         return random_state.randint(2**31)
     return random_state

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from mixstream.engine.local import check_on_device
+from mixstream.engine.local import check_on_device, run_batch
 from mixstream.learn.executor import BatchSource
 from mixstream.suffstats import SuffStats
 
@@ -57,23 +57,6 @@ def _check_source(source: Any) -> str | None:
         return check()
     except Exception as e:
         return f"{type(e).__name__}: {e}"
-
-
-def _run_batch(
-    source: BatchSource, fn: Callable[..., Any], payload: Any, i: int, backend: str, kw: dict
-) -> Any:
-    """Read batch ``i`` in the worker and apply ``fn`` to it."""
-    X = source.read(i)
-    w = source.read_weights(i)
-    if backend != "numpy":
-        from mixstream.backend import namespace, to_device
-
-        xp = namespace(backend)
-        X = to_device(X, xp)
-        w = None if w is None else to_device(w, xp)
-    if getattr(fn, "needs_rows", False):
-        kw = {**kw, "rows": tuple(source.batches[i])}
-    return fn(payload, X, w, **kw)
 
 
 def gpu_cluster(n_workers: int | None, threads_per_worker: int, env: dict[str, str]) -> Any:
@@ -262,7 +245,7 @@ class DaskExecutor:
         name = getattr(fn, "__name__", "batch").replace("_", "-")
         futures = [
             self.client.submit(
-                _run_batch,
+                run_batch,
                 self._source_arg,
                 fn,
                 payload_f,

@@ -20,6 +20,24 @@ def check_on_device(SS: SuffStats) -> None:
         )
 
 
+def run_batch(
+    source: BatchSource, fn: Callable[..., Any], payload: Any, i: int, backend: str, kw: dict
+) -> Any:
+    """Read batch ``i``, move it to the backend's device, and apply ``fn`` to it.
+
+    The unit of work of every executor: in this process, or inside a Dask worker.
+    """
+    X = source.read(i)
+    w = source.read_weights(i)
+    if backend != "numpy":
+        xp = namespace(backend)
+        X = to_device(X, xp)
+        w = None if w is None else to_device(w, xp)
+    if getattr(fn, "needs_rows", False):
+        kw = {**kw, "rows": tuple(source.batches[i])}
+    return fn(payload, X, w, **kw)
+
+
 class LocalExecutor:
     """Runs batch functions serially over ``source``.
 
@@ -33,15 +51,6 @@ class LocalExecutor:
     def __init__(self, source: BatchSource, backend: str = "numpy") -> None:
         self.source = source
         self.backend = backend
-        self._xp = namespace(backend)
-
-    def _batch(self, i: int) -> tuple[Any, Any]:
-        X = self.source.read(i)
-        w = self.source.read_weights(i)
-        if self.backend != "numpy":
-            X = to_device(X, self._xp)
-            w = None if w is None else to_device(w, self._xp)
-        return X, w
 
     def map(
         self,
@@ -51,9 +60,7 @@ class LocalExecutor:
         **kw: Any,
     ) -> list[Any]:
         ids = range(len(self.source.batches)) if batch_ids is None else batch_ids
-        if getattr(fn, "needs_rows", False):
-            return [fn(payload, *self._batch(i), rows=self.source.batches[i], **kw) for i in ids]
-        return [fn(payload, *self._batch(i), **kw) for i in ids]
+        return [run_batch(self.source, fn, payload, i, self.backend, kw) for i in ids]
 
     def map_sum(
         self,
