@@ -1,7 +1,7 @@
 """The Dask executor: batch functions mapped over a BatchSource on a Dask cluster.
 
 Workers read their own batches from the source (a Zarr store they open by path or URL); the
-coordinator sends the payload (model or centres) once per call, scattered to every worker, and
+coordinator sends the payload (model or centres) once per call, as a task the workers share, and
 receives only the results. ``map_sum`` adds the batch results on the cluster in the same fixed
 pairwise tree as ``SuffStats.sum``, so it returns bit for bit what ``LocalExecutor.map_sum``
 returns, whichever worker answers first and whether or not a worker died on the way (a batch's
@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import logging
 import pickle
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from mixstream.engine.local import check_on_device, run_batch
 from mixstream.learn.executor import BatchSource
@@ -46,6 +49,23 @@ def _limit_blas_threads(n: int) -> int:
 
     _blas_limiter = threadpool_limits(limits=n)
     return n
+
+
+class BlasThreadsPlugin(WorkerPlugin):
+    """Caps BLAS threads on every worker of the cluster, those that join or restart later too.
+
+    A plain ``client.run`` reaches only the workers alive at that moment: a worker that a nanny
+    restarts after a crash would come back with one BLAS thread per core and fight its
+    neighbours for them.
+    """
+
+    name = "mixstream-blas-threads"
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def setup(self, worker: Any) -> None:
+        _limit_blas_threads(self.n)
 
 
 def _check_source(source: Any) -> str | None:
@@ -91,6 +111,10 @@ def gpu_cluster(n_workers: int | None, threads_per_worker: int, env: dict[str, s
     return LocalCUDACluster(
         CUDA_VISIBLE_DEVICES=devices, threads_per_worker=threads_per_worker, env=env
     )
+
+
+def _identity(x: Any) -> Any:
+    return x
 
 
 def _add(a: Any, b: Any) -> Any:
@@ -199,7 +223,7 @@ class DaskExecutor:
                     client,
                     self.dashboard_link,
                 )
-            self.client.run(_limit_blas_threads, blas_threads)
+            self._limit_blas_threads(blas_threads)
             if check_store and hasattr(source, "check_visible"):
                 self._check_workers_see_source()
             self._source_arg = self._ship_source()
@@ -214,8 +238,23 @@ class DaskExecutor:
         except Exception:
             return None
 
+    def _limit_blas_threads(self, n: int) -> None:
+        for attempt in range(self.retries + 1):
+            try:
+                self.client.register_plugin(BlasThreadsPlugin(n), name=BlasThreadsPlugin.name)
+                return
+            except OSError as e:  # the scheduler keeps the plugin; a worker died mid-broadcast
+                logger.warning("BLAS thread cap not confirmed by every worker (%s)", e)
+                if attempt == self.retries:
+                    return
+                time.sleep(0.5)
+
     def _check_workers_see_source(self) -> None:
-        answers = self.client.run(_check_source, self.source)
+        answers = self.client.run(_check_source, self.source, on_error="return")
+        # an exception here is a worker that died while answering, not a verdict on the store
+        answers = {a: why for a, why in answers.items() if not isinstance(why, BaseException)}
+        if not answers:
+            raise RuntimeError("no Dask worker answered the check that it can open the data")
         bad = {addr: why for addr, why in answers.items() if why}
         if bad:
             lines = "; ".join(f"{addr}: {why}" for addr, why in sorted(bad.items()))
@@ -240,8 +279,12 @@ class DaskExecutor:
     def _submit_batches(
         self, fn: Callable[..., Any], payload: Any, ids: list[int], kw: dict, token: str
     ) -> tuple[Any, list[Any]]:
-        key = f"mixstream-payload-{token}"
-        payload_f = self.client.scatter({key: payload}, broadcast=True)[key]
+        # a task rather than a broadcast scatter: the scheduler can run it again wherever it is
+        # needed when the worker that held it dies, while a scatter that meets a dying worker
+        # fails, or waits on replication to the dead address for ever
+        payload_f = self.client.submit(
+            _identity, payload, key=f"mixstream-payload-{token}", pure=False, retries=self.retries
+        )
         name = getattr(fn, "__name__", "batch").replace("_", "-")
         futures = [
             self.client.submit(
