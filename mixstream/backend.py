@@ -131,3 +131,29 @@ def logsumexp_rows(log_prob: Any) -> tuple[Any, Any]:
     log_prob -= log_norm[:, None]
     log_norm += row_max
     return log_norm, log_prob
+
+
+def softmax_rows(log_prob: Any) -> tuple[Any, Any, Any]:
+    """``logsumexp_rows`` and the responsibilities themselves, with one exp pass, not two.
+
+    Parameters
+    ----------
+    log_prob : array (N, K)
+        Unnormalised log-probabilities; overwritten with log responsibilities.
+
+    Returns
+    -------
+    log_norm : array (N,)
+    log_resp : array (N, K), the same buffer as ``log_prob``
+    resp : array (N, K), exp(log_resp); rows sum to 1
+    """
+    xp = get_namespace(log_prob)
+    row_max = log_prob.max(axis=1)
+    row_max = xp.where(xp.isfinite(row_max), row_max, 0.0)
+    log_prob -= row_max[:, None]
+    resp = xp.exp(log_prob)
+    total = resp.sum(axis=1)
+    resp *= (1.0 / total)[:, None]
+    log_total = xp.log(total)
+    log_prob -= log_total[:, None]
+    return log_total + row_max, log_prob, resp

@@ -18,14 +18,15 @@ from typing import Any
 import numpy as np
 
 from mixstream.alloc.base import AllocModel
-from mixstream.backend import get_namespace, logsumexp_rows, to_host
+from mixstream.backend import get_namespace, logsumexp_rows, softmax_rows, to_host
 from mixstream.obs.base import ObsModel
+from mixstream.parallel import map_ordered
 from mixstream.suffstats import SuffStats
 
 #: log-responsibilities below this are treated as exactly zero mass in the entropy
 _LOG_FLOOR = -800.0
 #: target number of (row, component) cells per block in local_summarize
-_BLOCK_CELLS = 1 << 21
+_BLOCK_CELLS = 1 << 19
 
 
 class Model:
@@ -71,9 +72,7 @@ class Model:
     def log_prob(self, X: Any, cache: dict | None = None) -> Any:
         """Unnormalised log responsibilities log pi_k + log p(x_n | k), shape (N, K)."""
         xp = get_namespace(X)
-        lp = self.obs.log_prob(X, cache)
-        lp += xp.asarray(self.alloc.log_weights())[None, :]
-        return lp
+        return self.obs.log_prob(X, cache, bias=xp.asarray(self.alloc.log_weights()))
 
     def local_step(self, X: Any, hard: bool = False) -> dict[str, Any]:
         """Responsibilities of the components for each row of X.
@@ -92,12 +91,12 @@ class Model:
             observation model reuses in ``summarize``.
         """
         cache: dict = {}
-        log_norm, log_resp = logsumexp_rows(self.log_prob(X, cache))
         xp = get_namespace(X)
         if hard:
+            log_norm, log_resp = logsumexp_rows(self.log_prob(X, cache))
             resp = _one_hot(xp.argmax(log_resp, axis=1), log_resp.shape[1], xp)
         else:
-            resp = xp.exp(log_resp)
+            log_norm, log_resp, resp = softmax_rows(self.log_prob(X, cache))
         return {
             "resp": resp,
             "log_resp": log_resp,
@@ -143,7 +142,7 @@ class Model:
             log_resp = LP.get("log_resp")
             if log_resp is None:
                 log_resp = xp.log(xp.maximum(resp, 1e-300))
-            fields["Hresp"] = -(w_resp * xp.maximum(log_resp, _LOG_FLOOR)).sum(axis=0)
+            fields["Hresp"] = _entropy(w_resp, log_resp, xp)
         n_rows = X.shape[0] if sample_weight is None else float(to_host(sample_weight.sum()))
         scalars = {
             "n_rows": float(n_rows),
@@ -177,17 +176,24 @@ class Model:
     ) -> SuffStats:
         """``summarize(X, local_step(X))`` computed over row blocks, in bounded memory."""
         n = X.shape[0]
+        if n == 0:
+            raise ValueError("cannot summarize an empty batch (0 rows)")
         block = max(256, _BLOCK_CELLS // (max(self.K, 1) + self.obs.cache_width()))
-        total = None
-        for start in range(0, n, block):
+
+        def one(start: int) -> SuffStats:
             stop = min(start + block, n)
             Xb = X[start:stop]
             LP = self.local_step(Xb, hard=hard)
             wb = None if sample_weight is None else sample_weight[start:stop]
-            ss = self.summarize(Xb, LP, entropy=entropy, merge_pairs=merge_pairs, sample_weight=wb)
-            total = ss if total is None else total + ss
-        if total is None:
-            raise ValueError("cannot summarize an empty batch (0 rows)")
+            return self.summarize(
+                Xb, LP, entropy=entropy, merge_pairs=merge_pairs, sample_weight=wb
+            )
+
+        # blocks in threads on the host; a GPU runs one stream of blocks
+        threads = None if get_namespace(X) is np else 1
+        total = None
+        for ss in map_ordered(one, range(0, n, block), threads):
+            total = ss if total is None else total + ss  # left to right: a fixed order
         return total
 
     # ------------------------------------------------------------------ global step
@@ -229,6 +235,16 @@ class Model:
         self.obs.set_state({k[4:]: v for k, v in state.items() if k.startswith("obs/")})
         self.uids = np.asarray(state["uids"], np.int64)
         self.next_uid = int(state["next_uid"])
+
+
+def _entropy(w_resp: Any, log_resp: Any, xp: Any) -> Any:
+    """-sum_n w_n r_nk log r_nk (K,), one pass and no (N, K) temporary in the usual case."""
+    h = -xp.einsum("nk,nk->k", w_resp, log_resp)
+    if not bool(xp.isfinite(h).all()):
+        # a component with log r = -inf (removed from the local step) has r = 0: its 0 * -inf
+        # is zero mass, not nan
+        h = -(w_resp * xp.maximum(log_resp, _LOG_FLOOR)).sum(axis=0)
+    return h
 
 
 def _one_hot(labels: Any, K: int, xp: Any) -> Any:

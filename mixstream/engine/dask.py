@@ -43,16 +43,20 @@ class StoreNotVisibleError(FileNotFoundError):
 
 # ---------------------------------------------------------------------- worker-side functions
 def _limit_blas_threads(n: int) -> int:
-    """Cap BLAS / OpenMP threads in this (worker) process; returns the cap."""
+    """Cap BLAS / OpenMP threads, and mixstream's own block threads, in this (worker) process;
+    returns the cap."""
     global _blas_limiter
     from threadpoolctl import threadpool_limits
 
+    from mixstream.parallel import set_num_threads
+
     _blas_limiter = threadpool_limits(limits=n)
+    set_num_threads(n)
     return n
 
 
 class BlasThreadsPlugin(WorkerPlugin):
-    """Caps BLAS threads on every worker of the cluster, those that join or restart later too.
+    """Caps BLAS (and mixstream's block) threads on every worker, those that join later too.
 
     A plain ``client.run`` reaches only the workers alive at that moment: a worker that a nanny
     restarts after a crash would come back with one BLAS thread per core and fight its

@@ -1,4 +1,4 @@
-"""The in-process executor: batches mapped one after another in this process."""
+"""The in-process executor: batches mapped over this process's threads (``mixstream.parallel``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ from typing import Any
 
 from mixstream.backend import namespace, to_device
 from mixstream.learn.executor import BatchSource
+from mixstream.parallel import map_ordered
 from mixstream.suffstats import SuffStats
+
+#: batches smaller than this (on average) run one after another, not in threads
+MIN_THREADED_ROWS = 2048
 
 
 def check_on_device(SS: SuffStats) -> None:
@@ -39,18 +43,28 @@ def run_batch(
 
 
 class LocalExecutor:
-    """Runs batch functions serially over ``source``.
+    """Runs batch functions over ``source`` in this process.
+
+    Batches run in threads (one BLAS thread each), so reading and decoding one batch overlaps
+    the local step of another; results come back in batch order, so sums do not depend on the
+    number of threads.
 
     Parameters
     ----------
     source : BatchSource
     backend : {"numpy", "cupy"}
         Where batches go before the batch function sees them.
+    n_threads : int, optional
+        Threads for batches; default ``mixstream.parallel.get_num_threads()``. 1: one batch
+        after another.
     """
 
-    def __init__(self, source: BatchSource, backend: str = "numpy") -> None:
+    def __init__(
+        self, source: BatchSource, backend: str = "numpy", n_threads: int | None = None
+    ) -> None:
         self.source = source
         self.backend = backend
+        self.n_threads = n_threads
 
     def map(
         self,
@@ -60,7 +74,14 @@ class LocalExecutor:
         **kw: Any,
     ) -> list[Any]:
         ids = range(len(self.source.batches)) if batch_ids is None else batch_ids
-        return [run_batch(self.source, fn, payload, i, self.backend, kw) for i in ids]
+        # one device: batches of a cupy fit queue on it anyway, so they run in turn; and small
+        # batches cost less one after another than handed to threads
+        rows = sum(int(b[1]) - int(b[0]) for b in (self.source.batches[i] for i in ids))
+        small = rows < MIN_THREADED_ROWS * len(ids)
+        threads = 1 if self.backend != "numpy" or small else self.n_threads
+        return map_ordered(
+            lambda i: run_batch(self.source, fn, payload, i, self.backend, kw), ids, threads
+        )
 
     def map_sum(
         self,

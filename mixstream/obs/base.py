@@ -74,8 +74,10 @@ class ObsModel(ABC):
 
     # -------------------------------------------------------------- the four verbs
     @abstractmethod
-    def log_prob(self, X: Any, cache: dict | None = None) -> Any:
-        """E_q[log p(x_n | theta_k)] (vb) or log p(x_n | theta_k) (em), shape (N, K)."""
+    def log_prob(self, X: Any, cache: dict | None = None, bias: Any = None) -> Any:
+        """E_q[log p(x_n | theta_k)] (vb) or log p(x_n | theta_k) (em), shape (N, K), plus
+        ``bias`` (K,) when given (the log weights: a model folds them into its products rather
+        than making another pass over N x K)."""
 
     @abstractmethod
     def calc_stats(self, X: Any, resp: Any, cache: dict | None = None) -> dict[str, Any]:

@@ -114,12 +114,13 @@ class BernoulliObs(ObsModel):
             cache[_CACHE_KEY] = X64
         return X64
 
-    def log_prob(self, X: Any, cache: dict | None = None) -> Any:
+    def log_prob(self, X: Any, cache: dict | None = None, bias: Any = None) -> Any:
         self.require_prior()
         xp = get_namespace(X)
         X64 = self._x64(X, cache)
         lp = X64 @ to_device((self._elogp - self._elog1mp).T, xp)
-        lp += to_device(self._elog1mp.sum(axis=1), xp)[None, :]
+        const = self._elog1mp.sum(axis=1)
+        lp += to_device(const if bias is None else const + to_host(bias), xp)[None, :]
         return lp
 
     def calc_stats(self, X: Any, resp: Any, cache: dict | None = None) -> dict[str, Any]:

@@ -422,31 +422,35 @@ class GaussObs(ObsModel):
     def _block_rows(self) -> int:
         return max(1, _FEATURE_BUDGET // (1 + self.n_features + self._n_quad()))
 
-    def _lp_from_features(self, feat: Any, xp: Any) -> Any:
+    def _lp_from_features(self, feat: Any, xp: Any, theta: np.ndarray) -> Any:
         """log_prob (N, K) from features (W, N); computed as theta^T f (K, N) and returned as its
         transpose (column-major): that GEMM shape is the faster one, and the Model's row-wise
         log-sum-exp and column sums then run over contiguous columns."""
         if self.covariance_type == "tied_full":  # one quadratic form serves every component
             D = self.n_features
-            lpT = to_device(self._theta[: 1 + D].T, xp) @ feat[: 1 + D]
-            lpT += (to_device(self._theta[1 + D :, 0], xp) @ feat[1 + D :])[None, :]
+            lpT = to_device(theta[: 1 + D].T, xp) @ feat[: 1 + D]
+            lpT += (to_device(theta[1 + D :, 0], xp) @ feat[1 + D :])[None, :]
             return lpT.T
-        return (to_device(self._theta.T, xp) @ feat).T
+        return (to_device(theta.T, xp) @ feat).T
 
-    def log_prob(self, X: Any, cache: dict | None = None) -> Any:
+    def log_prob(self, X: Any, cache: dict | None = None, bias: Any = None) -> Any:
         self._require_params()
         xp = get_namespace(X)
+        theta = self._theta
+        if bias is not None:  # the constant row of theta: adding it there costs nothing
+            theta = theta.copy()
+            theta[0] += to_host(bias)
         n = X.shape[0]
         rows = self._block_rows()
         if n <= rows:
             feat = self._features(X, xp)
             if cache is not None:
                 cache[_CACHE_KEY] = feat
-            return self._lp_from_features(feat, xp)
+            return self._lp_from_features(feat, xp, theta)
         out = xp.empty((n, self.K), dtype=xp.float64, order="F")
         for a in range(0, n, rows):
             b = min(a + rows, n)
-            out[a:b] = self._lp_from_features(self._features(X[a:b], xp), xp)
+            out[a:b] = self._lp_from_features(self._features(X[a:b], xp), xp, theta)
         return out
 
     def calc_stats(self, X: Any, resp: Any, cache: dict | None = None) -> dict[str, Any]:

@@ -129,12 +129,14 @@ class MultinomialObs(ObsModel):
             cache[_KEY_COEF] = coef
         return X64, coef
 
-    def log_prob(self, X: Any, cache: dict | None = None) -> Any:
+    def log_prob(self, X: Any, cache: dict | None = None, bias: Any = None) -> Any:
         self.require_prior()
         xp = get_namespace(X)
         X64, coef = self._features(X, cache)
         lp = X64 @ to_device(self._elogphi.T, xp)
         lp += coef[:, None]
+        if bias is not None:
+            lp += bias[None, :]
         return lp
 
     def calc_stats(self, X: Any, resp: Any, cache: dict | None = None) -> dict[str, Any]:

@@ -154,7 +154,7 @@ class ZeroMeanGaussObs(ObsModel):
     def cache_width(self) -> int:
         return self.n_features * (self.n_features + 1) // 2
 
-    def log_prob(self, X: Any, cache: dict | None = None) -> Any:
+    def log_prob(self, X: Any, cache: dict | None = None, bias: Any = None) -> Any:
         self.require_prior()
         xp = get_namespace(X)
         phi = self._features(X, cache)
@@ -162,7 +162,7 @@ class ZeroMeanGaussObs(ObsModel):
         const = -0.5 * self.n_features * _LOG_2PI + 0.5 * self._logdet
         lp = phi @ to_device(W.T, xp)
         lp *= -0.5
-        lp += to_device(const, xp)[None, :]
+        lp += to_device(const if bias is None else const + to_host(bias), xp)[None, :]
         return lp
 
     def calc_stats(self, X: Any, resp: Any, cache: dict | None = None) -> dict[str, Any]:

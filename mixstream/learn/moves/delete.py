@@ -106,7 +106,7 @@ def evaluate(ctx: LapContext, uids: list[int], opts: dict[str, Any]) -> bool:
         for u in uids:
             memory[int(u)] = ctx.lap
         return False
-    ctx.commit("delete", cand, model, elbo, uids=list(uids))
+    ctx.commit("delete", cand, model, elbo, uids=list(uids), empty=empty)
     for b in alt:
         ctx.state.cache[b] = alt[b]
     return True
