@@ -294,3 +294,21 @@ def test_own_local_cluster_starts_logs_and_leaves_nothing_running(store, centers
         if "resource_tracker" not in " ".join(psutil.Process(pid).cmdline())
     ]
     assert _alive(worker_pids) == [] and leftover == []
+
+
+def test_worker_setup_reaches_workers_that_restart(store):
+    """BLAS cap, mixstream's own thread count and the malloc thresholds are set by a worker
+    plugin: a worker the nanny restarts gets them too, not only those alive at the start."""
+    src = ZarrSource(store, batch_size=8000)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cl,
+        Client(cl) as c,
+        DaskExecutor(src, client=c, blas_threads=1),
+    ):
+        states = c.run(blas_state)
+        assert all(s["mixstream_threads"] == 1 and s["malloc_tuned"] for s in states.values())
+        victim = sorted(states)[0]
+        c.restart_workers([victim])
+        c.wait_for_workers(2, timeout=60)
+        for s in c.run(blas_state).values():
+            assert s["mixstream_threads"] == 1 and s["malloc_tuned"] and s["max_threads"] == 1

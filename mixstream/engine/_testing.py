@@ -51,7 +51,12 @@ def blas_state() -> dict[str, Any]:
     """BLAS / OpenMP thread counts and the thread env vars of this process."""
     from threadpoolctl import threadpool_info
 
+    from mixstream.engine import dask as engine_dask
+    from mixstream.parallel import get_num_threads
+
     return {
         "max_threads": max((p["num_threads"] for p in threadpool_info()), default=1),
+        "mixstream_threads": get_num_threads(),
+        "malloc_tuned": engine_dask.malloc_tuned,
         "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
     }

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from mixstream.backend import namespace, to_device
 from mixstream.learn.executor import BatchSource
-from mixstream.parallel import map_ordered
+from mixstream.parallel import get_num_threads, in_worker_thread, map_ordered
 from mixstream.suffstats import SuffStats
 
 #: batches smaller than this (on average) run one after another, not in threads
 MIN_THREADED_ROWS = 2048
+#: batches read beyond those being computed
+READ_AHEAD = 1
 
 
 def check_on_device(SS: SuffStats) -> None:
@@ -31,8 +35,25 @@ def run_batch(
 
     The unit of work of every executor: in this process, or inside a Dask worker.
     """
-    X = source.read(i)
-    w = source.read_weights(i)
+    return apply_batch(source, fn, payload, i, backend, kw, read_batch(source, i))
+
+
+def read_batch(source: BatchSource, i: int) -> tuple[Any, Any]:
+    """Batch ``i`` of ``source`` and its row weights (None when unweighted), on the host."""
+    return source.read(i), source.read_weights(i)
+
+
+def apply_batch(
+    source: BatchSource,
+    fn: Callable[..., Any],
+    payload: Any,
+    i: int,
+    backend: str,
+    kw: dict,
+    batch: tuple[Any, Any],
+) -> Any:
+    """``fn`` on batch ``i`` (as ``read_batch`` returned it), moved to the backend's device."""
+    X, w = batch
     if backend != "numpy":
         xp = namespace(backend)
         X = to_device(X, xp)
@@ -79,9 +100,37 @@ class LocalExecutor:
         rows = sum(int(b[1]) - int(b[0]) for b in (self.source.batches[i] for i in ids))
         small = rows < MIN_THREADED_ROWS * len(ids)
         threads = 1 if self.backend != "numpy" or small else self.n_threads
-        return map_ordered(
-            lambda i: run_batch(self.source, fn, payload, i, self.backend, kw), ids, threads
-        )
+        if threads == 1 or len(ids) < 2 or in_worker_thread():
+            return [run_batch(self.source, fn, payload, i, self.backend, kw) for i in ids]
+        return self._map_read_ahead(fn, payload, list(ids), kw, threads)
+
+    def _map_read_ahead(
+        self, fn: Callable[..., Any], payload: Any, ids: list[int], kw: dict, threads: int | None
+    ) -> list[Any]:
+        """One reader thread stays ``READ_AHEAD`` batches ahead; the batch functions run in the
+        thread pool. One reader, because several threads reading one Zarr store contend in
+        its event loop and read slower together than one alone; a bounded window, because
+        read batches wait in memory."""
+        lock = threading.Lock()
+        reads: dict[int, Future] = {}
+        next_read = 0
+        ahead = READ_AHEAD + (threads or get_num_threads())
+
+        def unit(j: int) -> Any:
+            nonlocal next_read
+            with lock:
+                while next_read < min(j + ahead, len(ids)):
+                    reads[next_read] = reader.submit(read_batch, self.source, ids[next_read])
+                    next_read += 1
+                pending = reads.pop(j)
+            return apply_batch(self.source, fn, payload, ids[j], self.backend, kw, pending.result())
+
+        with ThreadPoolExecutor(1, thread_name_prefix="mixstream-read") as reader:
+            try:
+                return map_ordered(unit, range(len(ids)), threads)
+            finally:
+                for f in reads.values():
+                    f.cancel()
 
     def map_sum(
         self,
