@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import scipy.special as _sps
 
+from mixstream import _kernels
+
 BACKENDS = ("numpy", "cupy", "auto")
 
 
@@ -122,6 +124,9 @@ def logsumexp_rows(log_prob: Any) -> tuple[Any, Any]:
     log_resp : array (N, K)
         log_prob - log_norm[:, None] (the same buffer as ``log_prob``).
     """
+    fused = _kernels.softmax(log_prob, want_resp=False)
+    if fused is not None:
+        return fused[0], fused[1]
     xp = get_namespace(log_prob)
     row_max = log_prob.max(axis=1)
     # a row of all -inf (cannot happen with finite params) would give nan; keep it finite
@@ -147,6 +152,9 @@ def softmax_rows(log_prob: Any) -> tuple[Any, Any, Any]:
     log_resp : array (N, K), the same buffer as ``log_prob``
     resp : array (N, K), exp(log_resp); rows sum to 1
     """
+    fused = _kernels.softmax(log_prob)
+    if fused is not None:
+        return fused
     xp = get_namespace(log_prob)
     row_max = log_prob.max(axis=1)
     row_max = xp.where(xp.isfinite(row_max), row_max, 0.0)

@@ -26,7 +26,7 @@ from mixstream.suffstats import SuffStats
 #: log-responsibilities below this are treated as exactly zero mass in the entropy
 _LOG_FLOOR = -800.0
 #: target number of (row, component) cells per block in local_summarize
-_BLOCK_CELLS = 1 << 19
+_BLOCK_CELLS = 1 << 17
 
 
 class Model:
