@@ -10,6 +10,7 @@ from __future__ import annotations
 import numbers
 import warnings
 from collections.abc import Mapping
+from os import PathLike, fspath
 from typing import Any
 
 import numpy as np
@@ -75,10 +76,11 @@ class MixtureModel(DensityMixin, BaseEstimator):
         Convergence threshold on the change of the per-point objective.
     batch_size : int, optional
         Rows per batch (rounded to whole Zarr chunks for stores); one batch when None.
-    moves : tuple of {"birth", "merge", "delete"}
+    moves : tuple (or list) of {"birth", "merge", "delete"}
         DP moves of memoized VB that add, merge and delete components while fitting.
     kappa, delay : float
-        Stochastic VB step sizes rho_t = (t + delay) ** -kappa.
+        Stochastic VB step sizes rho_t = (t + delay) ** -kappa, t = 0, 1, ...; kappa in
+        (0.5, 1] and delay >= 1 (so that no step exceeds 1).
     random_state : int, Generator or None
     backend : {"numpy", "cupy", "auto"}
     engine : {"auto", "local", "dask"}
@@ -163,47 +165,166 @@ class MixtureModel(DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ validation
     def _validate_params(self) -> None:
+        """Check every option (called by ``fit`` / ``partial_fit``, never by ``__init__``)."""
         _one_of("allocation", self.allocation, tuple(ALLOCATIONS))
         _one_of("likelihood", self.likelihood, tuple(OBSERVATIONS))
         _one_of("algorithm", self.algorithm, ALGORITHMS)
-        if self.likelihood == "gauss":
-            _one_of("covariance_type", self.covariance_type, COVARIANCE_TYPES)
+        _one_of("covariance_type", self.covariance_type, COVARIANCE_TYPES)
+        if self.likelihood != "gauss" and self.covariance_type != "full":
+            raise ValueError(
+                f"covariance_type={self.covariance_type!r} applies to likelihood='gauss' "
+                f"(likelihood={self.likelihood!r} has no covariance choice; leave the default "
+                "'full')"
+            )
         _positive_int("n_components", self.n_components)
         _positive_int("n_init", self.n_init)
         _positive_int("max_laps", self.max_laps)
         if self.batch_size is not None:
             _positive_int("batch_size", self.batch_size)
-        for name in ("alpha",):
-            v = getattr(self, name)
-            if not isinstance(v, numbers.Real) or not np.isfinite(v) or v <= 0:
-                raise ValueError(f"{name} must be a positive number, got {v!r}")
+        _positive_number("alpha", self.alpha)
         for name in ("tol", "reg_covar"):
             v = getattr(self, name)
-            if not isinstance(v, numbers.Real) or not np.isfinite(v) or v < 0:
+            if not _is_real(v) or not np.isfinite(v) or v < 0:
                 raise ValueError(f"{name} must be a non-negative number, got {v!r}")
-        if isinstance(self.init, str):
-            _one_of("init", self.init, INIT_METHODS)
+        self._validate_init()
         _one_of("engine", self.engine, ENGINES)
+        if self.engine == "local" and self.client is not None:
+            raise ValueError(
+                "engine='local' runs in this process: drop client= or use engine='dask'"
+            )
         if self.algorithm == "kmeans" and self.likelihood == "zero_mean_gauss":
             raise ValueError(
                 "algorithm='kmeans' needs components that differ by their means; "
                 "zero_mean_gauss components all have mean 0 (use 'cem', 'em' or 'vb')"
             )
-        moves = (self.moves,) if isinstance(self.moves, str) else tuple(self.moves or ())
+        if isinstance(self.moves, str):
+            raise ValueError(
+                f"moves must be a tuple of names from {MOVES}, such as ({self.moves!r},), got "
+                f"the string {self.moves!r}"
+            )
+        if self.moves is not None and not isinstance(self.moves, list | tuple | set | frozenset):
+            raise ValueError(f"moves must be a tuple of names from {MOVES}, got {self.moves!r}")
+        moves = tuple(self.moves or ())
         for move in moves:
             _one_of("moves", move, MOVES)
         if moves and self.algorithm != "movb":
             raise ValueError(f"moves={moves} need algorithm='movb', got {self.algorithm!r}")
-        if not isinstance(self.kappa, numbers.Real) or not 0.5 < self.kappa <= 1:
+        if not _is_real(self.kappa) or not 0.5 < self.kappa <= 1:
             raise ValueError(f"kappa must be in (0.5, 1] for soVB to converge, got {self.kappa!r}")
-        if not isinstance(self.delay, numbers.Real) or self.delay < 0:
-            raise ValueError(f"delay must be a non-negative number, got {self.delay!r}")
+        if not _is_real(self.delay) or not np.isfinite(self.delay) or self.delay < 1:
+            raise ValueError(
+                "delay must be a finite number >= 1 (the first step size, delay ** -kappa, must "
+                f"not exceed 1), got {self.delay!r}"
+            )
+        for name in ("map_prior", "warm_start"):
+            if not isinstance(getattr(self, name), bool | np.bool_):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if not isinstance(self.verbose, numbers.Integral) or self.verbose < 0:
+            raise ValueError(f"verbose must be a non-negative integer, got {self.verbose!r}")
+        _check_random_state(self.random_state)
+        if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir, str | PathLike):
+            raise ValueError(
+                f"checkpoint_dir must be a path (str or os.PathLike) or None, got "
+                f"{self.checkpoint_dir!r}"
+            )
+        if self.client is not None and not isinstance(self.client, str):
+            from distributed import Client
+
+            if not isinstance(self.client, Client):
+                raise ValueError(
+                    "client must be None, a scheduler address ('tcp://host:port') or a "
+                    f"distributed.Client, got {self.client!r}"
+                )
+        self._validate_priors()
+        resolve_backend(self.backend)
+
+    def _validate_init(self) -> None:
+        init = self.init
+        if isinstance(init, str):
+            _one_of("init", init, INIT_METHODS)
+        elif isinstance(init, Mapping):
+            unknown = sorted(set(init) - {"weights", "means", "covariances", "precisions", "resp"})
+            if unknown:
+                raise ValueError(
+                    f"init dict has unknown keys {unknown}; it takes 'weights', 'means', "
+                    "'covariances' / 'precisions', or 'resp'"
+                )
+        else:
+            what = (
+                f"init must be one of {INIT_METHODS}, an array of means (n_components, "
+                f"n_features) or a dict, got {init!r}"
+            )
+            try:
+                means = np.asarray(init, dtype=np.float64)
+            except (TypeError, ValueError) as err:
+                raise ValueError(what) from err
+            if means.ndim == 0:
+                raise ValueError(what)
+            if means.ndim != 2 or means.shape[0] != self.n_components:
+                raise ValueError(
+                    f"init means must have shape (n_components={self.n_components}, n_features), "
+                    f"got {means.shape}"
+                )
+            if not np.all(np.isfinite(means)):
+                raise ValueError("init means must be finite")
+
+    def _check_init_features(self, n_features: int) -> None:
+        """Given initial means must have one column per feature of the data."""
+        init = self.init
+        means = init.get("means") if isinstance(init, Mapping) else init
+        if means is None or isinstance(means, str):
+            return
+        shape = np.shape(means)
+        if len(shape) == 2 and shape[1] != n_features:
+            raise ValueError(
+                f"init means have {shape[1]} features, but X has {n_features} features"
+            )
+
+    def _validate_priors(self) -> None:
         if self.likelihood != "gauss" and any(getattr(self, p) is not None for p in _GAUSS_PRIORS):
             raise ValueError(
                 f"{', '.join(_GAUSS_PRIORS)} apply to likelihood='gauss'; use obs_prior for "
                 f"likelihood={self.likelihood!r}"
             )
-        resolve_backend(self.backend)
+        if self.mean_precision_prior is not None:
+            _positive_number("mean_precision_prior", self.mean_precision_prior)
+        if self.degrees_of_freedom_prior is not None and (
+            not _is_real(self.degrees_of_freedom_prior)
+            or not np.isfinite(self.degrees_of_freedom_prior)
+        ):
+            raise ValueError(
+                f"degrees_of_freedom_prior must be a number greater than n_features - 1, got "
+                f"{self.degrees_of_freedom_prior!r}"
+            )
+        for name in ("mean_prior", "covariance_prior"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            try:
+                arr = np.asarray(value, dtype=np.float64)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{name} must be an array of numbers, got {value!r}") from err
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"{name} must be finite, got {value!r}")
+        if self.obs_prior is None:
+            return
+        if not isinstance(self.obs_prior, Mapping):
+            raise ValueError(
+                f"obs_prior must be a dict of prior options or None, got {self.obs_prior!r}"
+            )
+        own = {"inference", "covariance_type", "reg_covar", "map_prior", *_GAUSS_PRIORS}
+        clash = sorted(set(self.obs_prior) & own)
+        if clash:
+            raise ValueError(
+                f"obs_prior may not set {clash}: they are MixtureModel's own parameters"
+            )
+        accepted = _prior_options(self.likelihood) - own
+        unknown = sorted(set(self.obs_prior) - accepted)
+        if unknown:
+            raise ValueError(
+                f"obs_prior has unknown options {unknown}; likelihood={self.likelihood!r} takes "
+                f"{sorted(accepted) or 'none (use mean_prior, ... for gauss)'}"
+            )
 
     def _inference(self) -> str:
         return "vb" if self.algorithm in ("vb", "sovb", "movb") else "em"
@@ -217,9 +338,9 @@ class MixtureModel(DensityMixin, BaseEstimator):
             options.update(covariance_type=cov, reg_covar=self.reg_covar, map_prior=self.map_prior)
             options.update({p: getattr(self, p) for p in _GAUSS_PRIORS})
         else:
-            options.setdefault("map_prior", self.map_prior)
+            options["map_prior"] = self.map_prior
             if self.likelihood == "zero_mean_gauss":
-                options.setdefault("reg_covar", self.reg_covar)
+                options["reg_covar"] = self.reg_covar
         obs = OBSERVATIONS[self.likelihood](inference=inference, **options)
         return Model(alloc, obs)
 
@@ -230,6 +351,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
 
         source = open_source(X, self.batch_size, sample_weight)
         if reset:
+            self._check_init_features(source.n_features)
             self.n_features_in_ = source.n_features
         elif source.n_features != self.n_features_in_:
             raise ValueError(_feature_mismatch(self, source))
@@ -291,14 +413,17 @@ class MixtureModel(DensityMixin, BaseEstimator):
         from mixstream.learn.history import lap_record
         from mixstream.learn.sovb import SoVBState, sovb_step
 
+        self._validate_params()
         if not hasattr(self, "model_"):
-            self._validate_params()
             rng = np.random.default_rng(seed_of(self.random_state))
             with self._open(X, sample_weight) as executor:
                 model = self._build_model()
                 from mixstream.learn.init import initialize
 
-                initialize(model, executor, self.n_components, self.init, rng)
+                init = self.init
+                if isinstance(init, list | tuple):  # array-like means, as fit takes them
+                    init = np.asarray(init, dtype=np.float64)
+                initialize(model, executor, self.n_components, init, rng)
             self.model_ = model
             self._set_fitted(FitResult())
         source = open_source(X, sample_weight=sample_weight)
@@ -528,25 +653,27 @@ class MixtureModel(DensityMixin, BaseEstimator):
         return np.concatenate(parts), labels
 
     def _gaussian_factors(self) -> tuple[np.ndarray, np.ndarray]:
-        """Component means (K, D) and Cholesky factors of the covariances (K, D, D)."""
-        if self.likelihood not in ("gauss", "zero_mean_gauss"):
-            raise ValueError("confidence and std_range apply to Gaussian likelihoods only")
+        """Component means (K, D) and lower Cholesky factors of the covariances (K, D, D).
+
+        The layout of ``covariances_`` is read from the fitted observation model's own
+        covariance type, never guessed from its shape (with K == D a diag (K, D) array has the
+        shape of a tied full (D, D) one, and a spherical (K,) that of a tied diag (D,)).
+        """
+        obs = self.model_.obs
+        likelihood = getattr(obs, "likelihood", self.likelihood)
+        if likelihood == "zero_mean_gauss":
+            covariance_type = "full"  # every zero-mean component has a full covariance
+        elif likelihood == "gauss":
+            covariance_type = obs.covariance_type
+        else:
+            raise ValueError(
+                f"confidence and std_range apply to Gaussian likelihoods only, not "
+                f"likelihood={likelihood!r}"
+            )
         K, D = self.model_.K, self.n_features_in_
-        cov = np.asarray(self.covariances_, dtype=np.float64)
-        if cov.shape == (K, D, D):
-            full = cov
-        elif cov.shape == (D, D):
-            full = np.broadcast_to(cov, (K, D, D))
-        elif cov.shape == (K, D):
-            full = np.einsum("kd,de->kde", cov, np.eye(D))
-        elif cov.shape == (D,):
-            full = np.broadcast_to(np.diag(cov), (K, D, D))
-        elif cov.shape == (K,):
-            full = cov[:, None, None] * np.eye(D)
-        else:  # tied spherical: one variance
-            full = np.broadcast_to(float(cov) * np.eye(D), (K, D, D))
-        means = getattr(self, "means_", np.zeros((K, D)))
-        return np.asarray(means), np.linalg.cholesky(full)
+        full = _full_covariances(self.covariances_, covariance_type, K, D)
+        means = np.asarray(getattr(self, "means_", np.zeros((K, D))), dtype=np.float64)
+        return means, np.linalg.cholesky(full)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: Any) -> Any:
@@ -557,6 +684,8 @@ class MixtureModel(DensityMixin, BaseEstimator):
         params = {k: v for k, v in self.get_params().items() if k not in _UNSTORED_PARAMS}
         if not isinstance(params.get("random_state"), int | type(None)):
             params["random_state"] = None
+        if isinstance(params.get("checkpoint_dir"), PathLike):
+            params["checkpoint_dir"] = fspath(params["checkpoint_dir"])
         meta = {
             "class": type(self).__name__,
             "params": params,
@@ -578,10 +707,10 @@ class MixtureModel(DensityMixin, BaseEstimator):
         meta, arrays = read_model_file(path)
         if meta.get("class") != cls.__name__:
             raise ModelFileError(f"{path} holds a {meta.get('class')!r}, not a {cls.__name__}")
-        params = dict(meta["params"])
-        params["moves"] = tuple(params.get("moves") or ())  # JSON turned the tuple into a list
-        est = cls(**params)
         try:
+            params = dict(meta["params"])
+            params["moves"] = tuple(params.get("moves") or ())  # JSON made the tuple a list
+            est = cls(**params)
             est._validate_params()
             model = est._build_model()
             model.set_state(arrays)
@@ -596,7 +725,9 @@ class MixtureModel(DensityMixin, BaseEstimator):
         except ModelFileError:
             raise
         except Exception as err:
-            raise ModelFileError(f"{path}: the model's arrays are inconsistent ({err})") from err
+            raise ModelFileError(
+                f"{path}: the model's metadata or arrays are inconsistent ({err})"
+            ) from err
         return est
 
 
@@ -611,6 +742,47 @@ def _check_loaded_shapes(est: MixtureModel) -> None:
         raise ValueError(f"means have shape {np.asarray(means).shape}, expected {(K, D)}")
     if est.weights_.shape != (K,):
         raise ValueError(f"weights have shape {est.weights_.shape}, expected {(K,)}")
+
+
+def _full_covariances(covariances: Any, covariance_type: str, K: int, D: int) -> np.ndarray:
+    """scikit-learn-shaped covariances of ``covariance_type`` as K full matrices (K, D, D).
+
+    Parameters
+    ----------
+    covariances : array
+        full (K, D, D), diag (K, D), spherical (K,), tied_full (D, D), tied_diag (D,),
+        tied_spherical a scalar.
+    covariance_type : str
+        One of the names above ("tied" is "tied_full").
+    K, D : int
+        Components and features.
+    """
+    ctype = "tied_full" if covariance_type == "tied" else covariance_type
+    shapes = {
+        "full": (K, D, D),
+        "diag": (K, D),
+        "spherical": (K,),
+        "tied_full": (D, D),
+        "tied_diag": (D,),
+        "tied_spherical": (),
+    }
+    if ctype not in shapes:
+        raise ValueError(f"covariance_type must be one of {tuple(shapes)}, got {covariance_type!r}")
+    cov = np.asarray(covariances, dtype=np.float64)
+    if cov.shape != shapes[ctype]:
+        raise ValueError(f"{ctype} covariances must have shape {shapes[ctype]}, got {cov.shape}")
+    eye = np.eye(D)
+    if ctype == "full":
+        return cov
+    if ctype == "diag":
+        return cov[:, :, None] * eye
+    if ctype == "spherical":
+        return cov[:, None, None] * eye
+    if ctype == "tied_full":
+        return np.broadcast_to(cov, (K, D, D))
+    if ctype == "tied_diag":
+        return np.broadcast_to(cov[:, None] * eye, (K, D, D))
+    return np.broadcast_to(float(cov) * eye, (K, D, D))  # tied_spherical
 
 
 def _radius_bounds(
@@ -655,6 +827,41 @@ def _feature_mismatch(est: MixtureModel, source: Any) -> str:
 def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+def _is_real(value: Any) -> bool:
+    """A real number that is not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
+def _positive_number(name: str, value: Any) -> None:
+    if not _is_real(value) or not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+def _check_random_state(random_state: Any) -> None:
+    ok = random_state is None or isinstance(
+        random_state, np.random.RandomState | np.random.Generator
+    )
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        ok = 0 <= random_state < 2**32
+    if not ok:
+        raise ValueError(
+            "random_state must be None, an integer in [0, 2**32), a numpy RandomState or a "
+            f"numpy Generator, got {random_state!r}"
+        )
+
+
+def _prior_options(likelihood: str) -> set[str]:
+    """Keyword options of the likelihood's observation model."""
+    import inspect
+
+    params = inspect.signature(OBSERVATIONS[likelihood].__init__).parameters
+    return {
+        n
+        for n, p in params.items()
+        if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
 
 
 def _positive_int(name: str, value: Any) -> None:

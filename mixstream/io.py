@@ -98,20 +98,25 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
     with zf:
         try:
             header = json.loads(zf.read("meta.json"))
-        except (KeyError, json.JSONDecodeError) as err:
+        except Exception as err:  # missing member, bad zip entry, bad UTF-8 or bad JSON
             raise ModelFileError(f"{path} has no readable meta.json: {err}") from err
-        if header.get("format") != FORMAT:
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            found = header.get("format") if isinstance(header, dict) else type(header).__name__
+            raise ModelFileError(f"{path} is not a mixstream model file (format {found!r})")
+        _check_format_version(path, header)
+        specs = header.get("arrays")
+        if not isinstance(specs, dict) or not isinstance(header.get("meta"), dict):
             raise ModelFileError(
-                f"{path} is not a mixstream model file (format {header.get('format')!r})"
-            )
-        version = header.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise ModelFileError(
-                f"{path} has model format version {version!r}, newer than this mixstream "
-                f"reads ({FORMAT_VERSION}); upgrade mixstream to load it"
+                f"{path}: meta.json lacks its 'meta' or 'arrays' table: the file was altered or "
+                "damaged"
             )
         arrays = {}
-        for name, spec in header.get("arrays", {}).items():
+        for name, spec in specs.items():
+            if not _is_array_spec(spec):
+                raise ModelFileError(
+                    f"{path}: the metadata of array {name!r} is malformed ({spec!r}): the file "
+                    "was altered or damaged"
+                )
             try:
                 raw = zf.read(f"arrays/{name}.npy")
                 arr = np.load(_io.BytesIO(raw), allow_pickle=False)
@@ -128,3 +133,30 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
                 )
             arrays[name] = arr
     return _from_json(header["meta"]), arrays
+
+
+def _check_format_version(path: Path, header: dict[str, Any]) -> None:
+    """Refuse a missing, malformed, non-positive or newer ``format_version``."""
+    if "format_version" not in header:
+        raise ModelFileError(f"{path} has no model format version: the file was altered or damaged")
+    version = header["format_version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ModelFileError(
+            f"{path} has an invalid model format version {version!r}: versions are integers "
+            f"from 1 to {FORMAT_VERSION}; the file was altered or damaged"
+        )
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} has model format version {version}, newer than this mixstream reads "
+            f"({FORMAT_VERSION}); upgrade mixstream to load it"
+        )
+
+
+def _is_array_spec(spec: Any) -> bool:
+    """Whether ``spec`` is {"dtype": str, "shape": [non-negative ints]}."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("dtype"), str):
+        return False
+    shape = spec.get("shape")
+    return isinstance(shape, list) and all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
+    )

@@ -1,4 +1,5 @@
-"""Shared test set-up: Prefect settings for small offline machines, one Prefect test server.
+"""Shared test set-up: Prefect settings for small offline machines, scipy's array API support
+(for scikit-learn's array-API checks), one Prefect test server.
 
 The environment defaults are set before anything imports Prefect: with no PREFECT_API_URL a
 flow run starts a temporary server, which needs 11-22 s on 2 cores (Prefect's own limit is
@@ -19,6 +20,10 @@ from typing import Any
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# scikit-learn's array-API estimator checks (check_array_api_input) need scipy's array API
+# support, which scipy reads once, when it is first imported: switch it on before anything
+# imports scipy (tests/test_sklearn_contract.py checks that it took effect)
+os.environ["SCIPY_ARRAY_API"] = "1"
 
 import pytest
 

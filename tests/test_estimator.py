@@ -1,9 +1,11 @@
 """MixtureModel: fitting end to end, fitted attributes, and clear errors for bad input."""
 
+import warnings
 from itertools import pairwise
 
 import numpy as np
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import adjusted_rand_score
 
 from mixstream import MixtureModel
@@ -51,6 +53,7 @@ def test_n_init_keeps_best_bound():
     assert many.lower_bound_ >= one.lower_bound_ - 1e-12
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # tol=0: fixed laps
 def test_batches_give_the_same_fit_as_one_batch():
     X, _ = blobs(n=1000)
     a = MixtureModel(3, algorithm="vb", random_state=0, max_laps=5, tol=0).fit(X)
@@ -75,25 +78,139 @@ def test_bad_data_is_refused_clearly(X, match):
         MixtureModel(2).fit(X)
 
 
-@pytest.mark.parametrize(
-    "params, match",
-    [
-        ({"n_components": 0}, "n_components"),
-        ({"allocation": "pitman-yor"}, "allocation"),
-        ({"likelihood": "poisson"}, "likelihood"),
-        ({"covariance_type": "banded"}, "covariance_type"),
-        ({"algorithm": "gibbs"}, "algorithm"),
-        ({"init": "magic"}, "init"),
-        ({"alpha": -1.0}, "alpha"),
-        ({"tol": -1.0}, "tol"),
-        ({"max_laps": 0}, "max_laps"),
-    ],
-)
+#: (bad options, what the error must say): every option of MixtureModel, checked in fit
+BAD_PARAMS = [
+    ({"n_components": 0}, r"n_components must be a positive integer, got 0"),
+    ({"n_components": 2.0}, r"n_components must be a positive integer, got 2.0"),
+    ({"allocation": "pitman-yor"}, r"allocation must be one of .*'pitman-yor'"),
+    ({"likelihood": "poisson"}, r"likelihood must be one of .*'poisson'"),
+    ({"covariance_type": "banded"}, r"covariance_type must be one of .*'banded'"),
+    (
+        {"covariance_type": "diag", "likelihood": "bernoulli"},
+        r"covariance_type='diag' applies to likelihood='gauss'",
+    ),
+    ({"algorithm": "gibbs"}, r"algorithm must be one of .*'gibbs'"),
+    ({"init": "magic"}, r"init must be one of .*'magic'"),
+    ({"init": 5}, r"init must be one of"),
+    ({"init": np.zeros((3, 3))}, r"init means must have shape \(n_components=2, n_features\)"),
+    ({"init": np.zeros((2, 5))}, r"init means have 5 features, but X has 3"),
+    ({"init": {"centres": np.zeros((2, 3))}}, r"init dict has unknown keys \['centres'\]"),
+    ({"alpha": -1.0}, r"alpha must be a positive number, got -1.0"),
+    ({"alpha": np.inf}, r"alpha must be a positive number, got inf"),
+    ({"tol": -1.0}, r"tol must be a non-negative number, got -1.0"),
+    ({"tol": np.nan}, r"tol must be a non-negative number, got nan"),
+    ({"max_laps": 0}, r"max_laps must be a positive integer, got 0"),
+    ({"n_init": 0}, r"n_init must be a positive integer, got 0"),
+    ({"reg_covar": -1e-6}, r"reg_covar must be a non-negative number, got -1e-06"),
+    ({"reg_covar": "small"}, r"reg_covar must be a non-negative number, got 'small'"),
+    ({"reg_covar": np.nan}, r"reg_covar must be a non-negative number, got nan"),
+    ({"batch_size": 0}, r"batch_size must be a positive integer, got 0"),
+    ({"batch_size": 2.5}, r"batch_size must be a positive integer, got 2.5"),
+    ({"batch_size": True}, r"batch_size must be a positive integer, got True"),
+    ({"moves": ("teleport",), "algorithm": "movb"}, r"moves must be one of .*'teleport'"),
+    ({"moves": "merge", "algorithm": "movb"}, r"moves must be a tuple .*such as \('merge',\)"),
+    ({"moves": ("birth", "split"), "algorithm": "movb"}, r"moves must be one of .*'split'"),
+    ({"moves": 5, "algorithm": "movb"}, r"moves must be a tuple of names .*got 5"),
+    ({"moves": ("merge",)}, r"moves=\('merge',\) need algorithm='movb', got 'vb'"),
+    ({"kappa": 0.5}, r"kappa must be in \(0.5, 1\] .*got 0.5"),
+    ({"kappa": 1.5}, r"kappa must be in \(0.5, 1\] .*got 1.5"),
+    ({"kappa": True}, r"kappa must be in \(0.5, 1\] .*got True"),
+    ({"kappa": "fast"}, r"kappa must be in \(0.5, 1\] .*got 'fast'"),
+    ({"delay": -1.0}, r"delay must be a finite number >= 1 .*got -1.0"),
+    ({"delay": 0.0}, r"delay must be a finite number >= 1 .*got 0.0"),  # rho_0 = 0 ** -kappa
+    ({"delay": 0.5}, r"delay must be a finite number >= 1 .*got 0.5"),  # rho_0 > 1
+    ({"delay": np.nan}, r"delay must be a finite number >= 1 .*got nan"),
+    ({"delay": np.inf}, r"delay must be a finite number >= 1 .*got inf"),
+    ({"backend": "tpu"}, r"backend must be one of .*'tpu'"),
+    ({"backend": None}, r"backend must be one of .*None"),
+    ({"engine": "spark"}, r"engine must be one of .*'spark'"),
+    (
+        {"engine": "local", "client": "tcp://127.0.0.1:8786"},
+        r"engine='local' runs in this process",
+    ),
+    ({"client": 5}, r"client must be None, a scheduler address .*got 5"),
+    ({"checkpoint_dir": 5}, r"checkpoint_dir must be a path .*got 5"),
+    ({"random_state": -3}, r"random_state must be None, an integer in \[0, 2\*\*32\)"),
+    ({"random_state": "seed"}, r"random_state must be None, .*got 'seed'"),
+    ({"map_prior": "yes"}, r"map_prior must be True or False, got 'yes'"),
+    ({"warm_start": 1}, r"warm_start must be True or False, got 1"),
+    ({"verbose": -1}, r"verbose must be a non-negative integer, got -1"),
+    ({"verbose": "loud"}, r"verbose must be a non-negative integer, got 'loud'"),
+    ({"mean_prior": "x"}, r"mean_prior must be an array of numbers, got 'x'"),
+    ({"mean_prior": [0.0, 1.0]}, r"mean_prior must be a finite array of shape \(3,\)"),
+    ({"mean_precision_prior": -1.0}, r"mean_precision_prior must be a positive number"),
+    ({"mean_precision_prior": "a"}, r"mean_precision_prior must be a positive number, got 'a'"),
+    ({"degrees_of_freedom_prior": 1.0}, r"degrees_of_freedom_prior must be a number greater"),
+    ({"degrees_of_freedom_prior": "a"}, r"degrees_of_freedom_prior must be a number greater"),
+    ({"covariance_prior": -np.eye(3)}, r"covariance_prior must be symmetric positive definite"),
+    ({"covariance_prior": [[np.nan]]}, r"covariance_prior must be finite"),
+    (
+        {"likelihood": "zero_mean_gauss", "mean_prior": np.zeros(3)},
+        r"apply to likelihood='gauss'; use obs_prior",
+    ),
+    ({"obs_prior": 5}, r"obs_prior must be a dict of prior options or None, got 5"),
+    ({"obs_prior": {"nu0": 5.0}}, r"obs_prior has unknown options \['nu0'\]"),
+    (
+        {"likelihood": "zero_mean_gauss", "obs_prior": {"reg_covar": 1.0}},
+        r"obs_prior may not set \['reg_covar'\]: they are MixtureModel's own parameters",
+    ),
+    (
+        {"likelihood": "zero_mean_gauss", "obs_prior": {"lam": 1.0}},
+        r"obs_prior has unknown options \['lam'\]; .* takes \['nu0', 'prior_cov'\]",
+    ),
+    (
+        {"likelihood": "zero_mean_gauss", "algorithm": "kmeans"},
+        r"algorithm='kmeans' needs components that differ by their means",
+    ),
+]
+
+
+@pytest.mark.parametrize("params, match", BAD_PARAMS)
 def test_bad_parameters_are_refused_in_fit(params, match):
     X, _ = blobs(n=50)
     model = MixtureModel(**{"n_components": 2, **params})  # nothing checked in __init__
+    assert model.get_params()[next(iter(params))] is params[next(iter(params))]
+    model.set_params(**params)  # nor in set_params
     with pytest.raises(ValueError, match=match):
         model.fit(X)
+    assert not hasattr(model, "model_")
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [p for p in BAD_PARAMS if "init" not in p[0] and "mean_prior" not in p[0]],
+)
+def test_bad_parameters_are_refused_in_partial_fit(params, match):
+    X, _ = blobs(n=50)
+    with pytest.raises(ValueError, match=match):
+        MixtureModel(**{"n_components": 2, **params}).partial_fit(X)
+
+
+def test_parameters_changed_after_fit_are_checked_again():
+    X, _ = blobs(n=200)
+    m = MixtureModel(2, random_state=0).fit(X)
+    m.set_params(kappa=2.0)
+    with pytest.raises(ValueError, match="kappa"):
+        m.partial_fit(X)
+    with pytest.raises(ValueError, match="kappa"):
+        m.fit(X)
+
+
+def test_good_values_of_the_checked_options_are_accepted(tmp_path):
+    """The checks refuse only bad values: the edge values and other spellings still fit."""
+    X, _ = blobs(n=200)
+    fitted = [
+        MixtureModel(2, kappa=1.0, delay=1.0, reg_covar=0.0, tol=0.0, max_laps=3, verbose=0),
+        MixtureModel(2, moves=["merge"], algorithm="movb", batch_size=50, max_laps=3),
+        MixtureModel(2, random_state=np.random.RandomState(0), map_prior=np.bool_(False)),
+        MixtureModel(2, random_state=np.random.default_rng(0), init=[[0.0] * 3, [8.0] * 3]),
+        MixtureModel(2, checkpoint_dir=tmp_path / "ckpt", mean_prior=[0.0, 0.0, 0.0]),
+        MixtureModel(2, likelihood="zero_mean_gauss", obs_prior={"nu0": 6.0}),
+    ]
+    for model in fitted:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            assert model.fit(X).n_components_ >= 1
 
 
 def test_more_components_than_rows_for_finite_mixture():
@@ -117,6 +234,7 @@ def test_predict_checks_feature_count():
         m.predict(X[:, :2])
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # tol=0: fixed laps
 def test_warm_start_continues_from_the_fitted_parameters():
     X, _ = blobs()
     cold = MixtureModel(3, algorithm="vb", random_state=0, max_laps=4, tol=0.0).fit(X)
