@@ -108,6 +108,9 @@ def _setup_environment(verbose: bool) -> None:
     if not verbose:
         # the console stays for mixstream's own lines; logs still reach the Prefect API / UI
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+        # nor do the workers of a LocalCluster started here (they inherit this environment)
+        # print a traceback for a failing batch: its error ends the command as one line
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
         import warnings
 
         warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
@@ -146,16 +149,156 @@ class _LapProgress:
             self.bar.close()
 
 
+class _BatchProgress:
+    """Progress of the batches of the current pass over the data, on stderr.
+
+    Driven by the executors' per-batch reports (``mixstream.engine.progress``), so it follows
+    the Dask workers (or the in-process threads) as they finish each batch. It counts the
+    distinct batches of the data visited since the pass began (a move that revisits a batch
+    within a lap does not count twice). A pass begins when a lap ends, and when every batch
+    has been visited and a call over the whole data starts again (K-means runs several such
+    passes in its one lap).
+
+    On a terminal: a tqdm bar under the lap bar when tqdm is installed, else one status line
+    rewritten in place. Elsewhere (``--progress`` with stderr sent to a file or a pipe): a
+    line at every tenth of the batches, so a log gets at most about ten lines a pass.
+    """
+
+    #: seconds between two redraws of the status line on a terminal
+    REDRAW_S = 0.1
+
+    def __init__(self, tty: bool, lap: int = 1) -> None:
+        self.tty = tty
+        self.label = f"lap {lap}"
+        self.seen: set[int] = set()
+        self.step = -1  # tenths of the pass already printed (lines mode)
+        self.drawn = 0.0  # when the status line was last drawn (terminal mode)
+        self.shown = False  # a status line is on the terminal
+        self.bar: Any = None
+        self._tqdm: Any = None
+        if tty:
+            try:
+                from tqdm import tqdm
+
+                self._tqdm = tqdm
+            except ImportError:
+                self._tqdm = None
+
+    def begin(self, label: str) -> None:
+        """A new pass named ``label`` ("init", "lap 3") starts."""
+        self.clear()
+        self.label = label
+        self.seen.clear()
+        self.step = -1
+
+    def lap_done(self, record: dict) -> None:
+        self.begin(f"lap {int(record['lap']) + 1}")
+
+    def __call__(self, event: Any) -> None:
+        n = int(event.n_batches)
+        if len(self.seen) >= n and n > 1 and event.total == n:  # another pass over the data
+            self.seen.clear()
+            self.step = -1
+        if event.batch in self.seen:
+            return
+        self.seen.add(event.batch)
+        done = len(self.seen)
+        if self._tqdm is not None:
+            self._draw_bar(done, n)
+        elif self.tty:
+            now = time.monotonic()
+            if done == n or now - self.drawn >= self.REDRAW_S:
+                self.drawn = now
+                self.shown = True
+                sys.stderr.write(f"\r\x1b[K{self._text(done, n)}")
+                sys.stderr.flush()
+        else:
+            step = done * 10 // n
+            if step > self.step:
+                self.step = step
+                _say(self._text(done, n))
+
+    def _text(self, done: int, n: int) -> str:
+        return f"{self.label}  batches {done}/{n} ({100 * done // n}%)"
+
+    def _draw_bar(self, done: int, n: int) -> None:
+        if self.bar is None:
+            self.bar = self._tqdm(
+                total=n, unit="batch", file=sys.stderr, position=1, leave=False, desc=self.label
+            )
+        if self.bar.total != n or self.bar.n > done:
+            self.bar.reset(total=n)
+        self.bar.set_description_str(self.label, refresh=False)
+        self.bar.update(done - self.bar.n)
+
+    def clear(self) -> None:
+        """Take the status line off the terminal (before other output)."""
+        if self.bar is not None:
+            self.bar.reset()
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self.shown = False
+
+    def close(self) -> None:
+        self.clear()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _want_batch_progress(flag: bool) -> bool:
+    """Per-batch progress: on a terminal, or when asked for with --progress."""
+    return bool(flag) or sys.stderr.isatty()
+
+
 @contextlib.contextmanager
-def _lap_progress() -> Iterator[None]:
+def _lap_progress(batches: bool = False, lap: int = 1) -> Iterator[_BatchProgress | None]:
+    """Lap progress on stderr while the block runs; with ``batches`` also per-batch progress
+    (the object is yielded, so the caller can name the passes it knows about)."""
     from flows.pipeline import lap_listener
+    from mixstream.engine.progress import batch_listener
 
     progress = _LapProgress()
+    batch = _BatchProgress(sys.stderr.isatty(), lap) if batches else None
+
+    def on_lap(record: dict, max_laps: int) -> None:
+        if batch is not None:
+            batch.lap_done(record)
+        progress(record, max_laps)
+
     try:
-        with lap_listener(progress):
-            yield
+        with lap_listener(on_lap), contextlib.ExitStack() as stack:
+            if batch is not None:
+                stack.enter_context(batch_listener(batch))
+            yield batch
     finally:
+        if batch is not None:
+            batch.close()
         progress.close()
+
+
+def _checkpoint_lap(directory: Path) -> int:
+    """Laps done in the checkpoint in ``directory``, for the progress display only (0 when
+    there is none or it is unreadable: the fit itself then reports the problem).
+
+    Reads the file's meta.json alone (see mixstream.io): a moVB checkpoint also holds every
+    batch's statistics, which need not be loaded twice.
+    """
+    import json
+    import zipfile
+
+    from mixstream.engine.checkpoint import checkpoint_path
+
+    path = checkpoint_path(directory)
+    if not path.exists():
+        return 0
+    try:
+        with zipfile.ZipFile(path) as zf:
+            header = json.loads(zf.read("meta.json"))
+        return int(header["meta"]["result"]["n_iter"])
+    except Exception:
+        return 0
 
 
 class _PrefectAPI:
@@ -320,8 +463,11 @@ def _fit(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     from mixstream.engine.checkpoint import checkpoint_path
 
+    resumed = 0
     if checkpoint_path(out / pipeline.CHECKPOINT_DIR).exists():
         _say(f"{out / pipeline.CHECKPOINT_DIR} holds a checkpoint: the fit resumes from it")
+        resumed = _checkpoint_lap(out / pipeline.CHECKPOINT_DIR)
+    batches = _want_batch_progress(args.progress)
     _say(
         f"fitting {plan['data']} ({plan['n_rows']} x {plan['n_features']}, {plan['n_batches']} "
         f"batch(es)) with {options['algorithm']} into {out}"
@@ -333,8 +479,12 @@ def _fit(args: argparse.Namespace) -> int:
             dashboard = pipeline.dashboard_of(executor)
             if dashboard:
                 _say(f"Dask dashboard: {_dashboard_note(dashboard)}")
-            with _lap_progress():
+            with _lap_progress(batches, resumed + 1) as batch_progress:
+                if batch_progress is not None and not resumed:
+                    batch_progress.begin("init")
                 driver = pipeline.FitDriver(est, executor)
+                if batch_progress is not None:
+                    batch_progress.begin(f"lap {driver.laps_done + 1}")
                 if driver.resumed_from_lap:
                     _say(f"resuming from the checkpoint after lap {driver.resumed_from_lap}")
                 driver.run_to_end()
@@ -351,7 +501,7 @@ def _fit(args: argparse.Namespace) -> int:
     api = _PrefectAPI()
     try:
         api.wait()
-        with _lap_progress():
+        with _lap_progress(batches, resumed + 1):
             summary, run = _run_flow(
                 fit_flow,
                 data=args.data,
@@ -531,7 +681,7 @@ def _demo(args: argparse.Namespace) -> int:
             from flows.fit import fit_flow
             from flows.score import score_flow
 
-            with _lap_progress():
+            with _lap_progress(_want_batch_progress(False)):
                 fit, fit_run = _run_flow(
                     fit_flow,
                     data=str(data),
@@ -662,6 +812,8 @@ examples:
 DATA is a Zarr store (a group with the 2-D array "X", rows = points): make one with
 `mixstream ingest`. A checkpoint is written to OUT/checkpoints after every lap: run the same
 command again after an interruption and the fit resumes where it stopped.
+Progress goes to stderr: a line per lap, and on a terminal (or with --progress) the batches
+of the current lap as the workers finish them.
 Without PREFECT_API_URL a temporary Prefect server is started (and stopped) for the run.
 """
 
@@ -743,6 +895,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("--seed", type=int, default=0, help="random seed (0)")
     _add_cluster_args(fit, "default 2 with Prefect; in-process for small data with --no-prefect")
+    fit.add_argument(
+        "--progress",
+        action="store_true",
+        help="show per-batch progress on stderr even when it is not a terminal (on a "
+        "terminal it is shown anyway)",
+    )
     fit.add_argument(
         "--no-prefect",
         action="store_true",

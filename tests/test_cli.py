@@ -1,12 +1,21 @@
 """The `mixstream` command line, run as a user runs it: `python -m mixstream.cli ...` in a child
-process (the package need not be installed; the checkout is put on PYTHONPATH)."""
+process (the package need not be installed; the checkout is put on PYTHONPATH), and the demo
+through the installed `mixstream` console script of this virtual environment."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
+import shutil
+import struct
 import subprocess
 import sys
+import termios
+import threading
+import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +24,8 @@ from conftest import TrackedRun, subprocess_env
 
 from mixstream import MixtureModel
 from mixstream.data.synthetic import make_mixture, write_synthetic_zarr
+from mixstream.engine.checkpoint import checkpoint_path
+from mixstream.io import read_model_file
 
 CLI = [sys.executable, "-m", "mixstream.cli"]
 COMMANDS = ("fit", "predict", "score", "ingest", "report", "demo", "bench")
@@ -98,6 +109,7 @@ def test_ingest_fit_without_prefect_report_predict(tmp_path):
     code, out, err = _cli("fit", store, "--out", str(run), "--no-prefect", "--max-laps", "10")
     assert code == 0, err
     assert re.search(r"^lap +1/10 ", err, re.M), err  # a progress line per lap
+    assert "batches" not in err  # per-batch progress only on a terminal or with --progress
     assert f"model            {run / 'model.msz'}" in out
     for name in ("model.msz", "report.html", "run.json", "figures/elbo.png"):
         assert (run / name).exists(), name
@@ -133,6 +145,165 @@ def test_ingest_fit_without_prefect_report_predict(tmp_path):
     assert len(err.strip().splitlines()) == 1
 
 
+# ---------------------------------------------------------------------- bad data, no partial output
+def _bad_store(path: Path, kind: str) -> str:
+    """A 6000 x 2 store (chunks of 1000 rows) with a NaN at row 2503 or chunk 2's bytes
+    overwritten on disk."""
+    path = write_synthetic_zarr(path, 6000, 2, 3, chunk_rows=1000, seed=2)
+    if kind == "nan":
+        zarr.open_group(path, mode="a")["X"][2503, 1] = np.nan
+    else:
+        chunk = Path(path) / "X" / "c" / "2" / "0"
+        chunk.write_bytes(bytes(reversed(chunk.read_bytes())))
+    return path
+
+
+def _files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file()) if directory.exists() else []
+
+
+def _error_line(stderr: str) -> str:
+    """The one error line a failed command ends with (and no traceback)."""
+    lines = stderr.strip().splitlines()
+    assert "Traceback" not in stderr, stderr
+    assert [ln for ln in lines if ln.startswith("mixstream: error")] == lines[-1:], stderr
+    return lines[-1]
+
+
+def test_fit_on_bad_chunks_names_store_batch_rows_and_writes_nothing(tmp_path):
+    cases = {
+        "nan": r"nan\.zarr/X.* batch 2 \(rows 2000:3000\) holds NaN.*first rows: \[2503\]",
+        "corrupted": r"corrupted\.zarr/X.* batch 2 \(rows 2000:3000\).*cannot read or decode",
+    }
+    procs = {}
+    for kind in cases:
+        store = _bad_store(tmp_path / f"{kind}.zarr", kind)
+        out = str(tmp_path / kind)
+        procs[kind] = _start(["fit", store, "--out", out, "--no-prefect", "--batch-size", "1000"])
+    for kind, proc in procs.items():
+        code, _, err = _finish(proc)
+        assert code == 2, err
+        assert re.search(cases[kind], _error_line(err)), err
+        assert _files(tmp_path / kind) == []  # no model, report, run.json or checkpoint
+
+
+def test_fit_on_a_store_resized_between_laps_stops_and_keeps_only_complete_laps(tmp_path):
+    """A second process (this test) grows the store after lap 1 of `mixstream fit` on a
+    LocalCluster: the fit stops with one line naming the store and both shapes, leaves the
+    checkpoint of its last complete lap and nothing else; run again, it refuses to resume a
+    checkpoint of the store as it was."""
+    store = write_synthetic_zarr(tmp_path / "grow.zarr", 6000, 2, 3, chunk_rows=1000, seed=2)
+    out = tmp_path / "run"
+    fit = ["fit", store, "--out", str(out), "--no-prefect", "--batch-size", "1000"]
+    fit += ["--max-laps", "30", "--tol", "0"]
+    err_file = tmp_path / "fit.stderr"
+    with open(err_file, "w") as err:
+        proc = subprocess.Popen(
+            [*CLI, *fit, "--workers", "2"],
+            env=subprocess_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while not re.search(r"^lap +1/30 ", err_file.read_text(), re.M):
+            assert proc.poll() is None, err_file.read_text()
+            assert time.monotonic() < deadline, err_file.read_text()
+            time.sleep(0.02)
+        zarr.open_group(store, mode="a")["X"].resize((6500, 2))
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = err_file.read_text()
+    assert proc.returncode == 2, stderr
+    message = r"grow\.zarr/X.*changed since its batches were planned.*\(6000, 2\).*\(6500, 2\)"
+    assert re.search(message, _error_line(stderr)), stderr
+    laps = [int(n) for n in re.findall(r"^lap +(\d+)/30 ", stderr, re.M)]
+    assert laps and laps[-1] < 30
+    ckpt = checkpoint_path(out / "checkpoints")
+    assert _files(out) == [ckpt]  # no model, report, figures, run.json, nor a partial file
+    meta, _ = read_model_file(ckpt)  # complete: it reads back
+    assert meta["result"]["n_iter"] == laps[-1]
+
+    code, _, err = _cli(*fit)
+    assert code == 2
+    assert re.search(r"belongs to a different fit \(differs in: .*n_rows", _error_line(err)), err
+    assert _files(out) == [ckpt]
+
+
+# ---------------------------------------------------------------------- per-batch progress
+PROGRESS_FIT = ["--batch-size", "1000", "--max-laps", "2", "--tol", "0", "--no-prefect"]
+
+
+class _OnATerminal:
+    """``cmd`` started with its stderr on a pseudo-terminal of 120 columns; ``finish`` gives
+    (status, stdout, what the terminal received)."""
+
+    def __init__(self, cmd: list[str]) -> None:
+        self.master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        self.proc = subprocess.Popen(
+            cmd,
+            env=subprocess_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=slave,
+        )
+        os.close(slave)
+        self.received: list[bytes] = []
+        self.reader = threading.Thread(target=self._pump, daemon=True)
+        self.reader.start()
+
+    def _pump(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:  # EIO: the last writer closed the terminal
+                return
+            if not chunk:
+                return
+            self.received.append(chunk)
+
+    def finish(self, timeout: float = 240) -> tuple[int, str, str]:
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.reader.join(timeout=10)
+            os.close(self.master)
+        terminal = b"".join(self.received).decode(errors="replace")
+        return self.proc.returncode, out.decode(), terminal
+
+
+def test_fit_shows_per_batch_progress_on_a_terminal_or_with_progress(store, tmp_path):
+    """Per-batch progress, driven by the executor as each batch finishes: with --progress and
+    stderr not a terminal, a line per tenth of the batches between the lap lines; on a
+    terminal without being asked, a status line rewritten in place (tqdm's bar when it is
+    installed). Without either, none (test_ingest_fit_without_prefect_report_predict)."""
+    piped = _start(["fit", store, "--out", str(tmp_path / "piped"), *PROGRESS_FIT, "--progress"])
+    tty = _OnATerminal([*CLI, "fit", store, "--out", str(tmp_path / "tty"), *PROGRESS_FIT])
+
+    code, _, err = _finish(piped)
+    assert code == 0, err
+    lines = err.splitlines()
+    for lap in (1, 2):
+        batch_lines = [ln for ln in lines if ln.startswith(f"lap {lap}  batches ")]
+        assert batch_lines == [f"lap {lap}  batches {b}/3 ({100 * b // 3}%)" for b in (1, 2, 3)]
+        # the lap's batches come before its lap line
+        lap_line = next(i for i, ln in enumerate(lines) if re.match(rf"lap +{lap}/2 ", ln))
+        assert lines.index(batch_lines[-1]) < lap_line
+
+    code, out, terminal = tty.finish()
+    assert code == 0, terminal
+    assert "model.msz" in out and "batches" not in out  # stdout keeps the summary only
+    for lap in (1, 2):
+        assert re.search(rf"lap {lap}(  batches 3/3 \(100%\)|:.*\| *3/3)", terminal), terminal
+    assert "\r" in terminal and "Traceback" not in terminal
+
+
 def test_bench_lists_and_runs_a_benchmark():
     code, out, err = _cli("bench")
     assert code == 0, err
@@ -142,10 +313,22 @@ def test_bench_lists_and_runs_a_benchmark():
     assert "speed-up" in out
 
 
+def _console_script() -> str:
+    """The `mixstream` entry point that `pip install -e .[test]` put beside this Python."""
+    script = shutil.which("mixstream", path=str(Path(sys.executable).parent))
+    assert script, f"no mixstream console script in {Path(sys.executable).parent}: pip install -e ."
+    return script
+
+
 def test_demo_end_to_end_leaves_nothing_running(tmp_path):
     out = tmp_path / "demo"
-    env = subprocess_env(PREFECT_API_URL=None, PREFECT_HOME=str(tmp_path / "prefect-home"))
-    run = TrackedRun([*CLI, "demo", "--out", str(out), "--rows", "20000"], env).run(timeout=240)
+    # the installed command, from a directory outside the checkout, with no PYTHONPATH: what a
+    # user who ran the README's set-up runs
+    env = subprocess_env(
+        PYTHONPATH=None, PREFECT_API_URL=None, PREFECT_HOME=str(tmp_path / "prefect-home")
+    )
+    cmd = [_console_script(), "demo", "--out", str(out), "--rows", "20000"]
+    run = TrackedRun(cmd, env, cwd=tmp_path).run(timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
     for name in ("report.html", "model.msz", "labels.zarr", "data.zarr", "run.json"):
         assert (out / name).exists(), name

@@ -2,7 +2,13 @@
 
 import logging
 import os
+import re
+import shutil
 import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,6 +18,7 @@ import pytest
 import zarr
 from distributed import Client, LocalCluster
 
+from mixstream import MixtureModel
 from mixstream.alloc.dp import DPAlloc
 from mixstream.data.array_source import ArraySource
 from mixstream.data.synthetic import make_mixture, write_synthetic_zarr
@@ -25,6 +32,7 @@ from mixstream.engine._testing import (
 from mixstream.engine.dask import DaskExecutor, StoreNotVisibleError
 from mixstream.engine.factory import make_executor
 from mixstream.engine.local import LocalExecutor
+from mixstream.engine.progress import batch_listener
 from mixstream.learn.executor import kmeans_batch, summarize_batch
 from mixstream.model import Model
 
@@ -101,6 +109,44 @@ def test_map_sum_kmeans_is_bit_identical_to_local(client, store, centers, batch_
     ex.close()
     with pytest.raises(RuntimeError, match="closed"):
         ex.map(kmeans_batch, centers)
+
+
+@pytest.mark.parametrize("engine", ["local", "dask"])
+def test_batch_listener_hears_each_batch_as_it_finishes(client, store, centers, engine, caplog):
+    """The executors' per-batch hook (progress bars): one report per batch, in the caller's
+    thread for Dask, as the batches finish (not all at the end), and results unchanged."""
+    src = ZarrSource(store, batch_size=4000)  # 10 batches
+    expected = LocalExecutor(src).map_sum(kmeans_batch, centers)
+    ex = LocalExecutor(src) if engine == "local" else DaskExecutor(src, client=client)
+    heard, threads = [], set()
+
+    def listen(event) -> None:
+        heard.append((time.perf_counter(), event))
+        threads.add(threading.get_ident())
+
+    with batch_listener(listen):
+        got = ex.map_sum(slow_kmeans_batch, centers, delay=0.05)
+        ex.map(kmeans_batch, centers, [7, 2])
+    assert_same_stats(got, expected)
+    lap = [e for _, e in heard[:10]]
+    assert sorted(e.batch for e in lap) == list(range(10))
+    assert [e.done for e in lap] == list(range(1, 11))
+    assert {(e.total, e.n_batches, e.rows) for e in lap} == {(10, 10, 4000)}
+    assert [(e.batch, e.done, e.total) for _, e in heard[10:]] in (
+        [(7, 1, 2), (2, 2, 2)],
+        [(2, 1, 2), (7, 2, 2)],
+    )
+    # 10 batches of 0.05 s on 2 threads / workers: reported over the map, not at its end
+    assert heard[9][0] - heard[0][0] > 0.1
+    if engine == "dask":
+        assert threads == {threading.get_ident()}
+    # outside the context nothing is reported; a failing listener never stops a map
+    ex.map_sum(kmeans_batch, centers)
+    assert len(heard) == 12
+    with caplog.at_level(logging.WARNING), batch_listener(lambda event: 1 / 0):
+        assert_same_stats(ex.map_sum(kmeans_batch, centers), expected)
+    assert "listener failed" in caplog.text
+    ex.close()
 
 
 def test_results_come_back_in_batch_order_not_answer_order(client, tmp_path):
@@ -196,17 +242,99 @@ def test_bad_rows_raise_from_the_worker_with_store_batch_and_rows(client, tmp_pa
             ex.map_sum(kmeans_batch, np.zeros((1, 2)))
 
 
-def test_workers_that_cannot_see_the_store_give_a_clear_error(client, tmp_path, centers):
-    path = write_synthetic_zarr(tmp_path / "hidden.zarr", 4000, D, K, chunk_rows=1000)
-    src = ZarrSource(path)
-    # the coordinator planned the batches; now the path is gone from the workers' view
-    os.rename(path, path + "-elsewhere")
-    with pytest.raises(StoreNotVisibleError, match=r"2 of 2 Dask worker.*hidden\.zarr"):
-        DaskExecutor(src, client=client)
-    ex = DaskExecutor(src, client=client, check_store=False, retries=0)
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _can_hide_a_directory() -> str | None:
+    """None when this machine lets a process mount a tmpfs in a private mount namespace
+    (root, util-linux unshare), else why not."""
+    if shutil.which("unshare") is None:
+        return "no unshare command"
+    probe = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", "mount -t tmpfs none /mnt"],
+        capture_output=True,
+        text=True,
+    )
+    return None if probe.returncode == 0 else f"unshare --mount fails: {probe.stderr.strip()}"
+
+
+@pytest.fixture(scope="module")
+def hidden_store_cluster(tmp_path_factory):
+    """A store the coordinator sees, and a `dask scheduler` + `dask worker` (2 worker
+    processes) on 127.0.0.1 that do not: the workers run in a private mount namespace with an
+    empty tmpfs mounted over the store's parent directory, as on a node where the data's file
+    system is not mounted. Yields (address, store path)."""
+    why = _can_hide_a_directory()
+    if why is not None:
+        pytest.skip(why)
+    parent = tmp_path_factory.mktemp("node-local")
+    path = write_synthetic_zarr(parent / "hidden.zarr", 4000, D, K, chunk_rows=1000, seed=1)
+    dask_cmd = shutil.which("dask", path=os.path.dirname(sys.executable)) or shutil.which("dask")
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    quiet = dict(env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    scheduler = [dask_cmd, "scheduler", "--host", "127.0.0.1", "--port", str(port)]
+    worker = [dask_cmd, "worker", address, "--nworkers", "2", "--nthreads", "1"]
+    hide = ["unshare", "--mount", "--propagation", "private", "sh", "-c"]
+    hide += ['mount -t tmpfs mixstream-test "$0" && exec "$@"', str(parent)]
+    procs = [subprocess.Popen([*scheduler, "--dashboard-address", ":0", "--no-show"], **quiet)]
+    try:
+        procs.append(
+            subprocess.Popen([*hide, *worker, "--no-dashboard", "--memory-limit", "0"], **quiet)
+        )
+        with Client(address, timeout=60) as c:
+            c.wait_for_workers(2, timeout=60)
+            # the premise: the store is there for the coordinator, not for the workers
+            assert os.path.isdir(path)
+            assert list(c.run(os.path.exists, path).values()) == [False, False]
+            assert list(c.run(os.path.isdir, str(parent)).values()) == [True, True]
+        yield address, path
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def test_workers_that_cannot_see_the_store_give_a_clear_error(hidden_store_cluster, centers):
+    address, path = hidden_store_cluster
+    src = ZarrSource(path, batch_size=1000)
+    assert src.read(0).shape == (1000, D)  # the coordinator reads it
+    with pytest.raises(StoreNotVisibleError, match=r"2 of 2 Dask worker.*hidden\.zarr.*does not"):
+        DaskExecutor(src, client=address)
+    # without the up-front check, the first task that opens the store fails just as clearly
+    ex = DaskExecutor(src, client=address, check_store=False, retries=0)
     with pytest.raises(StoreNotVisibleError, match=r"could not open the data at .*hidden\.zarr"):
         ex.map_sum(kmeans_batch, centers)
     ex.close()
+
+
+def test_fit_and_cli_on_workers_that_cannot_see_the_store(hidden_store_cluster, tmp_path):
+    """The same at the fit level: MixtureModel.fit and `mixstream fit --scheduler` stop before
+    the first lap with an error naming the store, and write nothing."""
+    address, path = hidden_store_cluster
+    ckpt = tmp_path / "checkpoints"
+    est = MixtureModel(K, algorithm="vb", max_laps=3, client=address, checkpoint_dir=ckpt)
+    with pytest.raises(StoreNotVisibleError, match=r"worker.*cannot open the data at .*hidden"):
+        est.fit(path)
+    assert not ckpt.exists() or not any(ckpt.rglob("*"))
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mixstream.cli", "fit", path, "--out", str(out)]
+    cmd += ["--no-prefect", "--scheduler", address, "--max-laps", "3"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("mixstream: error: ") and "Traceback" not in run.stderr
+    assert re.search(r"2 of 2 Dask worker.*cannot open the data at .*hidden\.zarr", last), last
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
 
 
 def test_worker_killed_mid_map_gives_the_same_result(client, store, centers):

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -21,6 +22,10 @@ from distributed import Client, LocalCluster
 
 from mixstream import MixtureModel
 from mixstream.data.synthetic import write_synthetic_zarr
+from mixstream.data.zarr_source import StoreReadError
+from mixstream.engine.checkpoint import CheckpointMismatch, checkpoint_path
+from mixstream.engine.progress import batch_listener
+from mixstream.io import read_model_file
 
 N, D, K = 12_000, 3, 4
 
@@ -196,3 +201,101 @@ def test_predict_and_score_on_a_store_write_zarr(store, tmp_path, local_cluster)
 def test_missing_store_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nowhere\.zarr"):
         MixtureModel(2).fit(str(tmp_path / "nowhere.zarr"))
+
+
+# ---------------------------------------------------------------------- bad data, no partial output
+def nan_store(path, row=2503):
+    """A store of N rows whose row ``row`` holds a NaN (in chunk row // 500)."""
+    path = write_synthetic_zarr(path, N, D, K, chunk_rows=500, seed=3)
+    zarr.open_group(path, mode="a")["X"][row, 1] = np.nan
+    return path
+
+
+def corrupted_store(path, chunk=5):
+    """A store whose chunk ``chunk`` of X has its bytes overwritten on disk."""
+    path = write_synthetic_zarr(path, N, D, K, chunk_rows=500, seed=3)
+    chunk_file = Path(path) / "X" / "c" / str(chunk) / "0"
+    size = chunk_file.stat().st_size
+    chunk_file.write_bytes(
+        np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes()
+    )
+    return path
+
+
+def written_files(directory) -> list[Path]:
+    return sorted(p for p in Path(directory).rglob("*") if p.is_file())
+
+
+def assert_only_complete_checkpoint(directory) -> int:
+    """``directory`` holds one checkpoint, complete (it reads back), and nothing else (no
+    temporary or partial file); returns the laps it holds."""
+    files = written_files(directory)
+    assert files == [checkpoint_path(directory)], files
+    meta, _ = read_model_file(files[0])
+    return int(meta["result"]["n_iter"])
+
+
+@pytest.fixture(params=["in-process", "local-cluster"])
+def engine_client(request):
+    return None if request.param == "in-process" else request.getfixturevalue("local_cluster")
+
+
+BAD_FIT = dict(n_components=K, algorithm="vb", batch_size=1000, max_laps=20, tol=0.0)
+
+
+@pytest.mark.parametrize(
+    "make, error, message",
+    [
+        (
+            nan_store,
+            ValueError,
+            r"nan\.zarr/X.* batch 2 \(rows 2000:3000\) holds NaN.*first rows: \[2503\]",
+        ),
+        (
+            corrupted_store,
+            StoreReadError,
+            r"corrupted\.zarr/X.* batch 2 \(rows 2000:3000\).*cannot read or decode",
+        ),
+    ],
+    ids=["nan-chunk", "corrupted-chunk"],
+)
+def test_bad_chunk_stops_the_fit_with_store_batch_rows_and_writes_nothing(
+    tmp_path, engine_client, make, error, message
+):
+    path = make(tmp_path / f"{make.__name__.split('_')[0]}.zarr")
+    ckpt = tmp_path / "checkpoints"
+    est = MixtureModel(**BAD_FIT, random_state=0, checkpoint_dir=ckpt, client=engine_client)
+    with pytest.raises(error, match=message):
+        est.fit(path)
+    assert written_files(tmp_path / "checkpoints") == []  # no checkpoint, no temporary file
+    assert not hasattr(est, "model_")
+
+
+def test_store_resized_between_laps_stops_the_fit_and_keeps_only_complete_laps(
+    tmp_path, engine_client
+):
+    """A second writer grows the array while the fit runs (after lap 1's checkpoint): the next
+    batch read fails naming the store and both shapes; the checkpoint on disk is the complete
+    one of an earlier lap, and a fit started again on the changed store refuses it."""
+    path = write_synthetic_zarr(tmp_path / "grow.zarr", N, D, K, chunk_rows=500, seed=3)
+    ckpt = tmp_path / "checkpoints"
+    resized = []
+
+    def grow_after_lap_1(event) -> None:
+        # runs in the coordinator as each batch of the fit finishes
+        if not resized and checkpoint_path(ckpt).exists():
+            zarr.open_group(path, mode="a")["X"].resize((N + 500, D))
+            resized.append(event.batch)
+
+    est = MixtureModel(**BAD_FIT, random_state=0, checkpoint_dir=ckpt, client=engine_client)
+    message = (
+        rf"grow\.zarr/X.*changed since its batches were planned.*\({N}, {D}\).*\({N + 500}, {D}\)"
+    )
+    with batch_listener(grow_after_lap_1), pytest.raises(ValueError, match=message):
+        est.fit(path)
+    assert resized, "the store was never resized: the fit did not reach lap 2"
+    laps = assert_only_complete_checkpoint(ckpt)
+    assert 1 <= laps < BAD_FIT["max_laps"]
+    with pytest.raises(CheckpointMismatch, match="n_rows"):
+        MixtureModel(**BAD_FIT, random_state=0, checkpoint_dir=ckpt).fit(path)
+    assert assert_only_complete_checkpoint(ckpt) == laps  # the refused resume changed nothing

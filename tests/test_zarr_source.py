@@ -227,7 +227,9 @@ def test_weights_sibling_array(tmp_path):
     neg = w.copy()
     neg[5] = -1.0
     path2 = _store(tmp_path / "wneg.zarr", _data(), chunks=(100, 3), weights=neg)
-    with pytest.raises(ValueError, match=r"weights.*batch 0 holds negative values.*\[5\]"):
+    with pytest.raises(
+        ValueError, match=r"weights.*batch 0 \(rows 0:\d+\) holds negative values.*\[5\]"
+    ):
         ZarrSource(path2, weights="weights").read_weights(0)
     root = _store(tmp_path / "root.zarr", _data(), chunks=(100, 3), group=False)
     with pytest.raises(ValueError, match="needs X to sit in a group"):

@@ -293,13 +293,15 @@ class ZarrSource:
             raise ValueError(
                 f"Zarr store {self.name!r} changed since its batches were planned: shape "
                 f"{(self.n_rows, self.n_features)} dtype {self.dtype} then, shape {shape} dtype "
-                f"{np.dtype(arr.dtype)} now; make a new ZarrSource"
+                f"{np.dtype(arr.dtype)} now; a fit cannot go on over data that changed under "
+                "it: start it again on the data as it is now"
             )
         Xb = self._read_rows(arr, start, stop, i, "data")
         if Xb.dtype != np.float32:
             Xb = Xb.astype(np.float64)
         if not self.validated:
-            check_finite(Xb, f"Zarr store {self.name!r} batch {i}", row_offset=start)
+            where = f"Zarr store {self.name!r} batch {i} (rows {start}:{stop})"
+            check_finite(Xb, where, row_offset=start)
         return Xb
 
     def read_weights(self, i: int) -> np.ndarray | None:
@@ -314,7 +316,7 @@ class ZarrSource:
                 f"({self.n_rows},) then, {tuple(arr.shape)} now"
             )
         w = self._read_rows(arr, start, stop, i, "weights").astype(np.float64)
-        where = f"weights {self.url}/{self.weights_path} batch {i}"
+        where = f"weights {self.url}/{self.weights_path} batch {i} (rows {start}:{stop})"
         check_finite(w, where, row_offset=start)
         if (w < 0).any():
             rows = (np.flatnonzero(w < 0)[:5] + start).tolist()

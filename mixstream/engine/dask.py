@@ -5,7 +5,9 @@ coordinator sends the payload (model or centres) once per call, as a task the wo
 receives only the results. ``map_sum`` adds the batch results on the cluster in the same fixed
 pairwise tree as ``SuffStats.sum``, so it returns bit for bit what ``LocalExecutor.map_sum``
 returns, whichever worker answers first and whether or not a worker died on the way (a batch's
-result is a pure function of (batch, payload), so a lost task is simply run again).
+result is a pure function of (batch, payload), so a lost task is simply run again). When a
+``mixstream.engine.progress.batch_listener`` is active, each batch task is reported, in the
+caller's thread, as it finishes on the cluster.
 
     with DaskExecutor(ZarrSource("big.zarr"), n_workers=4) as ex:       # a LocalCluster
         SS = ex.map_sum(kmeans_batch, centers)
@@ -24,6 +26,7 @@ from typing import Any
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from mixstream.engine.local import check_on_device, run_batch
+from mixstream.engine.progress import BatchReporter
 from mixstream.learn.executor import BatchSource
 from mixstream.suffstats import SuffStats
 
@@ -335,6 +338,19 @@ class DaskExecutor:
         ]
         return payload_f, futures
 
+    def _follow(self, futures: list[Any], ids: list[int], report: BatchReporter) -> None:
+        """Report each batch task as it finishes (in this thread), until all have finished or
+        one has failed; the caller's gather then returns the results or raises the error."""
+        if not report:
+            return
+        from distributed import as_completed
+
+        batch_of = {f.key: i for f, i in zip(futures, ids)}
+        for f in as_completed(futures):
+            if f.status != "finished":
+                break
+            report(batch_of[f.key])
+
     def _gather(self, futures: list[Any]) -> list[Any]:
         try:
             return self.client.gather(futures)
@@ -366,8 +382,14 @@ class DaskExecutor:
         ids = self._ids(batch_ids)
         if not ids:
             return []
+        report = BatchReporter(self.source.batches, ids)
         payload_f, futures = self._submit_batches(fn, payload, ids, kw, _token())
         try:
+            try:
+                self._follow(futures, ids, report)
+            except BaseException:
+                self.client.cancel(futures)
+                raise
             return self._gather(futures)
         finally:
             del futures, payload_f
@@ -385,7 +407,9 @@ class DaskExecutor:
         if not ids:
             raise ValueError("cannot sum an empty sequence of SuffStats (no batches)")
         token = _token()
+        report = BatchReporter(self.source.batches, ids)
         payload_f, level = self._submit_batches(fn, payload, ids, kw, token)
+        batch_futures = list(level)
         all_futures = list(level)
         depth = 0
         # the same tree as SuffStats.sum: pairs (0+1), (2+3), ... with an odd last one carried up
@@ -406,6 +430,7 @@ class DaskExecutor:
             level = [*sums, level[-1]] if len(level) % 2 else sums
         root = level[0]
         try:
+            self._follow(batch_futures, ids, report)
             total = self._gather([root])[0]
             if self.backend == "cupy" and isinstance(total, SuffStats):
                 check_on_device(total)
@@ -414,7 +439,7 @@ class DaskExecutor:
             self.client.cancel(all_futures)
             raise
         finally:
-            del all_futures, level, root, payload_f
+            del all_futures, batch_futures, level, root, payload_f
 
     # ------------------------------------------------------------------ lifetime
     def _check_open(self) -> None:

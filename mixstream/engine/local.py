@@ -8,6 +8,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from mixstream.backend import namespace, to_device
+from mixstream.engine.progress import BatchReporter
 from mixstream.learn.executor import BatchSource
 from mixstream.parallel import get_num_threads, in_worker_thread, map_ordered
 from mixstream.suffstats import SuffStats
@@ -68,7 +69,8 @@ class LocalExecutor:
 
     Batches run in threads (one BLAS thread each), so reading and decoding one batch overlaps
     the local step of another; results come back in batch order, so sums do not depend on the
-    number of threads.
+    number of threads. Each finished batch is reported to the listeners of
+    ``mixstream.engine.progress.batch_listener`` (progress bars).
 
     Parameters
     ----------
@@ -94,18 +96,29 @@ class LocalExecutor:
         batch_ids: Sequence[int] | None = None,
         **kw: Any,
     ) -> list[Any]:
-        ids = range(len(self.source.batches)) if batch_ids is None else batch_ids
+        ids = list(range(len(self.source.batches)) if batch_ids is None else batch_ids)
+        report = BatchReporter(self.source.batches, ids)
         # one device: batches of a cupy fit queue on it anyway, so they run in turn; and small
         # batches cost less one after another than handed to threads
         rows = sum(int(b[1]) - int(b[0]) for b in (self.source.batches[i] for i in ids))
         small = rows < MIN_THREADED_ROWS * len(ids)
         threads = 1 if self.backend != "numpy" or small else self.n_threads
         if threads == 1 or len(ids) < 2 or in_worker_thread():
-            return [run_batch(self.source, fn, payload, i, self.backend, kw) for i in ids]
-        return self._map_read_ahead(fn, payload, list(ids), kw, threads)
+            out = []
+            for i in ids:
+                out.append(run_batch(self.source, fn, payload, i, self.backend, kw))
+                report(i)
+            return out
+        return self._map_read_ahead(fn, payload, ids, kw, threads, report)
 
     def _map_read_ahead(
-        self, fn: Callable[..., Any], payload: Any, ids: list[int], kw: dict, threads: int | None
+        self,
+        fn: Callable[..., Any],
+        payload: Any,
+        ids: list[int],
+        kw: dict,
+        threads: int | None,
+        report: BatchReporter,
     ) -> list[Any]:
         """One reader thread stays ``READ_AHEAD`` batches ahead; the batch functions run in the
         thread pool. One reader, because several threads reading one Zarr store contend in
@@ -123,7 +136,9 @@ class LocalExecutor:
                     reads[next_read] = reader.submit(read_batch, self.source, ids[next_read])
                     next_read += 1
                 pending = reads.pop(j)
-            return apply_batch(self.source, fn, payload, ids[j], self.backend, kw, pending.result())
+            out = apply_batch(self.source, fn, payload, ids[j], self.backend, kw, pending.result())
+            report(ids[j])
+            return out
 
         with ThreadPoolExecutor(1, thread_name_prefix="mixstream-read") as reader:
             try:
