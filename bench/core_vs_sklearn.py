@@ -66,6 +66,35 @@ def per_iteration(fit_for, iters: int) -> float:
     return (timed(lambda: fit_for(1 + iters)) - timed(lambda: fit_for(1))) / iters
 
 
+def phase_breakdown(model, X: np.ndarray, block: int) -> dict[str, float]:
+    """Seconds per phase of the local step + summary over all of X, one thread, same blocks."""
+    from threadpoolctl import threadpool_limits
+
+    from mixstream.backend import softmax_rows
+
+    obs, starts = model.obs, range(0, X.shape[0], block)
+    theta = obs._theta.copy()
+    theta[0] += model.alloc.log_weights()
+    out = dict.fromkeys(("features", "log-prob GEMM", "softmax", "entropy", "stats GEMM"), 0.0)
+    with threadpool_limits(1):
+        for s in starts:
+            Xb = X[s : s + block]
+            t0 = time.perf_counter()
+            feat = obs._features(Xb, np)
+            t1 = time.perf_counter()
+            lp = obs._lp_from_features(feat, np, theta)
+            t2 = time.perf_counter()
+            _, log_resp, resp = softmax_rows(lp)
+            t3 = time.perf_counter()
+            np.einsum("nk,nk->k", resp, log_resp)
+            t4 = time.perf_counter()
+            feat @ resp
+            t5 = time.perf_counter()
+            for key, dt in zip(out, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+                out[key] += dt
+    return out
+
+
 def local_step_flops(n: int, d: int, k: int, cov: str) -> float:
     """Multiply-adds x 2 of the products mixstream's local step runs."""
     if cov == "full":
@@ -160,6 +189,7 @@ def main() -> None:
     flops = local_step_flops(a.n, a.d, a.k, a.cov)
     gflops, gflops_sum = flops / best / 1e9, 2 * flops / best_sum / 1e9
     peak = gemm_rate()
+    phases = phase_breakdown(model, X, block)
 
     print(
         f"machine: {platform.processor() or platform.machine()}, {platform.system()}, "
@@ -177,6 +207,10 @@ def main() -> None:
         f"local step + summary: {best_sum:.3f} s, {gflops_sum:.1f} GFLOP/s -> "
         f"{100 * gflops_sum / peak:.0f}% of GEMM rate (both products counted)"
     )
+    total = sum(phases.values())
+    print(f"\nwhere one thread spends a local step + summary ({total:.3f} s, same blocks):")
+    for name, sec in phases.items():
+        print(f"  {name:<14}{sec:>8.3f} s {100 * sec / total:>5.0f}%")
 
 
 if __name__ == "__main__":

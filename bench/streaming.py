@@ -50,8 +50,6 @@ def start_model(source, k: int):
 
 
 def main() -> None:
-    from distributed import Client, LocalCluster
-
     from mixstream.data.synthetic import write_synthetic_zarr
     from mixstream.data.zarr_source import ZarrSource
     from mixstream.engine.dask import DaskExecutor
@@ -101,11 +99,8 @@ def main() -> None:
     rows.append(("lap, in-process 1 thr", t_local))
     dask_times = {}
     for n in (1, 2):
-        with (
-            LocalCluster(n_workers=n, threads_per_worker=1, dashboard_address=":0") as cl,
-            Client(cl) as client,
-            DaskExecutor(source, client=client) as ex,
-        ):
+        # the LocalCluster mixstream starts itself, as a fit without client= gets it
+        with DaskExecutor(source, n_workers=n, threads_per_worker=1, dashboard_address=":0") as ex:
             lap_seconds(model, ex)  # warm-up: imports and first reads on the workers
             dask_times[n] = lap_seconds(model, ex)
         rows.append((f"lap, Dask {n} worker{'s' if n > 1 else ''}", dask_times[n]))

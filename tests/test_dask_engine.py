@@ -12,6 +12,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import dask
 import numpy as np
 import psutil
 import pytest
@@ -387,6 +388,10 @@ def _alive(pids):
     return out
 
 
+def _worker_saturation(dask_scheduler=None):
+    return dask_scheduler.WORKER_SATURATION
+
+
 def test_own_local_cluster_starts_logs_and_leaves_nothing_running(store, centers, caplog):
     me = psutil.Process()
     before = {p.pid for p in me.children(recursive=True)}
@@ -407,6 +412,10 @@ def test_own_local_cluster_starts_logs_and_leaves_nothing_running(store, centers
     assert len(worker_pids) == 2 and os.getpid() not in worker_pids
     for state in ex.client.run(blas_state).values():
         assert state["max_threads"] == 1 and state["env"]["OPENBLAS_NUM_THREADS"] == "1"
+    # batch tasks go to the workers up front on a cluster of our own (no root-task queuing)
+    saturation = ex.client.run_on_scheduler(_worker_saturation)
+    assert saturation == float("inf")
+    assert dask.config.get("distributed.scheduler.worker-saturation") != saturation
     assert_same_stats(
         ex.map_sum(kmeans_batch, centers), LocalExecutor(src).map_sum(kmeans_batch, centers)
     )
