@@ -67,6 +67,33 @@ def test_half_written_checkpoint_is_never_read(tmp_path):
         MixtureModel(**OPTIONS, checkpoint_dir=tmp_path).fit(X)
 
 
+SOVB_OPTIONS = dict(
+    n_components=4, algorithm="sovb", tol=0.0, max_laps=6, batch_size=300, random_state=3
+)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_interrupted_sovb_fit_resumes_its_step_size_schedule(tmp_path):
+    X = data()  # 10 batches of 300 rows: 10 stochastic steps per lap
+    full = MixtureModel(**SOVB_OPTIONS).fit(X)
+    est = MixtureModel(**SOVB_OPTIONS, checkpoint_dir=tmp_path)
+    run = est.start_fit(LocalExecutor(open_source(X, 300)))
+    for _ in range(2):
+        run.step()
+    del run  # the coordinator "dies" after lap 2
+    again = MixtureModel(**SOVB_OPTIONS, checkpoint_dir=tmp_path)
+    run = again.start_fit(LocalExecutor(open_source(X, 300)))
+    assert run.resumed_from_lap == 2
+    assert run.state.t == 20  # the step counter came back with the checkpoint
+    resumed = again.fit(X)
+    np.testing.assert_array_equal(resumed.means_, full.means_)
+    np.testing.assert_array_equal(resumed.weights_, full.weights_)
+    for key in ("elbo", "rho"):
+        assert [h[key] for h in resumed.history_] == [h[key] for h in full.history_]
+    rho = [h["rho"] for h in resumed.history_]
+    assert np.all(np.diff(rho) < 0), rho
+
+
 SCRIPT = textwrap.dedent(
     """
     import sys, time
@@ -111,3 +138,168 @@ def test_coordinator_killed_mid_fit_resumes(tmp_path):
     assert not Path(cut / "means.npy").exists()  # it really died before finishing
     subprocess.run([sys.executable, script, cut, "fast"], check=True, timeout=300, env=ENV)
     np.testing.assert_array_equal(np.load(cut / "means.npy"), np.load(ref / "means.npy"))
+
+
+# ---------------------------------------------------------------------- the real command, killed
+CLI_LAPS = 10
+
+
+def _mixstream_command() -> list[str]:
+    """The installed console script of this venv (the package's own entry point), else the
+    module."""
+    import shutil
+
+    script = shutil.which("mixstream", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "mixstream.cli"]
+
+
+def _lap_numbers(text: str) -> list[int]:
+    import re
+
+    return [int(n) for n in re.findall(r"^lap +(\d+)/\d+ ", text, re.M)]
+
+
+@pytest.mark.slow
+def test_cli_fit_on_a_local_cluster_killed_mid_fit_resumes_from_its_last_lap(tmp_path):
+    """`mixstream fit STORE --out DIR` on a Zarr store with a Dask LocalCluster, SIGKILLed after
+    its second checkpointed lap, then run again: it resumes from the last complete lap, ends
+    with the parameters of an uninterrupted fit, and leaves no Dask process running."""
+    import json
+    import re
+    import warnings
+
+    import psutil
+    from conftest import TrackedRun, subprocess_env
+
+    from flows import pipeline
+    from mixstream.data.synthetic import write_synthetic_zarr
+    from mixstream.io import read_model_file
+
+    store = write_synthetic_zarr(tmp_path / "points.zarr", 6000, 2, 3, chunk_rows=1000, seed=4)
+    out = tmp_path / "run"
+    cmd = [
+        *_mixstream_command(),
+        "fit",
+        store,
+        "--out",
+        str(out),
+        "--no-prefect",
+        "--workers",
+        "2",
+        "--batch-size",
+        "1000",
+        "--max-laps",
+        str(CLI_LAPS),
+        "--tol",
+        "0",
+        "--seed",
+        "1",
+        "--progress",
+    ]
+    env = subprocess_env()
+    err_file = tmp_path / "killed.stderr"
+    with open(err_file, "w") as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    parent = psutil.Process(proc.pid)
+    started: dict[int, psutil.Process] = {}
+    cmdlines: dict[int, str] = {}
+
+    def record_children() -> None:
+        try:
+            for child in parent.children(recursive=True):
+                if child.pid not in started:
+                    started[child.pid] = child
+                    cmdlines[child.pid] = " ".join(_cmdline(child))
+        except psutil.Error:
+            pass
+
+    deadline = time.monotonic() + 180
+    try:
+        # a lap's line is printed after its checkpoint is on disk
+        while not [n for n in _lap_numbers(err_file.read_text()) if n >= 2]:
+            assert proc.poll() is None, f"the fit ended early: {err_file.read_text()[-2000:]}"
+            assert time.monotonic() < deadline, err_file.read_text()[-2000:]
+            record_children()
+            time.sleep(0.02)
+        record_children()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    printed = _lap_numbers(err_file.read_text())
+    workers = [pid for pid, line in cmdlines.items() if "spawn_main" in line]
+    assert len(workers) >= 2, cmdlines  # the worker processes of a real LocalCluster
+    # the killed coordinator's LocalCluster goes with it: no worker (or nanny) outlives it
+    assert _still_running(started.values()) == []
+
+    assert not (out / "model.msz").exists()  # it died before finishing
+    meta, _ = read_model_file(checkpoint_path(out / "checkpoints"))
+    last = int(meta["result"]["n_iter"])
+    assert max(printed) <= last < CLI_LAPS, (printed, last)
+    assert [h["lap"] for h in meta["result"]["history"]] == list(range(1, last + 1))
+
+    again = TrackedRun(cmd, env).run(timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming from the checkpoint after lap {last}" in again.stderr
+    assert f"resumed          from the checkpoint after lap {last}" in again.stdout
+    # the rerun ran only the laps after the checkpoint, and the workers' batches of each
+    # (--progress: per-batch lines from the Dask executor)
+    assert _lap_numbers(again.stderr) == list(range(last + 1, CLI_LAPS + 1)), again.stderr
+    done = re.findall(r"^lap (\d+)  batches 6/6 \(100%\)$", again.stderr, re.M)
+    assert [int(n) for n in done] == list(range(last + 1, CLI_LAPS + 1)), again.stderr
+    assert json.loads((out / "run.json").read_text())["resumed_from_lap"] == last
+    assert not checkpoint_path(out / "checkpoints").exists()  # a finished fit drops it
+    assert again.survivors() == []
+
+    options = pipeline.fit_options(max_laps=CLI_LAPS, tol=0.0, batch_size=1000, random_state=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # not converged: tol=0 runs every lap
+        uninterrupted = MixtureModel(**options).fit(store)
+    resumed = MixtureModel.load(out / "model.msz")
+    assert [h["lap"] for h in resumed.history_] == list(range(1, CLI_LAPS + 1))
+    assert resumed.n_components_ == uninterrupted.n_components_
+    for name in ("means_", "weights_", "covariances_", "lower_bounds_"):
+        np.testing.assert_allclose(
+            getattr(resumed, name), getattr(uninterrupted, name), rtol=1e-10, err_msg=name
+        )
+
+
+def _cmdline(proc) -> list[str]:
+    import psutil
+
+    try:
+        return proc.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _still_running(procs, grace: float = 30.0) -> list[str]:
+    """Those of ``procs`` still running (zombies count as gone) after ``grace`` seconds; they
+    are killed before returning."""
+    import psutil
+
+    deadline = time.monotonic() + grace
+    alive = list(procs)
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if _running(p)]
+        time.sleep(0.2)
+    names = []
+    for p in alive:
+        names.append(f"{p.pid} {' '.join(_cmdline(p))[:200]}")
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    return names
+
+
+def _running(proc) -> bool:
+    import psutil
+
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

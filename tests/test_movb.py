@@ -2,21 +2,25 @@
 checkpointable state, DP MAP and classification EM in the same loop."""
 
 from itertools import pairwise
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from scipy.special import logsumexp
 from sklearn.metrics import adjusted_rand_score
 
+from mixstream import MixtureModel
 from mixstream.alloc import DPAlloc, FiniteAlloc
 from mixstream.data.array_source import ArraySource
 from mixstream.engine.local import LocalExecutor
+from mixstream.learn.algorithms import advance, state_from_arrays, state_to_arrays
 from mixstream.learn.em import fit_em
-from mixstream.learn.executor import summarize_batch
+from mixstream.learn.executor import kmeans_batch, summarize_batch
 from mixstream.learn.history import FitResult
 from mixstream.learn.init import initialize
-from mixstream.learn.kmeans import fit_cem
+from mixstream.learn.kmeans import fit_cem, memo_inertia, memo_lloyd
 from mixstream.learn.movb import MemoState, fit_movb, memo_batch, refresh_lap
+from mixstream.learn.moves.base import min_gain, score
 from mixstream.learn.vb import fit_full_batch
 from mixstream.model import Model
 from mixstream.obs.bernoulli import BernoulliObs
@@ -77,35 +81,140 @@ class RecordingExecutor(LocalExecutor):
         return super().map(fn, payload, batch_ids, **kw)
 
 
-class Auditor:
-    """on_lap hook: rebuilds every batch's responsibilities from the data (the local step of its
-    last visit, then the lap's accepted moves applied to them), re-summarizes them and checks
-    the memo against them: each cached entry, the total and the recorded ELBO."""
+class Replay:
+    """One batch's responsibilities as the memo should hold them, rebuilt from the data: the
+    local step of the batch's last visit (log-responsibilities over that visit's components),
+    then the lap's accepted moves applied to them in order. ``hard``: one-hot at the argmax."""
 
-    def __init__(self, executor, state):
-        self.ex, self.state, self.log_resp = executor, state, {}
+    def __init__(self, uids, log_resp, hard=False):
+        self.uids0 = [int(u) for u in uids]
+        self.L, self.hard = log_resp, hard
+        self.owner = {u: u for u in self.uids0}  # visit component -> component it is now part of
+        self.deleted = set()  # visit components deleted (their rows renormalized over the rest)
+        self.order = list(self.uids0)  # components now, in the model's order
+
+    def copy(self):
+        out = Replay(self.uids0, self.L, self.hard)
+        out.owner, out.deleted, out.order = dict(self.owner), set(self.deleted), list(self.order)
+        return out
+
+    def _relabel(self, old, new):
+        for u, o in self.owner.items():
+            if o in old:
+                self.owner[u] = new
+        self.order = [u for u in self.order if u not in old]
+
+    def apply(self, event):
+        move, uids = event["move"], event.get("uids")
+        if move == "merge":  # the merged component keeps the first uid (the earlier position)
+            self._relabel({uids[1]}, uids[0])
+        elif move == "birth_undo":  # new components folded back into their target
+            self._relabel(set(uids[1:]), uids[0])
+        elif move == "delete":
+            gone = set(uids)
+            self.deleted |= {u for u, o in self.owner.items() if o in gone}
+            self.order = [u for u in self.order if u not in gone]
+        elif move == "reorder":
+            assert sorted(uids) == sorted(self.order)
+            self.order = list(uids)
+        # "birth" (created at the lap's start, visited since) and "birth_check": no change
+
+    def stats(self, model, X):
+        """Statistics of these responsibilities, components in ``self.order``."""
+        cols = [j for j, u in enumerate(self.uids0) if u not in self.deleted]
+        L = self.L[:, cols]
+        L = L - logsumexp(L, axis=1, keepdims=True)  # a delete renormalizes over the rest
+        where = {u: i for i, u in enumerate(self.order)}
+        col_of = np.array([where[self.owner[self.uids0[j]]] for j in cols])
+        n, K = X.shape[0], len(self.order)
+        if self.hard:
+            R = np.zeros((n, K))
+            R[np.arange(n), col_of[L.argmax(axis=1)]] = 1.0
+            LP = {"resp": R, "log_norm": np.zeros(n), "hard": True}
+        else:
+            out = np.full((n, K), -np.inf)
+            for c in range(K):
+                out[:, c] = logsumexp(L[:, col_of == c], axis=1)
+            LP = {"resp": np.exp(out), "log_resp": out, "log_norm": np.zeros(n)}
+        m = model.copy()
+        m.uids = np.array(self.order, np.int64)
+        return m.summarize(X, LP)
+
+
+class Auditor:
+    """on_lap hook: replays every batch's responsibilities from the data (``Replay``) and checks
+    the memo against them: each cached entry, the total and the recorded ELBO; and every
+    logged move: its recorded ELBO equals the ELBO of the replayed state it names, and it meets
+    its acceptance rule (merges, deletes, reorders and kept births raise the ELBO; a birth is
+    kept exactly when the ELBO with it beats the ELBO with it folded back by more than
+    ``min_gain``)."""
+
+    def __init__(self, executor, state, hard=False, birth_mode="lap"):
+        self.ex, self.state, self.hard, self.birth_mode = executor, state, hard, birth_mode
+        self.replays = {}
         self.worst = 0.0
         self.laps = 0
+        self.checked = {}  # move name -> events checked against the data
+
+    def _elbo(self, model, replays):
+        src = self.ex.source
+        SS = SuffStats.sum(r.stats(model, src.read(b)) for b, r in sorted(replays.items()))
+        return score(model, SS)[0]
+
+    def _count(self, move):
+        self.checked[move] = self.checked.get(move, 0) + 1
+
+    def _check_rule(self, e):
+        move, before, after = e["move"], e.get("elbo_before"), e.get("elbo_after")
+        if move in ("merge", "delete") and not e.get("empty"):
+            assert after - before > min_gain(before), e
+        elif move == "delete":  # removing a component with no mass may leave the ELBO as it was
+            assert after >= before, e
+        elif move in ("reorder", "birth_revert"):
+            assert after > before, e
+        elif move == "birth" and self.birth_mode == "batch":  # inserted only on a rise
+            assert after - before > min_gain(before), e
+        elif move == "birth_check":
+            assert e["kept"] == (e["elbo_with"] - e["elbo_without"] > min_gain(e["elbo_with"]))
+        elif move == "birth_undo":  # the folded state was not worse by more than min_gain
+            assert after >= before - min_gain(before), e
+
+    def _replay_moves(self, model, record, replays):
+        """Apply the lap's moves to the replays, checking each; False if the lap was reverted."""
+        kept = 0
+        for e in record["move_log"]:
+            self._check_rule(e)
+            if e["move"] == "birth_revert":
+                return False
+            if e["move"] == "birth_check":
+                assert rel(e["elbo_with"], self._elbo(model, replays)) < 1e-8, e
+                folded = {b: r.copy() for b, r in replays.items()}
+                for r in folded.values():
+                    r.apply({"move": "birth_undo", "uids": e["uids"]})
+                assert rel(e["elbo_without"], self._elbo(model, folded)) < 1e-8, e
+                kept += int(e["kept"])
+                self._count("birth")
+            for r in replays.values():
+                r.apply(e)
+            if e["move"] in ("merge", "delete", "birth_undo", "reorder"):
+                assert rel(e["elbo_after"], self._elbo(model, replays)) < 1e-8, e
+                self._count(e["move"])
+        assert kept == record["moves_accepted"].get("birth", 0)
+        return True
 
     def __call__(self, model, record):
         src = self.ex.source
-        log = record["move_log"]
-        if not any(e["move"] == "birth_revert" for e in log):  # else: last lap's memo restored
-            lr = {
-                b: ([int(u) for u in snap.uids], snap.local_step(src.read(b))["log_resp"].copy())
-                for b, snap in self.ex.visits.items()
-            }
-            for e in log:
-                for b, (uids, L) in lr.items():
-                    lr[b] = _apply(e, uids, L)
-            self.log_resp = lr
+        replays = {
+            b: Replay(snap.uids, snap.local_step(src.read(b))["log_resp"].copy(), self.hard)
+            for b, snap in self.ex.visits.items()
+        }
+        if self._replay_moves(model, record, replays):
+            self.replays = replays  # else: the memo of the lap before was restored
         parts = []
         for b in range(len(src.batches)):
-            uids, L = self.log_resp[b]
-            L = L[:, [uids.index(int(u)) for u in model.uids]]
-            X = src.read(b)
-            LP = {"resp": np.exp(L), "log_resp": L, "log_norm": np.zeros(len(X))}
-            fresh = model.summarize(X, LP)
+            replay = self.replays[b]
+            assert replay.order == [int(u) for u in model.uids]
+            fresh = replay.stats(model, src.read(b))
             cached = self.state.cache[b].align(model.uids)
             for name in fresh.fields:
                 scale = max(float(np.abs(fresh[name]).max()), 1.0)
@@ -122,33 +231,13 @@ class Auditor:
         self.laps += 1
 
 
-def _apply(event, uids, L):
-    """The responsibilities (log) after one accepted move."""
-    move = event["move"]
-    if move == "merge":
-        keep, gone = event["uids"]
-        i, j = uids.index(keep), uids.index(gone)
-        L[:, i] = np.logaddexp(L[:, i], L[:, j])
-        return uids[:j] + uids[j + 1 :], np.delete(L, j, axis=1)
-    if move == "birth_undo":
-        target, *new = event["uids"]
-        i, js = uids.index(target), [uids.index(u) for u in new]
-        L[:, i] = logsumexp(L[:, [i, *js]], axis=1)
-        keep = [c for c in range(len(uids)) if c not in js]
-        return [uids[c] for c in keep], L[:, keep]
-    if move == "delete":
-        keep = [c for c in range(len(uids)) if uids[c] not in event["uids"]]
-        Lk = L[:, keep]
-        return [uids[c] for c in keep], Lk - logsumexp(Lk, axis=1, keepdims=True)
-    return uids, L  # birth creation (re-visited since), reorder (columns matched by uid)
-
-
 def audited_fit(model, ex, **kw):
     state = MemoState()
-    audit = Auditor(ex, state)
+    mode = kw.get("move_options", {}).get("birth", {}).get("mode", "lap")
+    audit = Auditor(ex, state, hard=kw.get("hard", False), birth_mode=mode)
     result = fit_movb(model, ex, cache=state, on_lap=audit, **kw)
     assert audit.laps == result.n_iter
-    return result, state
+    return result, state, audit
 
 
 def accepted_moves(history):
@@ -193,7 +282,7 @@ def test_single_batch_hard_equals_classification_em():
 def test_ten_batches_monotone_and_memo_exact(alloc):
     X, _ = blobs(3000, 3, 5, seed=2, scale=2.5)
     model, ex = make(X, 8, batch_size=300, alloc=alloc(1.0), executor=RecordingExecutor)
-    result, _ = audited_fit(model, ex, max_laps=15, tol=0.0, rng=0)
+    result, _, _ = audited_fit(model, ex, max_laps=15, tol=0.0, rng=0)
     assert result.n_iter == 15
     assert_monotone(result.history)
 
@@ -210,12 +299,10 @@ def test_ten_batches_with_moves_monotone_and_memo_exact(K, data):
         X, labels = binary(3000, 20, 4, seed=3)
         obs = BernoulliObs()
     model, ex = make(X, K, batch_size=300, obs=obs, executor=RecordingExecutor)
-    result, _ = audited_fit(model, ex, max_laps=25, tol=1e-6, rng=0, moves=ALL_MOVES)
+    result, _, audit = audited_fit(model, ex, max_laps=25, tol=1e-6, rng=0, moves=ALL_MOVES)
     assert_monotone(result.history)
-    for h in result.history:
-        for e in h["move_log"]:
-            if e["move"] != "birth":  # lap-mode births are judged at the end of the lap
-                assert e["elbo_after"] > e["elbo_before"], e
+    # every accepted move was checked against the data (births by their end-of-lap judgement)
+    assert audit.checked.get("birth" if K == 1 else "merge", 0) >= 1
     acc = accepted_moves(result.history)
     if K == 1:
         assert acc["birth"] >= 1
@@ -232,7 +319,7 @@ def test_batch_mode_births_are_exact():
     # "batch" mode judges a birth on one batch: the batch must hold enough of each cluster
     X, _ = blobs(10000, 4, 5, seed=4)
     model, ex = make(X, 1, batch_size=1000, executor=RecordingExecutor)
-    result, _ = audited_fit(
+    result, _, audit = audited_fit(
         model,
         ex,
         max_laps=20,
@@ -242,10 +329,118 @@ def test_batch_mode_births_are_exact():
         move_options={"birth": {"mode": "batch"}},
     )
     assert_monotone(result.history)
-    for h in result.history:
-        for e in h["move_log"]:
-            assert e["elbo_after"] > e["elbo_before"], e
+    assert accepted_moves(result.history)["birth"] >= 1
+    assert audit.checked["birth"] >= 1
     assert model.K == 5
+
+
+@pytest.mark.parametrize("K", [1, 12])
+def test_moves_with_hard_assignments_are_exact(K):
+    # one-hot responsibilities ("hard" VB): a merge of one-hot columns, a delete that sends each
+    # row to its best remaining component and a birth that splits a target's rows stay one-hot,
+    # so the moves are exact for the classification objective; the Auditor replays them hard
+    X, labels = blobs(3000, 4, 5, seed=3)
+    model, ex = make(X, K, batch_size=300, executor=RecordingExecutor)
+    result, state, audit = audited_fit(
+        model, ex, max_laps=25, tol=1e-6, rng=0, moves=ALL_MOVES, hard=True
+    )
+    assert_monotone(result.history)
+    assert result.converged and model.K == 5
+    assert audit.checked.get("birth" if K == 1 else "merge", 0) >= 1
+    assert all(np.all(ss["Hresp"] == 0.0) for ss in state.cache.values())
+    assert adjusted_rand_score(labels, model.local_step(X, hard=True)["resp"].argmax(1)) > 0.99
+
+
+def test_memoized_classification_em_with_merge_and_delete():
+    # classification EM (an EM model, hard) from a larger K: merges and deletes are exact and
+    # monotone there too
+    X, labels = blobs(3000, 4, 5, seed=3)
+    obs = GaussObs("full", inference="em", map_prior=True)
+    alloc = DPAlloc(1.0, inference="em")
+    model, ex = make(X, 12, batch_size=300, obs=obs, alloc=alloc, executor=RecordingExecutor)
+    result, _, audit = audited_fit(
+        model, ex, max_laps=25, tol=1e-6, rng=0, moves=("merge", "delete"), hard=True
+    )
+    assert_monotone(result.history)
+    assert audit.checked["merge"] >= 1 and audit.checked["delete"] >= 1
+    assert model.K == 5
+    assert adjusted_rand_score(labels, model.local_step(X, hard=True)["resp"].argmax(1)) > 0.99
+
+
+def test_births_are_refused_for_point_estimates():
+    X, _ = blobs(500, 2, 2, seed=12)
+    obs = GaussObs("full", inference="em")
+    model, ex = make(X, 1, obs=obs, alloc=DPAlloc(1.0, inference="em"))
+    with pytest.raises(ValueError, match="birth moves need a VB model"):
+        fit_movb(model, ex, moves=("birth", "merge"))
+
+
+# ---------------------------------------------------------------------- memoized hard variants
+HARD_OPTIONS = dict(n_components=5, random_state=0, max_laps=40, tol=1e-9)
+
+
+@pytest.mark.parametrize("algorithm", ["cem", "kmeans"])
+def test_estimator_memoized_hard_variant_single_batch_equals_full_batch(algorithm):
+    X, _ = blobs(3000, 3, 4, seed=13, scale=2.5)
+    full = MixtureModel(algorithm=algorithm, **HARD_OPTIONS).fit(X)
+    one = MixtureModel(algorithm=algorithm, batch_size=len(X), **HARD_OPTIONS).fit(X)
+    # batch_size routes to the memoized loop (its records say so) ...
+    assert ("inertia" if algorithm == "kmeans" else "move_log") in one.history_[-1]
+    assert "move_log" not in full.history_[-1] and "inertia" not in full.history_[-1]
+    # ... which with one batch is the full-batch algorithm, lap for lap
+    assert one.n_iter_ == full.n_iter_ > 2
+    assert one.converged_ and full.converged_
+    assert rel(one.lower_bound_, full.lower_bound_) < 1e-10
+    if algorithm == "cem":
+        assert rel([h["elbo"] for h in one.history_], [h["elbo"] for h in full.history_]) < 1e-10
+    for name in ("weights_", "means_", "covariances_"):
+        assert rel(getattr(one, name), getattr(full, name)) < 1e-10, name
+
+
+@pytest.mark.parametrize("algorithm", ["cem", "kmeans"])
+def test_estimator_memoized_hard_variant_ten_batches_is_monotone(algorithm):
+    X, labels = blobs(3000, 3, 4, seed=14, scale=2.5)
+    est = MixtureModel(algorithm=algorithm, batch_size=300, **HARD_OPTIONS).fit(X)
+    history = est.history_
+    assert len(history) == est.n_iter_ > 2 and est.converged_
+    if algorithm == "cem":
+        assert_monotone(history)
+    else:  # the inertia of memoized Lloyd never increases
+        inertia = [h["inertia"] for h in history]
+        assert all(b <= a * (1 + 1e-12) for a, b in pairwise(inertia)), inertia
+        assert inertia[-1] < inertia[0]
+    assert adjusted_rand_score(labels, est.predict(X)) > 0.9
+
+
+def test_memo_lloyd_inertia_is_exact():
+    X, _ = blobs(2000, 3, 4, seed=15, scale=2.5)
+    ex = LocalExecutor(ArraySource(X, 200))
+    centers, history, _ = memo_lloyd(ex, X[:4].copy(), max_laps=3, tol=0.0, rng=0)
+    assert len(history) == 3
+    d2 = ((X[:, None, :] - centers[None]) ** 2).sum(-1)
+    # the recorded inertia is that of the cached assignments (made while the centres moved) at
+    # the final centres: a fresh nearest-centre assignment can only be lower ...
+    assert history[-1]["inertia"] >= d2.min(1).mean() - 1e-12
+    # ... and the statistics of a pass at fixed centres give exactly the direct value
+    SS = ex.map_sum(kmeans_batch, centers)
+    assert rel(memo_inertia(SS, centers) / len(X), d2.min(1).mean()) < 1e-10
+
+
+def test_advance_routes_dp_map_with_moves_to_memoized_em():
+    # what MixtureModel(algorithm="em", allocation="dp", moves=("merge", "delete")) runs
+    X, labels = blobs(3000, 4, 5, seed=3)
+    obs = GaussObs("full", inference="em", map_prior=True)
+    model, ex = make(X, 12, batch_size=300, obs=obs, alloc=DPAlloc(1.0, inference="em"))
+    options = SimpleNamespace(algorithm="em", moves=("merge", "delete"), tol=1e-6, batch_size=300)
+    result, state, rng = FitResult(), None, np.random.default_rng(0)
+    while not result.converged and result.n_iter < 25:
+        result, state = advance(options, model, ex, result, state, rng)
+        state = state_from_arrays(options, state_to_arrays(state))  # as a checkpoint would
+    assert isinstance(state, MemoState)
+    assert_monotone(result.history)
+    assert result.converged and model.K == 5
+    assert accepted_moves(result.history)["merge"] >= 1
+    assert adjusted_rand_score(labels, model.local_step(X)["resp"].argmax(1)) > 0.99
 
 
 def test_refresh_lap_matches_fresh_summary():
@@ -294,7 +489,7 @@ def test_memo_state_roundtrip_and_resume():
 def test_batches_per_step_is_monotone():
     X, _ = blobs(3000, 3, 5, seed=7, scale=2.5)
     model, ex = make(X, 8, batch_size=300, executor=RecordingExecutor)
-    result, _ = audited_fit(model, ex, max_laps=10, tol=0.0, rng=0, batches_per_step=4)
+    result, _, _ = audited_fit(model, ex, max_laps=10, tol=0.0, rng=0, batches_per_step=4)
     assert_monotone(result.history)
 
 

@@ -85,7 +85,9 @@ def summarize_batch(
 
 
 def kmeans_batch(centers: np.ndarray, X: Any, w: Any) -> SuffStats:
-    """Nearest-centre counts, coordinate sums and inertia of one batch (Lloyd's step)."""
+    """Nearest-centre counts "N", coordinate sums "sum_x", squared norms "sum_sq" (K,) and the
+    inertia (a scalar) of one batch (Lloyd's step; "sum_sq" gives the inertia of the cached
+    assignment at any centres, for memoized Lloyd)."""
     from mixstream.backend import get_namespace, to_device, to_host
 
     xp = get_namespace(X)
@@ -99,7 +101,11 @@ def kmeans_batch(centers: np.ndarray, X: Any, w: Any) -> SuffStats:
     inertia = xp.maximum(d2[xp.arange(X.shape[0]), labels], 0.0)
     if w is not None:
         inertia = inertia * w
-    fields = {"N": to_host(onehot.sum(0)), "sum_x": to_host(onehot.T @ X)}
+    fields = {
+        "N": to_host(onehot.sum(0)),
+        "sum_x": to_host(onehot.T @ X),
+        "sum_sq": to_host(onehot.T @ (X * X).sum(1)),
+    }
     return SuffStats(fields, scalars={"inertia": float(to_host(inertia.sum()))})
 
 

@@ -37,11 +37,17 @@ rises, with every cached batch edited consistently. ``batches_per_step`` > 1 vis
 batches with the same global parameters (in parallel on a distributed executor) before one global
 step: still exact coordinate ascent.
 
-``hard=True`` uses one-hot responsibilities (classification EM / K-means with an EM model); the
-same memo, moves and monotonicity hold for the classification objective. With an EM model the
-objective is the (MAP) likelihood, which more components always raise: moves stay exact and
-monotone there, but births then keep adding components (down to ``min_new_mass``); use a VB
-model when the moves should choose K.
+``hard=True`` uses one-hot responsibilities (classification EM with an EM model, "hard VB" with
+a VB model); the same memo, moves and monotonicity hold for the classification objective: a
+merge of one-hot columns, a delete that sends each row to its best remaining component and a
+birth that splits a target's rows are all one-hot again, with zero entropy.
+
+With an EM model (memoized EM; DP MAP with a DP allocation) the objective is the (MAP)
+log-likelihood of point estimates. Merges and deletes stay exact and monotone there, and with
+``map_prior=True`` they can bring a larger K down (see ``mixstream.learn.em``). Births are
+refused: a point estimate's likelihood rises with every extra component (from K=1 on the
+100,000 x 16 test data, births under DP MAP reached K=355 with a higher objective than the
+planted K=10), so births cannot choose K; use a VB model for that.
 """
 
 from __future__ import annotations
@@ -336,6 +342,12 @@ def fit_movb(
     if batches_per_step < 1:
         raise ValueError(f"batches_per_step must be >= 1, got {batches_per_step}")
     moves, opts = resolve_moves(moves, move_options)
+    if "birth" in moves and model.inference == "em":
+        raise ValueError(
+            "birth moves need a VB model: the objective of point estimates (EM, DP MAP, "
+            "classification EM) rises with every extra component, so births would never stop; "
+            "use merge / delete moves, or algorithm='movb'"
+        )
     rng = np.random.default_rng(rng)
     state = cache if cache is not None else MemoState()
     result = result or FitResult()

@@ -191,7 +191,8 @@ def fit_sovb(
 
     Returns
     -------
-    FitResult; history records also "rho" (last step size) and "evaluated".
+    FitResult; history records also "rho" (the lap's last step size), "t" (global steps taken
+    so far: the next step's rho is (t + delay) ** -kappa) and "evaluated".
     """
     if model.K < 1:
         raise ValueError("fit_sovb needs an initialised model (model.K >= 1)")
@@ -216,6 +217,7 @@ def fit_sovb(
         elbo = evaluate_elbo(model, executor, hard) if do_eval else float("nan")
         record = lap_record(lap, elbo, model.K, time.perf_counter() - t0)
         record["rho"] = rho
+        record["t"] = state.t
         record["evaluated"] = do_eval
         result.history.append(record)
         result.n_iter = lap

@@ -87,7 +87,9 @@ class LapContext:
     lap : int
     tried, accepted : dict move name -> count
     log : list of dict
-        One entry per accepted move: "move", "uids", "elbo_before", "elbo_after" (summed).
+        One entry per accepted move: "move", "uids", "elbo_before", "elbo_after" (summed);
+        births also log their insertion ("birth", stage "create") and their judgement at the
+        end of the lap ("birth_check": "elbo_with", "elbo_without", "kept").
     alt : dict batch id -> SuffStats, or None
         This lap's delete proposal: each batch's statistics without the proposed components
         (kept consistent with the merges and birth checks accepted before it is judged).

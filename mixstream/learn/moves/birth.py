@@ -44,9 +44,11 @@ the end of the lap on whole-data ELBOs computed from the memoized statistics.
    components merged back into the target: all statistics add and the merged entropy is the
    tracked group entropy, so its ELBO is exact. If the folded state is better the birth is
    undone (the fold is applied to the whole-data statistics and to every cached batch with its
-   own group entropy). In "lap" mode, if the result is still below the ELBO the lap started
-   from, the starting state is restored (``birth_revert``: the lap's visits are discarded).
-   Either way the lap ends at an ELBO no lower than the previous lap's.
+   own group entropy). A birth is kept only when the ELBO with it beats the folded ELBO by
+   more than ``base.min_gain`` (the threshold every move must clear); each decision is logged
+   as a "birth_check" record with both ELBOs. In "lap" mode, if the result is still below the
+   ELBO the lap started from, the starting state is restored (``birth_revert``: the lap's visits
+   are discarded). Either way the lap ends at an ELBO no lower than the previous lap's.
 
 Birth laps cost one extra visit of one batch plus the proposal's restricted steps on at most
 ``max_rows`` rows per target; a lap carrying births runs its local steps with the extra
@@ -436,8 +438,16 @@ def create(
 
 
 def verify(ctx: LapContext, births: list[Birth], opts: dict[str, Any]) -> None:
-    """Stage 2 (end of lap): fold back each birth whose folded state has the higher ELBO; in
-    "lap" mode restore the lap's starting state if it is still better than the result."""
+    """Stage 2 (end of lap): keep a birth only if the ELBO with it exceeds the ELBO of the same
+    state with it folded back by more than ``min_gain`` (else fold it back); in "lap" mode,
+    restore the lap's starting state if it is still better than the result.
+
+    Each judgement is logged as a "birth_check" record ("elbo_with", "elbo_without", "kept"),
+    both ELBOs exact from statistics. Folding back a birth whose gain is positive but below
+    ``min_gain`` lowers the ELBO by less than ``min_gain``; the lap still ends no lower than it
+    started (the snapshot in "lap" mode; in "batch" mode every birth was inserted with a gain
+    above ``min_gain``).
+    """
     kept = []
     for bt in births:
         key = FOLD_PREFIX + str(bt.target)
@@ -447,14 +457,25 @@ def verify(ctx: LapContext, births: list[Birth], opts: dict[str, Any]) -> None:
             continue
         folded = fold(ctx.full, bt.target, bt.new, H)
         elbo, model = score(ctx.model, folded)
-        if elbo > ctx.elbo + min_gain(ctx.elbo):
-            ctx.commit("birth_undo", folded, model, elbo, uids=[bt.target, *bt.new])
-            for entries in (ctx.state.cache, ctx.alt or {}):
-                for b, ss in entries.items():
-                    entries[b] = fold(ss, bt.target, bt.new, ss.scalars[key])
-            _failed(ctx.state, bt.target, ctx.lap)
-        else:
+        keep = ctx.elbo - elbo > min_gain(ctx.elbo)
+        ctx.log.append(
+            {
+                "move": "birth_check",
+                "lap": ctx.lap,
+                "uids": [bt.target, *bt.new],
+                "elbo_with": ctx.elbo,
+                "elbo_without": elbo,
+                "kept": keep,
+            }
+        )
+        if keep:
             kept.append(bt)
+            continue
+        ctx.commit("birth_undo", folded, model, elbo, uids=[bt.target, *bt.new])
+        for entries in (ctx.state.cache, ctx.alt or {}):
+            for b, ss in entries.items():
+                entries[b] = fold(ss, bt.target, bt.new, ss.scalars[key])
+        _failed(ctx.state, bt.target, ctx.lap)
     snap, ctx.snapshot = ctx.snapshot, None
     if snap is not None and ctx.elbo < snap.elbo:
         ctx.log.append(
