@@ -54,7 +54,8 @@ class MixtureModel(DensityMixin, BaseEstimator):
         Gaussian likelihood only ("tied" means "tied_full").
     algorithm : {"vb", "em", "kmeans", "cem", "sovb", "movb"}
         Full-batch VB, EM (ML / MAP; with allocation="dp", DP MAP), K-means, classification
-        EM, stochastic VB, or memoized VB (the only one that runs moves).
+        EM, stochastic VB, or memoized VB. With ``batch_size`` set, "kmeans" and "cem" run
+        their memoized (one batch at a time) variants.
     alpha : float
         Concentration of the weights' prior.
     reg_covar : float
@@ -77,7 +78,8 @@ class MixtureModel(DensityMixin, BaseEstimator):
     batch_size : int, optional
         Rows per batch (rounded to whole Zarr chunks for stores); one batch when None.
     moves : tuple (or list) of {"birth", "merge", "delete"}
-        DP moves of memoized VB that add, merge and delete components while fitting.
+        DP moves of memoized VB that add, merge and delete components while fitting; "em"
+        (DP MAP with ``map_prior=True``) and "cem" take merge and delete, not birth.
     kappa, delay : float
         Stochastic VB step sizes rho_t = (t + delay) ** -kappa, t = 0, 1, ...; kappa in
         (0.5, 1] and delay >= 1 (so that no step exceeds 1).
@@ -207,8 +209,16 @@ class MixtureModel(DensityMixin, BaseEstimator):
         moves = tuple(self.moves or ())
         for move in moves:
             _one_of("moves", move, MOVES)
-        if moves and self.algorithm != "movb":
-            raise ValueError(f"moves={moves} need algorithm='movb', got {self.algorithm!r}")
+        if moves and self.algorithm not in ("movb", "em", "cem"):
+            raise ValueError(
+                f"moves={moves} need algorithm='movb' (or 'em' / 'cem' for merge and delete), "
+                f"got {self.algorithm!r}"
+            )
+        if "birth" in moves and self.algorithm != "movb":
+            raise ValueError(
+                f"birth moves need algorithm='movb', got {self.algorithm!r}: with point "
+                "estimates every birth raises the objective, so K would grow without bound"
+            )
         if not _is_real(self.kappa) or not 0.5 < self.kappa <= 1:
             raise ValueError(f"kappa must be in (0.5, 1] for soVB to converge, got {self.kappa!r}")
         if not _is_real(self.delay) or not np.isfinite(self.delay) or self.delay < 1:
@@ -434,7 +444,10 @@ class MixtureModel(DensityMixin, BaseEstimator):
         self.model_.obs.validate(source.X, "X")
         state = getattr(self, "stream_state_", None)
         if state is None:
-            state = SoVBState(t=int(self.n_iter_), kappa=self.kappa, delay=self.delay)
+            # a soVB fit records its global step count; after any other fit, count laps
+            last = self.history_[-1] if self.history_ else {}
+            t = int(last.get("t", self.n_iter_))
+            state = SoVBState(t=t, kappa=self.kappa, delay=self.delay)
         t0 = time.perf_counter()
         SS = sovb_step(self.model_, source.X, source.sample_weight, state)
         self.stream_state_ = state

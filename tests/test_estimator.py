@@ -111,7 +111,10 @@ BAD_PARAMS = [
     ({"moves": "merge", "algorithm": "movb"}, r"moves must be a tuple .*such as \('merge',\)"),
     ({"moves": ("birth", "split"), "algorithm": "movb"}, r"moves must be one of .*'split'"),
     ({"moves": 5, "algorithm": "movb"}, r"moves must be a tuple of names .*got 5"),
-    ({"moves": ("merge",)}, r"moves=\('merge',\) need algorithm='movb', got 'vb'"),
+    ({"moves": ("merge",)}, r"moves=\('merge',\) need algorithm='movb' .*got 'vb'"),
+    ({"moves": ("delete",), "algorithm": "sovb"}, r"need algorithm='movb' .*got 'sovb'"),
+    ({"moves": ("birth",), "algorithm": "em"}, r"birth moves need algorithm='movb', got 'em'"),
+    ({"moves": ("birth", "merge"), "algorithm": "cem"}, r"birth moves need .*got 'cem'"),
     ({"kappa": 0.5}, r"kappa must be in \(0.5, 1\] .*got 0.5"),
     ({"kappa": 1.5}, r"kappa must be in \(0.5, 1\] .*got 1.5"),
     ({"kappa": True}, r"kappa must be in \(0.5, 1\] .*got True"),
@@ -249,3 +252,40 @@ def test_tags_are_declared():
     assert tags.input_tags.sparse is False and tags.input_tags.allow_nan is False
     assert tags.input_tags.positive_only is True
     assert MixtureModel().__sklearn_tags__().input_tags.positive_only is False
+
+
+def test_dp_map_with_merge_and_delete_through_the_estimator():
+    """algorithm="em" with a DP and the components' prior (map_prior) runs memoized DP MAP with
+    merge / delete moves: from too many components down to the planted five."""
+    rng = np.random.default_rng(3)
+    means = rng.normal(scale=10.0, size=(5, 3))
+    labels = rng.integers(5, size=4000)
+    X = means[labels] + rng.normal(size=(4000, 3))
+    model = MixtureModel(
+        12,
+        allocation="dp",
+        algorithm="em",
+        map_prior=True,
+        moves=("merge", "delete"),
+        batch_size=1000,
+        max_laps=30,
+        random_state=0,
+    ).fit(X)
+    assert model.n_components_ == 5
+    assert adjusted_rand_score(labels, model.predict(X)) > 0.99
+    bounds = [h["elbo"] for h in model.history_]
+    assert all(b >= a - 1e-9 * abs(a) for a, b in pairwise(bounds))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_partial_fit_after_a_sovb_fit_continues_its_step_schedule():
+    """partial_fit picks up the global step count of the soVB fit before it, not its laps."""
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(m, 1.0, size=(500, 2)) for m in (-5.0, 5.0)])
+    rng.shuffle(X)
+    model = MixtureModel(2, algorithm="sovb", batch_size=100, max_laps=3, tol=0.0, random_state=0)
+    model.fit(X)
+    steps = model.history_[-1]["t"]
+    assert steps == 3 * 10 and model.n_iter_ == 3
+    model.partial_fit(X[:100])
+    assert model.stream_state_.t == steps + 1

@@ -41,8 +41,9 @@ LapCallback = Callable[[Model, dict], None]
 def _check_schedule(kappa: float, delay: float) -> None:
     if not (np.isfinite(kappa) and 0.5 < kappa <= 1.0):
         raise ValueError(f"kappa must be in (0.5, 1] (Robbins-Monro), got {kappa!r}")
-    if not (np.isfinite(delay) and delay >= 0.0):
-        raise ValueError(f"delay must be a non-negative number, got {delay!r}")
+    if not (np.isfinite(delay) and delay >= 1.0):
+        # the first step has t = 0: rho_0 = delay ** -kappa must not exceed 1
+        raise ValueError(f"delay must be a number >= 1, got {delay!r}")
 
 
 @dataclass
