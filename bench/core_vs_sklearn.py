@@ -6,8 +6,8 @@ local step against this machine's measured float64 GEMM rate.
     python bench/core_vs_sklearn.py                    # 1,000,000 x 16, K=32, full covariance
     python bench/core_vs_sklearn.py --n 200000 --cov diag
 
-Per-iteration times are differences of two fits (1 and 1 + iters iterations) so initialisation
-is not counted for either library.
+Per-iteration times are differences of two fits (1 and 1 + iters iterations, the best of two
+runs each) so initialisation is not counted for either library.
 """
 
 from __future__ import annotations
@@ -62,8 +62,10 @@ def timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def per_iteration(fit_for, iters: int) -> float:
-    return (timed(lambda: fit_for(1 + iters)) - timed(lambda: fit_for(1))) / iters
+def per_iteration(fit_for, iters: int, repeats: int = 2) -> float:
+    """Seconds per iteration: (best fit of 1 + iters iterations - best fit of 1) / iters."""
+    long = best_of(lambda: fit_for(1 + iters), repeats)
+    return (long - best_of(lambda: fit_for(1), repeats)) / iters
 
 
 def phase_breakdown(model, X: np.ndarray, block: int) -> dict[str, float]:

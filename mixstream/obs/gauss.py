@@ -431,7 +431,7 @@ class GaussObs(ObsModel):
             lpT = to_device(theta[: 1 + D].T, xp) @ feat[: 1 + D]
             lpT += (to_device(theta[1 + D :, 0], xp) @ feat[1 + D :])[None, :]
             return lpT.T
-        return (to_device(theta.T, xp) @ feat).T
+        return (to_device(np.ascontiguousarray(theta.T), xp) @ feat).T
 
     def log_prob(self, X: Any, cache: dict | None = None, bias: Any = None) -> Any:
         self._require_params()
