@@ -25,6 +25,8 @@ from mixstream.learn.executor import Executor
 from mixstream.learn.history import FitResult
 from mixstream.learn.init import INIT_METHODS
 from mixstream.model import Model
+from mixstream.obs.gauss import COVARIANCE_TYPES as GAUSS_COVARIANCE_TYPES
+from mixstream.obs.gauss import covariance_shape
 from mixstream.obs.registry import OBSERVATIONS
 
 ALGORITHMS = ("em", "vb", "kmeans", "cem", "sovb", "movb")
@@ -771,19 +773,14 @@ def _full_covariances(covariances: Any, covariance_type: str, K: int, D: int) ->
         Components and features.
     """
     ctype = "tied_full" if covariance_type == "tied" else covariance_type
-    shapes = {
-        "full": (K, D, D),
-        "diag": (K, D),
-        "spherical": (K,),
-        "tied_full": (D, D),
-        "tied_diag": (D,),
-        "tied_spherical": (),
-    }
-    if ctype not in shapes:
-        raise ValueError(f"covariance_type must be one of {tuple(shapes)}, got {covariance_type!r}")
+    if ctype not in GAUSS_COVARIANCE_TYPES:
+        raise ValueError(
+            f"covariance_type must be one of {GAUSS_COVARIANCE_TYPES}, got {covariance_type!r}"
+        )
+    shape = covariance_shape(ctype, K, D)
     cov = np.asarray(covariances, dtype=np.float64)
-    if cov.shape != shapes[ctype]:
-        raise ValueError(f"{ctype} covariances must have shape {shapes[ctype]}, got {cov.shape}")
+    if cov.shape != shape:
+        raise ValueError(f"{ctype} covariances must have shape {shape}, got {cov.shape}")
     eye = np.eye(D)
     if ctype == "full":
         return cov

@@ -37,6 +37,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse
 from matplotlib.ticker import MaxNLocator
 
+from mixstream.obs.gauss import covariance_shape
+
 #: covariance types and how scikit-learn / mixstream store them (K components, D features)
 COVARIANCE_SHAPES = {
     "full": "(K, D, D)",
@@ -202,17 +204,6 @@ def _canonical(covariance_type: str) -> str:
     return kind
 
 
-def _expected_shape(kind: str, K: int, D: int) -> tuple[int, ...]:
-    return {
-        "full": (K, D, D),
-        "diag": (K, D),
-        "spherical": (K,),
-        "tied_full": (D, D),
-        "tied_diag": (D,),
-        "tied_spherical": (),
-    }[kind]
-
-
 def project_covariances(
     covariances: Any, covariance_type: str, basis: np.ndarray, n_components: int
 ) -> np.ndarray:
@@ -236,7 +227,7 @@ def project_covariances(
     if kind == "tied_spherical" and C.shape == (1,):
         C = C.reshape(())
     D, K = basis.shape[0], n_components
-    want = _expected_shape(kind, K, D)
+    want = covariance_shape(kind, K, D)
     if C.shape != want:
         raise ValueError(
             f"covariance_type={covariance_type!r} needs covariances of shape "
@@ -511,7 +502,7 @@ def _img(png: bytes, alt: str) -> str:
 
 
 def _infer_covariance_type(C: np.ndarray, K: int, D: int) -> str:
-    matches = [k for k in COVARIANCE_SHAPES if _expected_shape(k, K, D) == C.shape]
+    matches = [k for k in COVARIANCE_SHAPES if covariance_shape(k, K, D) == C.shape]
     if len(matches) != 1:
         raise ValueError(
             f"cannot tell the covariance type of shape {C.shape} for K={K}, D={D}; "

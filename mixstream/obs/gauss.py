@@ -124,6 +124,24 @@ from mixstream.obs.base import ObsModel
 from mixstream.suffstats import SuffStats
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied_full", "tied_diag", "tied_spherical")
+
+
+def covariance_shape(covariance_type: str, K: int, D: int) -> tuple[int, ...]:
+    """scikit-learn's shape of ``covariances_`` / ``precisions_`` for a covariance type.
+
+    full (K, D, D), diag (K, D), spherical (K,), tied_full (D, D), tied_diag (D,),
+    tied_spherical () (a scalar).
+    """
+    return {
+        "full": (K, D, D),
+        "diag": (K, D),
+        "spherical": (K,),
+        "tied_full": (D, D),
+        "tied_diag": (D,),
+        "tied_spherical": (),
+    }[covariance_type]
+
+
 #: scikit-learn's names that mean one of ours
 _ALIASES = {"tied": "tied_full"}
 _LOG_2PI = math.log(2.0 * math.pi)
