@@ -158,7 +158,7 @@ def _png_markdown(path: str, alt: str) -> str:
 
 
 def report_markdown(summary: dict[str, Any]) -> str:
-    """The report artifact: where the outputs are, and the ELBO / K plots."""
+    """The report artifact: where the outputs are, and the report's plots."""
     report = Path(summary["report"])
     lines = [
         f"# mixstream fit: K = {summary['n_components_']}",
@@ -174,8 +174,14 @@ def report_markdown(summary: dict[str, Any]) -> str:
         f"| Dask dashboard | {summary['dashboard'] or 'none'} |",
         "",
     ]
-    for name, alt in (("elbo", "ELBO per lap"), ("k", "K per lap")):
-        path = summary["figures"][name]
+    titles = {
+        "elbo": "ELBO per lap",
+        "k": "K per lap",
+        "weights": "cluster weights",
+        "projection": "the data in its PCA plane, by cluster",
+    }
+    for name, path in summary["figures"].items():
+        alt = titles.get(name, name)
         lines += [f"**{alt}** (`{path}`)", "", _png_markdown(path, alt), ""]
     return "\n".join(lines)
 

@@ -355,15 +355,35 @@ def write_report_for(
     )
 
 
-def write_figures(est: Any, directory: str | os.PathLike) -> dict[str, Path]:
-    """ELBO and K per lap as PNG files (the report embeds the same figures)."""
-    from mixstream.report import figure_png, plot_elbo, plot_k
+def write_figures(
+    est: Any, directory: str | os.PathLike, X_sample: np.ndarray | None = None
+) -> dict[str, Path]:
+    """The report's figures as PNG files: ELBO and K per lap, the weights, and (for a Gaussian
+    fit, given a sample of the data) the sample in its PCA plane with the components' ellipses.
+    """
+    from mixstream.report import figure_png, plot_elbo, plot_k, plot_projection, plot_weights
 
+    draws = {
+        "elbo": lambda ax: plot_elbo(est.history_, ax),
+        "k": lambda ax: plot_k(est.history_, ax),
+        "weights": lambda ax: plot_weights(est.weights_, ax),
+    }
+    arrays = _report_arrays(est)
+    if X_sample is not None and arrays["means"] is not None and est.likelihood == "gauss":
+        labels = est.predict(X_sample)
+        draws["projection"] = lambda ax: plot_projection(
+            X_sample,
+            labels,
+            arrays["means"],
+            arrays["covariances"],
+            arrays["covariance_type"],
+            ax=ax,
+        )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     out = {}
-    for name, draw in (("elbo", plot_elbo), ("k", plot_k)):
-        png = figure_png(lambda ax, draw=draw: draw(est.history_, ax))
+    for name, draw in draws.items():
+        png = figure_png(draw)
         path = directory / f"{name}.png"
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         tmp.write_bytes(png)
@@ -407,10 +427,9 @@ def publish_files(
         "resumed from lap": resumed_from_lap,
         "model": str(model_path),
     }
-    report_path = write_report_for(
-        est, out / REPORT_FILE, read_sample(source), plan["n_rows"], extra
-    )
-    figures = write_figures(est, out / FIGURES_DIR)
+    sample = read_sample(source)
+    report_path = write_report_for(est, out / REPORT_FILE, sample, plan["n_rows"], extra)
+    figures = write_figures(est, out / FIGURES_DIR, sample)
     summary = {
         "out": str(out),
         "model": str(model_path),

@@ -114,3 +114,28 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=None):
         yield
+
+
+def check_move_rule(e: dict, birth_mode: str = "lap") -> None:
+    """One moVB move_log entry against its acceptance rule.
+
+    Lap-mode births are judged by their "birth_check" entry (kept only when the state with
+    them beats the state without by more than ``min_gain``); batch-mode births are inserted
+    only on such a rise, so their own entry carries the rule.
+    """
+    from mixstream.learn.moves.base import min_gain
+
+    move, before, after = e["move"], e.get("elbo_before"), e.get("elbo_after")
+    if move in ("merge", "delete") and not e.get("empty"):
+        assert after - before > min_gain(before), e
+    elif move == "delete":  # removing a component with no mass may leave the ELBO as it was
+        assert after >= before, e
+    elif move in ("reorder", "birth_revert"):
+        assert after > before, e
+    elif move == "birth" and birth_mode == "batch":
+        assert after - before > min_gain(before), e
+    elif move == "birth_check":
+        gain = e["elbo_with"] - e["elbo_without"]
+        assert e["kept"] == (gain > min_gain(e["elbo_with"])), e
+    elif move == "birth_undo":  # the folded state was not worse by more than min_gain
+        assert after >= before - min_gain(before), e

@@ -133,7 +133,8 @@ def test_fit_flow_equals_the_estimator_and_publishes(fitted, store):
     assert summary["model"] == str(out / "model.msz")
     html = (out / "report.html").read_text()
     assert "<h1>mixstream fit" in html and html.count("<img") == 4  # ELBO, K, weights, PCA
-    assert (out / "figures" / "elbo.png").stat().st_size > 1000
+    for name in ("elbo", "k", "weights", "projection"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 1000
     run = json.loads((out / "run.json").read_text())
     assert run["data"] == store and run["options"]["algorithm"] == "movb"
     assert not (out / "checkpoints" / "checkpoint.msz").exists()  # done: no resume of it
@@ -149,7 +150,10 @@ def test_fit_flow_equals_the_estimator_and_publishes(fitted, store):
     assert len(clusters) == ref.n_components_
     assert sum(row["weight"] for row in clusters) == pytest.approx(1.0)
     report = artifacts["mixstream-report"].data
-    assert str(out / "report.html") in report and "data:image/png;base64," in report
+    assert str(out / "report.html") in report
+    assert report.count("data:image/png;base64,") == 4  # the report's four plots
+    for title in ("ELBO per lap", "K per lap", "cluster weights", "PCA plane"):
+        assert title in report
     assert "](http://" in artifacts["mixstream-dask-dashboard"].data  # a markdown link
     assert float(artifacts["mixstream-fit-progress"].data) == pytest.approx(100.0)
 

@@ -6,6 +6,7 @@ from itertools import pairwise
 
 import numpy as np
 import pytest
+from conftest import check_move_rule
 from sklearn.metrics import adjusted_rand_score
 
 from mixstream import MixtureModel
@@ -15,7 +16,7 @@ from mixstream.engine.local import LocalExecutor
 from mixstream.learn.init import initialize
 from mixstream.learn.movb import MemoState, fit_movb, refresh_lap
 from mixstream.learn.moves import DEFAULTS, resolve_moves
-from mixstream.learn.moves.base import min_gain, score
+from mixstream.learn.moves.base import score
 from mixstream.learn.moves.merge import pair_gains
 from mixstream.learn.vb import fit_full_batch
 from mixstream.model import Model
@@ -112,22 +113,6 @@ def check_monotone_and_exact(model, ex, result, state):
     before = result.lower_bound
     after = refresh_lap(model, ex, state)
     assert after >= before - 1e-10 * abs(before)
-
-
-def check_move_rule(e):
-    """One move_log entry against its acceptance rule (lap-mode births: their "birth_check")."""
-    move, before, after = e["move"], e.get("elbo_before"), e.get("elbo_after")
-    if move in ("merge", "delete") and not e.get("empty"):
-        assert after - before > min_gain(before), e
-    elif move == "delete":  # removing a component with no mass may leave the ELBO as it was
-        assert after >= before, e
-    elif move in ("reorder", "birth_revert"):
-        assert after > before, e
-    elif move == "birth_check":  # kept only when it beats the state without it
-        gain = e["elbo_with"] - e["elbo_without"]
-        assert e["kept"] == (gain > min_gain(e["elbo_with"])), e
-    elif move == "birth_undo":
-        assert after >= before - min_gain(before), e
 
 
 # ---------------------------------------------------------------------- discovery
