@@ -20,6 +20,20 @@ from mixstream.backend import to_host
 NONADDITIVE = ("Hresp",)
 
 
+#: children per node of the summation tree. Wide enough that the Dask engine's reduction adds
+#: few tasks per batch (each task costs the scheduler milliseconds), narrow enough that a node
+#: waits on few batches.
+SUM_FAN_IN = 8
+
+
+def add_run(*stats: SuffStats) -> SuffStats:
+    """``stats[0] + stats[1] + ...``, left to right: one node of the summation tree."""
+    total = stats[0]
+    for ss in stats[1:]:
+        total = total + ss
+    return total
+
+
 class SuffStats:
     """Named per-component statistics with stable component uids.
 
@@ -160,15 +174,13 @@ class SuffStats:
 
     @staticmethod
     def sum(stats: Iterable[SuffStats]) -> SuffStats:
-        """Sum in a fixed pairwise tree, so the result does not depend on timing."""
+        """Sum in a fixed tree (runs of ``SUM_FAN_IN`` added left to right, level by level), so
+        the result does not depend on timing; the Dask engine builds the same tree."""
         items = list(stats)
         if not items:
             raise ValueError("cannot sum an empty sequence of SuffStats")
         while len(items) > 1:
-            nxt = [items[i] + items[i + 1] for i in range(0, len(items) - 1, 2)]
-            if len(items) % 2:
-                nxt.append(items[-1])
-            items = nxt
+            items = [add_run(*items[i : i + SUM_FAN_IN]) for i in range(0, len(items), SUM_FAN_IN)]
         return items[0]
 
     # ------------------------------------------------------------------ component edits

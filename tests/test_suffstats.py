@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mixstream.suffstats import SuffStats
+from mixstream.suffstats import SUM_FAN_IN, SuffStats
 
 
 def _random_ss(rng, K=4, D=3, uids=None, pairs=None):
@@ -30,12 +30,23 @@ def test_add_sub_scale_roundtrip():
 
 
 def test_fixed_tree_sum_is_order_of_batches():
+    """Runs of SUM_FAN_IN (8) added left to right, level by level: the tree the Dask engine
+    builds on the cluster too."""
+    assert SUM_FAN_IN == 8
     rng = np.random.default_rng(1)
-    parts = [_random_ss(rng) for _ in range(7)]
+    parts = [_random_ss(rng) for _ in range(19)]
     s = SuffStats.sum(parts)
-    manual = ((parts[0] + parts[1]) + (parts[2] + parts[3])) + ((parts[4] + parts[5]) + parts[6])
+
+    def run(items):
+        total = items[0]
+        for x in items[1:]:
+            total = total + x
+        return total
+
+    manual = run([run(parts[0:8]), run(parts[8:16]), run(parts[16:19])])
     for k in s.fields:
         np.testing.assert_array_equal(s[k], manual[k])
+    assert SuffStats.sum(parts[:1]) is parts[0]
 
 
 def test_misaligned_uids_refused_until_aligned():

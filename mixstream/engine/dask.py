@@ -3,11 +3,11 @@
 Workers read their own batches from the source (a Zarr store they open by path or URL); the
 coordinator sends the payload (model or centres) once per call, as a task the workers share, and
 receives only the results. ``map_sum`` adds the batch results on the cluster in the same fixed
-pairwise tree as ``SuffStats.sum``, so it returns bit for bit what ``LocalExecutor.map_sum``
-returns, whichever worker answers first and whether or not a worker died on the way (a batch's
-result is a pure function of (batch, payload), so a lost task is simply run again). When a
-``mixstream.engine.progress.batch_listener`` is active, each batch task is reported, in the
-caller's thread, as it finishes on the cluster.
+tree as ``SuffStats.sum`` (runs of ``SUM_FAN_IN``, left to right), so it returns bit for bit
+what ``LocalExecutor.map_sum`` returns, whichever worker answers first and whether or not a
+worker died on the way (a batch's result is a pure function of (batch, payload), so a lost task
+is simply run again). When a ``mixstream.engine.progress.batch_listener`` is active, each batch
+task is reported, in the caller's thread, as it finishes on the cluster.
 
     with DaskExecutor(ZarrSource("big.zarr"), n_workers=4) as ex:       # a LocalCluster
         SS = ex.map_sum(kmeans_batch, centers)
@@ -28,7 +28,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from mixstream.engine.local import check_on_device, run_batch
 from mixstream.engine.progress import BatchReporter
 from mixstream.learn.executor import BatchSource
-from mixstream.suffstats import SuffStats
+from mixstream.suffstats import SUM_FAN_IN, SuffStats, add_run
 
 logger = logging.getLogger(__name__)
 
@@ -157,11 +157,6 @@ def gpu_cluster(n_workers: int | None, threads_per_worker: int, env: dict[str, s
 
 def _identity(x: Any) -> Any:
     return x
-
-
-def _add(a: Any, b: Any) -> Any:
-    """One node of the reduction tree: exactly ``a + b``, as ``SuffStats.sum`` computes it."""
-    return a + b
 
 
 # ---------------------------------------------------------------------- executor
@@ -421,22 +416,26 @@ class DaskExecutor:
         batch_futures = list(level)
         all_futures = list(level)
         depth = 0
-        # the same tree as SuffStats.sum: pairs (0+1), (2+3), ... with an odd last one carried up
+        # the same tree as SuffStats.sum: runs of SUM_FAN_IN added left to right, level by
+        # level; a run of one is carried up as it is
         while len(level) > 1:
             depth += 1
-            sums = [
-                self.client.submit(
-                    _add,
-                    level[j],
-                    level[j + 1],
-                    key=f"mixstream-sum-{depth}-{j // 2}-{token}",
+            nxt = []
+            for j in range(0, len(level), SUM_FAN_IN):
+                run = level[j : j + SUM_FAN_IN]
+                if len(run) == 1:
+                    nxt.append(run[0])
+                    continue
+                node = self.client.submit(
+                    add_run,
+                    *run,
+                    key=f"mixstream-sum-{depth}-{j // SUM_FAN_IN}-{token}",
                     retries=self.retries,
                     pure=False,
                 )
-                for j in range(0, len(level) - 1, 2)
-            ]
-            all_futures.extend(sums)
-            level = [*sums, level[-1]] if len(level) % 2 else sums
+                all_futures.append(node)
+                nxt.append(node)
+            level = nxt
         root = level[0]
         try:
             self._follow(batch_futures, ids, report)

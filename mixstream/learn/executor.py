@@ -63,7 +63,7 @@ class Executor(Protocol):
         batch_ids: Sequence[int] | None = None,
         **kw: Any,
     ) -> SuffStats:
-        """The SuffStats results of ``map`` summed in a fixed pairwise tree."""
+        """The SuffStats results of ``map`` summed in the fixed tree of ``SuffStats.sum``."""
 
     def close(self) -> None:
         """Release what the executor started."""
