@@ -139,3 +139,14 @@ def check_move_rule(e: dict, birth_mode: str = "lap") -> None:
         assert e["kept"] == (gain > min_gain(e["elbo_with"])), e
     elif move == "birth_undo":  # the folded state was not worse by more than min_gain
         assert after >= before - min_gain(before), e
+
+
+def stop_processes(procs: list) -> None:
+    """Terminate processes started by a test (last started first), killing any that linger."""
+    for p in reversed(procs):
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()

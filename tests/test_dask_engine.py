@@ -17,6 +17,7 @@ import numpy as np
 import psutil
 import pytest
 import zarr
+from conftest import stop_processes
 from distributed import Client, LocalCluster
 
 from mixstream import MixtureModel
@@ -295,13 +296,7 @@ def hidden_store_cluster(tmp_path_factory):
             assert list(c.run(os.path.isdir, str(parent)).values()) == [True, True]
         yield address, path
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
 
 
 def test_workers_that_cannot_see_the_store_give_a_clear_error(hidden_store_cluster, centers):

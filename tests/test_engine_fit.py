@@ -18,6 +18,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import zarr
+from conftest import stop_processes
 from distributed import Client, LocalCluster
 
 from mixstream import MixtureModel
@@ -109,13 +110,7 @@ def cli_cluster():
             client.wait_for_workers(2, timeout=60)
             yield address
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
 
 
 def fit(store, client=None, **opts):

@@ -12,7 +12,7 @@ from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
 from mixstream.alloc import DPAlloc, FiniteAlloc
 from mixstream.model import Model
 from mixstream.obs import gauss as gauss_module
-from mixstream.obs.gauss import COVARIANCE_TYPES, GaussObs
+from mixstream.obs.gauss import COVARIANCE_TYPES, GaussObs, covariance_shape
 
 SK_TYPES = ("full", "diag", "spherical", "tied")
 LOG_2PI = np.log(2 * np.pi)
@@ -535,6 +535,7 @@ def test_point_estimates_shapes_state_roundtrip_and_sampling(ctype, inference, t
         "tied_spherical": (),
     }[ctype]
     assert pe["means"].shape == (K, D)
+    assert covariance_shape(ctype, K, D) == shape  # the table the estimator and report use
     for name in ("covariances", "precisions", "precisions_cholesky"):
         assert pe[name].shape == shape, name
     if ctype in ("full", "tied_full"):

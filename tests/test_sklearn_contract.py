@@ -13,6 +13,7 @@ from sklearn.utils.estimator_checks import estimator_checks_generator, parametri
 
 from mixstream import MixtureModel
 from mixstream.estimator import COVARIANCE_TYPES
+from mixstream.obs.gauss import covariance_shape
 
 CONFIGS = [
     MixtureModel(),
@@ -243,15 +244,7 @@ def as_full(m, values):
     K, D = m.n_components_, m.n_features_in_
     values = np.asarray(values, dtype=np.float64)
     ctype = _covariance_type(m)
-    expected_shape = {
-        "full": (K, D, D),
-        "diag": (K, D),
-        "spherical": (K,),
-        "tied_full": (D, D),
-        "tied_diag": (D,),
-        "tied_spherical": (),
-    }[ctype]
-    assert values.shape == expected_shape, (ctype, values.shape)
+    assert values.shape == covariance_shape(ctype, K, D), (ctype, values.shape)
     if ctype == "full":
         return values
     if ctype == "diag":
