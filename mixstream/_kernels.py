@@ -1,13 +1,16 @@
-"""Fused host kernels for the row-wise normalisation of the local step (numba).
+"""Fused host kernels of the local step (numba).
 
-numpy evaluates float64 ``exp`` one element at a time on CPUs without AVX-512, and a softmax
-written with numpy makes five passes over the (N, K) log-probabilities. On the benchmark's
-machine that was half the local step, more than the GEMM that produces the log-probabilities.
-These kernels do the whole normalisation (row max, exp, row sums, responsibilities, log
-responsibilities, log normaliser) in three passes, with an exp that vectorises.
+- ``softmax``: numpy evaluates float64 ``exp`` one element at a time on CPUs without AVX-512,
+  and a softmax written with numpy makes five passes over the (N, K) log-probabilities. On the
+  benchmark's machine that was half the local step, more than the GEMM that produces the
+  log-probabilities. The kernel does the whole normalisation (row max, exp, row sums,
+  responsibilities, log responsibilities, log normaliser, and optionally the assignment
+  entropy) in three passes, with an exp that vectorises.
+- ``center_features``: the centred rows (and their squares) of a Gaussian local step from
+  row-major data in one tiled pass, where numpy reads the data transposed (a strided pass).
 
 numba is a dependency, but the kernels stay optional: when numba cannot be imported, or
-``MIXSTREAM_NUMBA=0`` is set, ``softmax`` returns None and the caller's numpy code runs. The
+``MIXSTREAM_NUMBA=0`` is set, they return None / False and the caller's numpy code runs. The
 results agree with numpy's to a few ulps (tests/test_kernels.py).
 """
 
@@ -26,7 +29,9 @@ def enabled() -> bool:
     return _get() is not False
 
 
-def softmax(log_prob: np.ndarray, want_resp: bool = True) -> tuple | None:
+def softmax(
+    log_prob: np.ndarray, want_resp: bool = True, want_entropy: bool = False
+) -> tuple | None:
     """Normalise float64 log-probabilities (N, K) row by row, in place; None if not applicable.
 
     Parameters
@@ -35,11 +40,15 @@ def softmax(log_prob: np.ndarray, want_resp: bool = True) -> tuple | None:
         Overwritten with the log responsibilities.
     want_resp : bool
         Also return the responsibilities exp(log_resp).
+    want_entropy : bool
+        Also return Hresp (K,) = -sum_n r_nk log r_nk, summed in the same pass (needs
+        ``want_resp``); otherwise the tuple has three items.
 
     Returns
     -------
-    (log_norm (N,), log_resp (N, K), resp (N, K) or None), or None when the kernels are off or
-    the array is not a contiguous float64 host array (the caller then runs numpy).
+    (log_norm (N,), log_resp (N, K), resp (N, K) or None[, Hresp (K,)]), or None when the
+    kernels are off or the array is not a contiguous float64 host array (the caller then runs
+    numpy).
     """
     if not isinstance(log_prob, np.ndarray) or log_prob.dtype != np.float64:
         return None
@@ -48,17 +57,43 @@ def softmax(log_prob: np.ndarray, want_resp: bool = True) -> tuple | None:
     k = _get()
     if k is False:
         return None
-    n_rows = log_prob.shape[0]
+    n_rows, n_cols = log_prob.shape
     log_norm = np.empty(n_rows)
+    H = np.empty(n_cols) if want_entropy and want_resp else None
     if log_prob.flags.f_contiguous:  # (K, N) in memory: vectorise over rows
         resp = np.empty_like(log_prob, order="F") if want_resp else None
-        k.softmax_kn(log_prob.T, None if resp is None else resp.T, log_norm)
+        k.softmax_kn(log_prob.T, None if resp is None else resp.T, log_norm, H)
     elif log_prob.flags.c_contiguous:
         resp = np.empty_like(log_prob, order="C") if want_resp else None
-        k.softmax_nk(log_prob, resp, log_norm)
+        k.softmax_nk(log_prob, resp, log_norm, H)
     else:
         return None
+    if want_entropy:
+        return log_norm, log_prob, resp, H
     return log_norm, log_prob, resp
+
+
+#: the ``squares`` argument of the numba kernel, by Gaussian covariance structure
+_SQUARES = {"full": 0, "diag": 1, "spherical": 2}
+
+
+def center_features(X: Any, shift: np.ndarray, out: np.ndarray, structure: str) -> bool:
+    """Fill the first feature rows of a Gaussian local step; False when not applicable.
+
+    ``out`` (W, N) float64 gets 1, y = X - shift (D rows) and, for "diag" the D squares y_d**2,
+    for "spherical" the row sum_d y_d**2; for "full" only 1 and y (the caller adds the
+    products). False (nothing written) when the kernels are off or X is not a C-contiguous
+    float32/float64 host array; the caller then runs numpy.
+    """
+    if not isinstance(X, np.ndarray) or X.dtype not in (np.float32, np.float64):
+        return False
+    if X.ndim != 2 or not X.flags.c_contiguous or X.shape[0] == 0:
+        return False
+    k = _get()
+    if k is False:
+        return False
+    k.center_features(X, np.ascontiguousarray(shift, dtype=np.float64), out, _SQUARES[structure])
+    return True
 
 
 def _get() -> Any:

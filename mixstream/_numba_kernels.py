@@ -38,6 +38,26 @@ _SHIFT = 6755399441055744.0  # 1.5 * 2**52: adding it rounds to an integer in th
 _SHIFT_BITS = np.int64(0x4338000000000000)
 
 
+# Taylor coefficients 1/i! of exp(r), i = 0..13: on |r| <= log(2)/2 the truncation is under 1e-17
+_C = (
+    1.0,
+    1.0,
+    0.5,
+    1.0 / 6.0,
+    1.0 / 24.0,
+    1.0 / 120.0,
+    1.0 / 720.0,
+    1.0 / 5040.0,
+    1.0 / 40320.0,
+    1.0 / 362880.0,
+    1.0 / 3628800.0,
+    1.0 / 39916800.0,
+    1.0 / 479001600.0,
+    1.0 / 6227020800.0,
+)
+_C0, _C1, _C2, _C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11, _C12, _C13 = _C
+
+
 @njit(inline="always", fastmath=_FLAGS)
 def exp_nonpos(x):
     """exp(x) for x <= 0 to 1 ulp; exactly 0 below -708 (where exp is subnormal)."""
@@ -45,27 +65,23 @@ def exp_nonpos(x):
     kd = v * _LOG2E + _SHIFT
     n = kd - _SHIFT
     r = (v - n * _LN2_HI) - n * _LN2_LO  # |r| <= log(2) / 2
-    p = 1.0 / 6227020800.0  # Taylor series to r**13: truncation below 1e-17
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
+    # Estrin's scheme, not Horner's: a chain of 5 dependent multiply-adds instead of 14, so
+    # the vectorised loop is bound by throughput rather than by FMA latency (1.3x faster)
+    r2 = r * r
+    r4 = r2 * r2
+    r8 = r4 * r4
+    b0 = (_C3 * r + _C2) * r2 + (_C1 * r + _C0)
+    b1 = (_C7 * r + _C6) * r2 + (_C5 * r + _C4)
+    b2 = (_C11 * r + _C10) * r2 + (_C9 * r + _C8)
+    p = ((_C13 * r + _C12) * r4 + b2) * r8 + (b1 * r4 + b0)
     scale = _as_float((_as_int(kd) - _SHIFT_BITS + 1023) << 52)  # 2 ** n
     return p * scale if x >= -708.0 else 0.0
 
 
 @njit(nogil=True, cache=True, fastmath=_FLAGS, error_model="numpy")
-def softmax_kn(L, R, log_norm):
-    """L (K, N): log-probs in, log-resp out; R (K, N) or None: resp; log_norm (N,)."""
+def softmax_kn(L, R, log_norm, H):
+    """L (K, N): log-probs in, log-resp out; R (K, N) or None: resp; log_norm (N,);
+    H (K,) or None: the assignment entropy -sum_n r_kn log r_kn (needs R)."""
     K, N = L.shape
     m = L[0].copy()
     for k in range(1, K):
@@ -86,16 +102,24 @@ def softmax_kn(L, R, log_norm):
         log_norm[n] = m[n]
         s[n] = 1.0 / s[n]
     for k in range(K):
+        h = 0.0
         for n in range(N):
             L[k, n] -= m[n]
             if R is not None:
                 R[k, n] *= s[n]
+                if H is not None:
+                    # r = 0 (log r = -inf: a component left out of the step) adds no entropy
+                    h -= R[k, n] * L[k, n] if R[k, n] > 0.0 else 0.0
+        if H is not None:
+            H[k] = h
 
 
 @njit(nogil=True, cache=True, fastmath=_FLAGS, error_model="numpy")
-def softmax_nk(L, R, log_norm):
+def softmax_nk(L, R, log_norm, H):
     """As softmax_kn for L, R of shape (N, K), C-contiguous."""
     N, K = L.shape
+    if H is not None:
+        H[:] = 0.0
     for n in range(N):
         row = L[n]
         m = row[0]
@@ -116,3 +140,34 @@ def softmax_nk(L, R, log_norm):
             row[k] -= m
             if R is not None:
                 R[n, k] *= inv
+                if H is not None:
+                    H[k] -= R[n, k] * row[k] if R[n, k] > 0.0 else 0.0
+
+
+@njit(nogil=True, cache=True, fastmath=_FLAGS, error_model="numpy")
+def center_features(X, shift, F, squares):
+    """The feature rows of a Gaussian local step, from row-major data in one pass.
+
+    X (N, D) float32 or float64; shift (D,); F (W, N) float64, filled as F[0] = 1,
+    F[1 + d] = y_d = X[:, d] - shift[d] and, by ``squares``: 0 nothing more (the caller adds
+    the products), 1 F[1 + D + d] = y_d ** 2 (diag), 2 F[1 + D] = sum_d y_d ** 2 (spherical).
+    Rows of X are read in tiles, so both the reads and the transposed writes stay in cache.
+    """
+    N, D = X.shape
+    tile = 64
+    for a in range(0, N, tile):
+        b = min(a + tile, N)
+        for n in range(a, b):
+            F[0, n] = 1.0
+        if squares == 2:
+            for n in range(a, b):
+                F[1 + D, n] = 0.0
+        for d in range(D):
+            c = shift[d]
+            for n in range(a, b):
+                y = X[n, d] - c
+                F[1 + d, n] = y
+                if squares == 1:
+                    F[1 + D + d, n] = y * y
+                elif squares == 2:
+                    F[1 + D, n] += y * y

@@ -165,3 +165,18 @@ def softmax_rows(log_prob: Any) -> tuple[Any, Any, Any]:
     log_total = xp.log(total)
     log_prob -= log_total[:, None]
     return log_total + row_max, log_prob, resp
+
+
+def softmax_entropy_rows(log_prob: Any) -> tuple[Any, Any, Any, Any]:
+    """``softmax_rows`` and, where the fused kernel runs, the assignment entropy of its rows.
+
+    Returns
+    -------
+    log_norm (N,), log_resp (N, K), resp (N, K), as ``softmax_rows``; and Hresp (K,) =
+    -sum_n r_nk log r_nk, summed in the kernel's last pass, or None where the kernel does not
+    apply (the caller then computes it from log_resp).
+    """
+    fused = _kernels.softmax(log_prob, want_entropy=True)
+    if fused is not None:
+        return fused
+    return (*softmax_rows(log_prob), None)

@@ -18,7 +18,13 @@ from typing import Any
 import numpy as np
 
 from mixstream.alloc.base import AllocModel
-from mixstream.backend import get_namespace, logsumexp_rows, softmax_rows, to_host
+from mixstream.backend import (
+    get_namespace,
+    logsumexp_rows,
+    softmax_entropy_rows,
+    softmax_rows,
+    to_host,
+)
 from mixstream.obs.base import ObsModel
 from mixstream.parallel import map_ordered
 from mixstream.suffstats import SuffStats
@@ -90,20 +96,33 @@ class Model:
             normaliser (the log-likelihood of each row under EM); "cache", features the
             observation model reuses in ``summarize``.
         """
+        xp = get_namespace(X)
+        return self._local_step(X, hard, xp.asarray(self.alloc.log_weights()), False)
+
+    def _local_step(self, X: Any, hard: bool, log_weights: Any, entropy: bool) -> dict[str, Any]:
+        """``local_step`` with the log weights given; with ``entropy`` the softmax kernel also
+        sums the assignment entropy (LP["Hresp"], unweighted) where it can."""
         cache: dict = {}
         xp = get_namespace(X)
+        lp = self.obs.log_prob(X, cache, bias=log_weights)
+        hresp = None
         if hard:
-            log_norm, log_resp = logsumexp_rows(self.log_prob(X, cache))
+            log_norm, log_resp = logsumexp_rows(lp)
             resp = _one_hot(xp.argmax(log_resp, axis=1), log_resp.shape[1], xp)
+        elif entropy:
+            log_norm, log_resp, resp, hresp = softmax_entropy_rows(lp)
         else:
-            log_norm, log_resp, resp = softmax_rows(self.log_prob(X, cache))
-        return {
+            log_norm, log_resp, resp = softmax_rows(lp)
+        LP = {
             "resp": resp,
             "log_resp": log_resp,
             "log_norm": log_norm,
             "cache": cache,
             "hard": hard,
         }
+        if hresp is not None:
+            LP["Hresp"] = hresp
+        return LP
 
     def summarize(
         self,
@@ -126,6 +145,17 @@ class Model:
         sample_weight : array (N,), optional
             Non-negative row weights; statistics are weighted sums.
         """
+        return SuffStats(*self._summary_parts(X, LP, entropy, merge_pairs, sample_weight))
+
+    def _summary_parts(
+        self,
+        X: Any,
+        LP: dict[str, Any],
+        entropy: bool,
+        merge_pairs: Sequence[tuple[int, int]] | None,
+        sample_weight: Any,
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, float], Any, Any]:
+        """What ``summarize`` puts in its SuffStats: (fields, uids, scalars, pairs, hpair)."""
         xp = get_namespace(X)
         resp = LP["resp"]
         if resp.shape[1] != self.K:
@@ -134,10 +164,14 @@ class Model:
                 "(give a new model its components first: model.uids = model.new_uids(K))"
             )
         w_resp = resp if sample_weight is None else resp * sample_weight[:, None]
-        fields = {"N": w_resp.sum(axis=0)}
-        fields.update(self.obs.calc_stats(X, w_resp, LP.get("cache")))
+        obs_stats = self.obs.calc_stats(X, w_resp, LP.get("cache"))
+        n_k = obs_stats.pop("N", None)  # an observation model may get it from its own GEMM
+        fields = {"N": w_resp.sum(axis=0) if n_k is None else n_k}
+        fields.update(obs_stats)
         if entropy and LP.get("hard", False):
             fields["Hresp"] = xp.zeros_like(fields["N"])  # one-hot rows carry no entropy
+        elif entropy and sample_weight is None and LP.get("Hresp") is not None:
+            fields["Hresp"] = LP["Hresp"]
         elif entropy:
             log_resp = LP.get("log_resp")
             if log_resp is None:
@@ -162,9 +196,8 @@ class Model:
             if sample_weight is not None:
                 h *= sample_weight[:, None]
             hpair = to_host(h.sum(axis=0))
-        return SuffStats(
-            {k: to_host(v) for k, v in fields.items()}, self.uids, scalars, pairs, hpair
-        )
+        fields = {k: np.asarray(to_host(v), dtype=np.float64) for k, v in fields.items()}
+        return fields, self.uids, scalars, pairs, hpair
 
     def local_summarize(
         self,
@@ -179,22 +212,23 @@ class Model:
         if n == 0:
             raise ValueError("cannot summarize an empty batch (0 rows)")
         block = max(256, _BLOCK_CELLS // (max(self.K, 1) + self.obs.cache_width()))
+        xp = get_namespace(X)
+        log_weights = xp.asarray(self.alloc.log_weights())  # once, not once per block
 
-        def one(start: int) -> SuffStats:
+        def one(start: int) -> tuple:
             stop = min(start + block, n)
             Xb = X[start:stop]
-            LP = self.local_step(Xb, hard=hard)
             wb = None if sample_weight is None else sample_weight[start:stop]
-            return self.summarize(
-                Xb, LP, entropy=entropy, merge_pairs=merge_pairs, sample_weight=wb
-            )
+            LP = self._local_step(Xb, hard, log_weights, entropy and wb is None)
+            return self._summary_parts(Xb, LP, entropy, merge_pairs, wb)
 
-        # blocks in threads on the host; a GPU runs one stream of blocks
-        threads = None if get_namespace(X) is np else 1
+        # blocks in threads on the host; a GPU runs one stream of blocks. The blocks' parts are
+        # added as plain arrays, left to right (a fixed order), and wrapped in one SuffStats
+        threads = None if xp is np else 1
         total = None
-        for ss in map_ordered(one, range(0, n, block), threads):
-            total = ss if total is None else total + ss  # left to right: a fixed order
-        return total
+        for part in map_ordered(one, range(0, n, block), threads):
+            total = part if total is None else _add_parts(total, part)
+        return SuffStats(*total)
 
     # ------------------------------------------------------------------ global step
     def global_step(self, SS: SuffStats, rho: float | None = None) -> None:
@@ -245,6 +279,16 @@ def _entropy(w_resp: Any, log_resp: Any, xp: Any) -> Any:
         # is zero mass, not nan
         h = -(w_resp * xp.maximum(log_resp, _LOG_FLOOR)).sum(axis=0)
     return h
+
+
+def _add_parts(a: tuple, b: tuple) -> tuple:
+    """Two blocks' ``_summary_parts`` added (fields, scalars, merged-pair entropies)."""
+    fields = {k: v + b[0][k] for k, v in a[0].items()}
+    scalars = dict(a[2])
+    for k, v in b[2].items():
+        scalars[k] = scalars.get(k, 0.0) + v
+    hpair = None if a[4] is None else a[4] + b[4]
+    return fields, a[1], scalars, a[3], hpair
 
 
 def _one_hot(labels: Any, K: int, xp: Any) -> Any:

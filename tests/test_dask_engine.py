@@ -18,7 +18,7 @@ import psutil
 import pytest
 import zarr
 from conftest import stop_processes
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, get_task_stream
 
 from mixstream import MixtureModel
 from mixstream.alloc.dp import DPAlloc
@@ -37,6 +37,7 @@ from mixstream.engine.local import LocalExecutor
 from mixstream.engine.progress import batch_listener
 from mixstream.learn.executor import kmeans_batch, summarize_batch
 from mixstream.model import Model
+from mixstream.suffstats import SUM_FAN_IN
 
 N, D, K = 40_000, 4, 5
 
@@ -331,6 +332,79 @@ def test_fit_and_cli_on_workers_that_cannot_see_the_store(hidden_store_cluster, 
     assert last.startswith("mixstream: error: ") and "Traceback" not in run.stderr
     assert re.search(r"2 of 2 Dask worker.*cannot open the data at .*hidden\.zarr", last), last
     assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
+
+
+@pytest.fixture(scope="module")
+def many_batches(tmp_path_factory):
+    """160 batches of 200 rows: enough that 2 workers get them SUM_FAN_IN to a task."""
+    path = tmp_path_factory.mktemp("many") / "many.zarr"
+    write_synthetic_zarr(path, 32_000, D, K, chunk_rows=200, shard_rows=200, seed=3)
+    return ZarrSource(path, batch_size=200)
+
+
+def _batch_task_keys(stream, name):
+    return sorted(r["key"] for r in stream.data if f"mixstream-{name}-" in r["key"])
+
+
+def test_many_batches_run_several_to_a_task_with_the_same_bits(client, many_batches, centers):
+    src = many_batches
+    n = len(src.batches)
+    ex = DaskExecutor(src, client=client)
+    assert ex._group_size(n) == SUM_FAN_IN  # 20 tasks: 10 per worker thread
+    assert ex._group_size(100) == 1  # 12 tasks would leave a thread idle at the end
+    expected = LocalExecutor(src).map_sum(kmeans_batch, centers)
+    with get_task_stream(client=client) as ts:
+        got = ex.map_sum(kmeans_batch, centers)
+    assert len(_batch_task_keys(ts, "kmeans-batch")) == n // SUM_FAN_IN
+    assert_same_stats(got, expected)
+    ungrouped = DaskExecutor(src, client=client, group_batches=False)
+    with get_task_stream(client=client) as ts:
+        assert_same_stats(ungrouped.map_sum(kmeans_batch, centers), expected)
+    assert len(_batch_task_keys(ts, "kmeans-batch")) == n
+    # a VB model's statistics too (entropy, log normaliser), through summarize_batch
+    X = np.concatenate([src.read(i) for i in range(n)])
+    from mixstream.obs.gauss import GaussObs
+
+    model = Model(DPAlloc(1.0), GaussObs("diag"))
+    model.obs.set_prior_from_data(X)
+    model.uids = model.new_uids(K)
+    model.global_step(model.summarize(X, {"resp": np.eye(K)[np.arange(X.shape[0]) % K]}))
+    assert_same_stats(
+        ex.map_sum(summarize_batch, model), LocalExecutor(src).map_sum(summarize_batch, model)
+    )
+    # map: one result per batch, in the caller's (shuffled) order
+    ids = [int(i) for i in np.random.default_rng(0).permutation(n)]
+    local = LocalExecutor(src).map(kmeans_batch, centers, ids)
+    grouped = ex.map(kmeans_batch, centers, ids)
+    assert len(grouped) == n
+    for a, b in zip(grouped, local):
+        assert_same_stats(a, b)
+    # progress: every batch reported once, as its task finishes
+    heard = []
+    with batch_listener(heard.append):
+        ex.map_sum(kmeans_batch, centers)
+    assert sorted(e.batch for e in heard) == list(range(n))
+    assert [e.done for e in heard] == list(range(1, n + 1))
+    ex.close()
+    ungrouped.close()
+
+
+def test_worker_killed_mid_map_of_grouped_batches(client, many_batches, centers):
+    src = many_batches  # 20 tasks of 8 x 0.02 s on 2 workers: ~1.6 s
+    expected = LocalExecutor(src).map_sum(kmeans_batch, centers)
+    pids = client.run(os.getpid)
+    victim = pids[sorted(pids)[-1]]
+    ex = DaskExecutor(src, client=client)
+    assert ex._group_size(len(src.batches)) == SUM_FAN_IN
+    with ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(ex.map_sum, slow_kmeans_batch, centers, None, delay=0.02)
+        time.sleep(0.6)
+        assert not fut.done()
+        os.kill(victim, signal.SIGKILL)
+        got = fut.result(timeout=120)
+    assert_same_stats(got, expected)
+    client.wait_for_workers(2, timeout=60)
+    ex.close()
 
 
 def test_worker_killed_mid_map_gives_the_same_result(client, store, centers):

@@ -80,6 +80,69 @@ def test_exp_is_accurate_to_a_few_ulps_on_its_whole_range():
     assert np.array_equal(below[:, 1], np.zeros(3))  # exp under -708 is exactly zero mass
 
 
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_softmax_entropy_matches_the_numpy_entropy(order):
+    """The entropy summed in the kernel's last pass equals -sum_n r log r (0 log 0 = 0)."""
+    from mixstream.backend import softmax_entropy_rows
+
+    lp = log_probs(3001, 6, order)  # with a component at -inf on every 7th row
+    log_norm, _, resp, H = softmax_entropy_rows(lp.copy(order="A"))
+    ref_norm, ref_log_resp, ref_resp = numpy_softmax(lp)
+    np.testing.assert_allclose(log_norm, ref_norm, rtol=1e-14)
+    ref_H = -np.sum(ref_resp * np.where(ref_resp > 0, ref_log_resp, 0.0), axis=0)
+    assert H.shape == (6,) and np.all(np.isfinite(H))
+    np.testing.assert_allclose(H, ref_H, rtol=1e-12)
+    np.testing.assert_allclose(resp, ref_resp, rtol=1e-13, atol=1e-300)
+    # no fused kernel for this input: the caller gets None and computes it itself
+    assert softmax_entropy_rows(np.zeros((4, 6))[:, ::2])[3] is None
+
+
+@pytest.mark.parametrize("structure", ["diag", "spherical", "full"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_center_features_match_numpy(structure, dtype):
+    rng = np.random.default_rng(2)
+    X = (rng.normal(size=(1000, 7)) * 3 + 100).astype(dtype)  # far from 0: the shift matters
+    shift = X.mean(axis=0, dtype=np.float64) + 0.25
+    y = X.T.astype(np.float64) - shift[:, None]
+    width = {"diag": 1 + 14, "spherical": 1 + 8, "full": 1 + 7}[structure]
+    F = np.full((width, X.shape[0]), np.nan)
+    assert _kernels.center_features(X, shift, F, structure)
+    np.testing.assert_array_equal(F[0], 1.0)
+    np.testing.assert_array_equal(F[1:8], y)  # X - shift is exact in float64 from either
+    if structure == "diag":
+        np.testing.assert_array_equal(F[8:], y * y)
+    elif structure == "spherical":
+        np.testing.assert_allclose(F[8], (y * y).sum(axis=0), rtol=1e-15)
+    # what the kernel does not take: strided or integer data, or nothing to do
+    assert not _kernels.center_features(X[:, ::2], shift[::2], F[:, :1000], structure)
+    assert not _kernels.center_features(X.astype(np.int64), shift, F, structure)
+    assert not _kernels.center_features(X[:0], shift, F[:, :0], structure)
+
+
+def test_gauss_statistics_are_the_same_through_the_kernels_and_numpy(monkeypatch):
+    """The Gaussian local step and statistics with the kernels and with numpy's path agree;
+    N, taken from the constant feature's row of the statistics GEMM, equals resp summed."""
+    from mixstream.alloc.finite import FiniteAlloc
+    from mixstream.model import Model
+    from mixstream.obs.gauss import GaussObs
+
+    rng = np.random.default_rng(4)
+    X = np.concatenate([rng.normal(m, 1.0, size=(3000, 5)) for m in (-4, 0, 4)])
+    for cov in ("full", "diag", "spherical", "tied_diag"):
+        model = Model(FiniteAlloc(), GaussObs(cov))
+        model.obs.set_prior_from_data(X)
+        model.uids = model.new_uids(3)
+        model.global_step(model.summarize(X, {"resp": np.eye(3)[np.arange(X.shape[0]) % 3]}))
+        fused = model.local_summarize(X.astype(np.float32))
+        monkeypatch.setattr(_kernels, "_kernels", False)  # what MIXSTREAM_NUMBA=0 gives
+        plain = model.local_summarize(X.astype(np.float32))
+        monkeypatch.undo()
+        for name in plain.fields:
+            np.testing.assert_allclose(fused[name], plain[name], rtol=1e-11, err_msg=name)
+        LP = model.local_step(X)
+        np.testing.assert_allclose(model.summarize(X, LP).N, LP["resp"].sum(axis=0), rtol=1e-12)
+
+
 def test_non_float64_or_strided_input_takes_the_numpy_path():
     assert _kernels.softmax(np.zeros((4, 3), np.float32)) is None
     assert _kernels.softmax(np.zeros((4, 6))[:, ::2]) is None

@@ -7,7 +7,11 @@ tree as ``SuffStats.sum`` (runs of ``SUM_FAN_IN``, left to right), so it returns
 what ``LocalExecutor.map_sum`` returns, whichever worker answers first and whether or not a
 worker died on the way (a batch's result is a pure function of (batch, payload), so a lost task
 is simply run again). When a ``mixstream.engine.progress.batch_listener`` is active, each batch
-task is reported, in the caller's thread, as it finishes on the cluster.
+is reported, in the caller's thread, as its task finishes on the cluster.
+
+A call over many batches runs them ``SUM_FAN_IN`` to a task (a ``map_sum`` task returns their
+sum: the first level of the tree), because every task costs the scheduler and the worker a few
+milliseconds, which at 100,000-row batches was a third of a batch's own time on 2 cores.
 
     with DaskExecutor(ZarrSource("big.zarr"), n_workers=4) as ex:       # a LocalCluster
         SS = ex.map_sum(kmeans_batch, centers)
@@ -38,6 +42,10 @@ logger = logging.getLogger(__name__)
 #: between one batch and the next on every worker (measured: 15-25% of a lap at 100,000-row
 #: batches on 2 cores). A cluster the user brings keeps its own settings.
 OWN_CLUSTER_CONFIG = {"distributed.scheduler.worker-saturation": float("inf")}
+
+#: batches are run ``SUM_FAN_IN`` to a task when a call has at least this many such tasks per
+#: worker thread: enough that the last tasks of a lap leave no thread idle for long
+MIN_GROUPS_PER_THREAD = 8
 
 #: sources whose pickle is at most this big travel inside each task (recomputable anywhere);
 #: bigger ones (in-memory arrays) are scattered once to every worker
@@ -159,6 +167,26 @@ def _identity(x: Any) -> Any:
     return x
 
 
+def run_batches(
+    source: BatchSource,
+    fn: Callable[..., Any],
+    payload: Any,
+    ids: list[int],
+    backend: str,
+    kw: dict,
+    add: bool,
+) -> Any:
+    """``run_batch`` over ``ids`` one after another, in one task: the list of results, or with
+    ``add`` their sum left to right (``add_run``, one node of the summation tree)."""
+    if add:
+        total = None
+        for i in ids:
+            out = run_batch(source, fn, payload, i, backend, kw)
+            total = out if total is None else total + out
+        return total
+    return [run_batch(source, fn, payload, i, backend, kw) for i in ids]
+
+
 # ---------------------------------------------------------------------- executor
 class DaskExecutor:
     """Runs batch functions on a Dask cluster, reading batches in the workers.
@@ -184,6 +212,10 @@ class DaskExecutor:
         Times a failing task is re-run; tasks are pure, so a rerun gives the same result.
     check_store : bool
         Ask every worker up front whether it can open the source.
+    group_batches : bool
+        Run the batches of a call ``SUM_FAN_IN`` to a task when there are enough of them (at
+        least ``MIN_GROUPS_PER_THREAD`` such tasks per worker thread). False: a task per batch.
+        Either way the results are the same, bit for bit.
     **cluster_kwargs :
         More LocalCluster arguments (``dashboard_address=":0"``, ...).
 
@@ -205,6 +237,7 @@ class DaskExecutor:
         blas_threads: int = 1,
         retries: int = 2,
         check_store: bool = True,
+        group_batches: bool = True,
         **cluster_kwargs: Any,
     ) -> None:
         import dask
@@ -213,6 +246,7 @@ class DaskExecutor:
         self.source = source
         self.backend = backend
         self.retries = retries
+        self.group_batches = group_batches
         self.cluster: Any = None
         self._owns_client = False
         self._closed = False
@@ -315,9 +349,18 @@ class DaskExecutor:
         return self.client.scatter({key: self.source}, broadcast=True)[key]
 
     # ------------------------------------------------------------------ Executor
+    def _group_size(self, n_ids: int) -> int:
+        """Batches per task for a call over ``n_ids`` batches: SUM_FAN_IN or 1."""
+        if not self.group_batches or n_ids < 2 * SUM_FAN_IN:
+            return 1
+        threads = sum(self.client.nthreads().values())
+        return SUM_FAN_IN if n_ids >= SUM_FAN_IN * MIN_GROUPS_PER_THREAD * max(threads, 1) else 1
+
     def _submit_batches(
-        self, fn: Callable[..., Any], payload: Any, ids: list[int], kw: dict, token: str
-    ) -> tuple[Any, list[Any]]:
+        self, fn: Callable[..., Any], payload: Any, ids: list[int], kw: dict, token: str, add: bool
+    ) -> tuple[Any, list[Any], list[list[int]]]:
+        """The payload task, the batch tasks, and the batch ids of each task. Tasks run runs of
+        consecutive ids (``_group_size``); with ``add`` a task of several returns their sum."""
         # a task rather than a broadcast scatter: the scheduler can run it again wherever it is
         # needed when the worker that held it dies, while a scatter that meets a dying worker
         # fails, or waits on replication to the dead address for ever
@@ -325,35 +368,53 @@ class DaskExecutor:
             _identity, payload, key=f"mixstream-payload-{token}", pure=False, retries=self.retries
         )
         name = getattr(fn, "__name__", "batch").replace("_", "-")
-        futures = [
-            self.client.submit(
-                run_batch,
-                self._source_arg,
-                fn,
-                payload_f,
-                i,
-                self.backend,
-                kw,
-                key=f"mixstream-{name}-{i}-{token}",
-                retries=self.retries,
-                pure=False,
-            )
-            for i in ids
-        ]
-        return payload_f, futures
+        g = self._group_size(len(ids))
+        groups = [ids[j : j + g] for j in range(0, len(ids), g)]
+        futures = []
+        for group in groups:
+            if g == 1:
+                f = self.client.submit(
+                    run_batch,
+                    self._source_arg,
+                    fn,
+                    payload_f,
+                    group[0],
+                    self.backend,
+                    kw,
+                    key=f"mixstream-{name}-{group[0]}-{token}",
+                    retries=self.retries,
+                    pure=False,
+                )
+            else:
+                f = self.client.submit(
+                    run_batches,
+                    self._source_arg,
+                    fn,
+                    payload_f,
+                    group,
+                    self.backend,
+                    kw,
+                    add,
+                    key=f"mixstream-{name}-{group[0]}-{group[-1]}-{token}",
+                    retries=self.retries,
+                    pure=False,
+                )
+            futures.append(f)
+        return payload_f, futures, groups if g > 1 else [[i] for i in ids]
 
-    def _follow(self, futures: list[Any], ids: list[int], report: BatchReporter) -> None:
-        """Report each batch task as it finishes (in this thread), until all have finished or
-        one has failed; the caller's gather then returns the results or raises the error."""
+    def _follow(self, futures: list[Any], groups: list[list[int]], report: BatchReporter) -> None:
+        """Report the batches of each task as it finishes (in this thread), until all have
+        finished or one has failed; the caller's gather then returns the results or raises."""
         if not report:
             return
         from distributed import as_completed
 
-        batch_of = {f.key: i for f, i in zip(futures, ids)}
+        batches_of = {f.key: group for f, group in zip(futures, groups)}
         for f in as_completed(futures):
             if f.status != "finished":
                 break
-            report(batch_of[f.key])
+            for i in batches_of[f.key]:
+                report(i)
 
     def _gather(self, futures: list[Any]) -> list[Any]:
         try:
@@ -387,14 +448,17 @@ class DaskExecutor:
         if not ids:
             return []
         report = BatchReporter(self.source.batches, ids)
-        payload_f, futures = self._submit_batches(fn, payload, ids, kw, _token())
+        payload_f, futures, groups = self._submit_batches(fn, payload, ids, kw, _token(), False)
         try:
             try:
-                self._follow(futures, ids, report)
+                self._follow(futures, groups, report)
             except BaseException:
                 self.client.cancel(futures)
                 raise
-            return self._gather(futures)
+            results = self._gather(futures)
+            if len(groups) == len(ids):  # a task per batch
+                return results
+            return [out for group_out in results for out in group_out]
         finally:
             del futures, payload_f
 
@@ -412,10 +476,11 @@ class DaskExecutor:
             raise ValueError("cannot sum an empty sequence of SuffStats (no batches)")
         token = _token()
         report = BatchReporter(self.source.batches, ids)
-        payload_f, level = self._submit_batches(fn, payload, ids, kw, token)
+        payload_f, level, groups = self._submit_batches(fn, payload, ids, kw, token, True)
         batch_futures = list(level)
         all_futures = list(level)
-        depth = 0
+        # tasks of SUM_FAN_IN batches already return the tree's first level
+        depth = 0 if len(groups) == len(ids) else 1
         # the same tree as SuffStats.sum: runs of SUM_FAN_IN added left to right, level by
         # level; a run of one is carried up as it is
         while len(level) > 1:
@@ -438,7 +503,7 @@ class DaskExecutor:
             level = nxt
         root = level[0]
         try:
-            self._follow(batch_futures, ids, report)
+            self._follow(batch_futures, groups, report)
             total = self._gather([root])[0]
             if self.backend == "cupy" and isinstance(total, SuffStats):
                 check_on_device(total)

@@ -82,7 +82,8 @@ class ObsModel(ABC):
     @abstractmethod
     def calc_stats(self, X: Any, resp: Any, cache: dict | None = None) -> dict[str, Any]:
         """Additive statistics of (X, resp): name -> array (K, ...) float64. Must not include
-        "N" or "Hresp" (the Model adds those)."""
+        "Hresp"; may include "N" = resp.sum(axis=0) where it comes for free (a Gaussian's
+        constant feature), else the Model adds it."""
 
     @abstractmethod
     def update(self, SS: SuffStats, rho: float | None = None) -> None:

@@ -119,6 +119,7 @@ from scipy.linalg import cholesky, eigh
 from scipy.linalg.lapack import dtrtri
 from scipy.special import digamma, gammaln, multigammaln
 
+from mixstream import _kernels
 from mixstream.backend import get_namespace, to_device, to_host
 from mixstream.obs.base import ObsModel
 from mixstream.suffstats import SuffStats
@@ -423,14 +424,20 @@ class GaussObs(ObsModel):
         """
         n, D = X.shape
         feat = xp.empty((1 + D + self._n_quad(), n), dtype=xp.float64)
-        feat[0] = 1.0
         y = feat[1 : 1 + D]
-        xp.subtract(X.T, to_device(self.shift, xp)[:, None], out=y)
+        # one tiled pass over the rows (numba) where it applies: the numpy subtract below reads
+        # X transposed, a strided pass, and the squares take a second one
+        fused = xp is np and _kernels.center_features(X, self.shift, feat, self.structure)
+        if not fused:
+            feat[0] = 1.0
+            xp.subtract(X.T, to_device(self.shift, xp)[:, None], out=y)
         if self.structure == "full":
             off = 1 + D
             for i in range(D):
                 xp.multiply(y[i], y[i:], out=feat[off : off + D - i])
                 off += D - i
+        elif fused:
+            pass
         elif self.structure == "diag":
             xp.multiply(y, y, out=feat[1 + D :])
         else:
@@ -487,7 +494,8 @@ class GaussObs(ObsModel):
                 T += self._features(X[a:b], xp) @ resp[a:b]
         D = self.n_features
         xx = T[1 + D] if self.structure == "spherical" else T[1 + D :].T
-        return {"x": T[1 : 1 + D].T, "xx": xx}
+        # feature 0 is the constant 1, so row 0 of T is N: the Model need not sum resp again
+        return {"N": T[0], "x": T[1 : 1 + D].T, "xx": xx}
 
     # ------------------------------------------------------------------ global step
     def update(self, SS: SuffStats, rho: float | None = None) -> None:
