@@ -222,13 +222,16 @@ class Model:
             LP = self._local_step(Xb, hard, log_weights, entropy and wb is None)
             return self._summary_parts(Xb, LP, entropy, merge_pairs, wb)
 
-        # blocks in threads on the host; a GPU runs one stream of blocks. The blocks' parts are
-        # added as plain arrays, left to right (a fixed order), and wrapped in one SuffStats
+        # blocks in threads on the host; a GPU runs one stream of blocks. Blocks are added left
+        # to right (a fixed order) without the constructor's checks; the batch's sum is checked
         threads = None if xp is np else 1
         total = None
         for part in map_ordered(one, range(0, n, block), threads):
-            total = part if total is None else _add_parts(total, part)
-        return SuffStats(*total)
+            ss = SuffStats._trusted(*part)
+            total = ss if total is None else total + ss
+        return SuffStats(
+            total.fields, total.uids, total.scalars, total.merge_pairs, total.merge_Hresp
+        )
 
     # ------------------------------------------------------------------ global step
     def global_step(self, SS: SuffStats, rho: float | None = None) -> None:
@@ -279,16 +282,6 @@ def _entropy(w_resp: Any, log_resp: Any, xp: Any) -> Any:
         # is zero mass, not nan
         h = -(w_resp * xp.maximum(log_resp, _LOG_FLOOR)).sum(axis=0)
     return h
-
-
-def _add_parts(a: tuple, b: tuple) -> tuple:
-    """Two blocks' ``_summary_parts`` added (fields, scalars, merged-pair entropies)."""
-    fields = {k: v + b[0][k] for k, v in a[0].items()}
-    scalars = dict(a[2])
-    for k, v in b[2].items():
-        scalars[k] = scalars.get(k, 0.0) + v
-    hpair = None if a[4] is None else a[4] + b[4]
-    return fields, a[1], scalars, a[3], hpair
 
 
 def _one_hot(labels: Any, K: int, xp: Any) -> Any:

@@ -88,6 +88,28 @@ class SuffStats:
             if self.merge_Hresp.shape[0] != self.merge_pairs.shape[0]:
                 raise ValueError("merge_Hresp needs one value per row of merge_pairs")
 
+    @classmethod
+    def _trusted(
+        cls,
+        fields: dict[str, np.ndarray],
+        uids: np.ndarray,
+        scalars: dict[str, float],
+        merge_pairs: np.ndarray | None,
+        merge_Hresp: np.ndarray | None,
+    ) -> SuffStats:
+        """A SuffStats from parts already checked (host float64 fields of one K, distinct
+        uids), without the constructor's copies and checks: the sums of the local step's row
+        blocks and of the summation tree build thousands of these per lap."""
+        ss = object.__new__(cls)
+        ss.fields = fields
+        ss.uids = np.array(uids, np.int64)
+        ss.scalars = scalars
+        if merge_pairs is None:
+            ss.merge_pairs, ss.merge_Hresp = np.zeros((0, 2), np.int64), np.zeros(0)
+        else:
+            ss.merge_pairs, ss.merge_Hresp = merge_pairs, merge_Hresp
+        return ss
+
     # ------------------------------------------------------------------ access
     @property
     def K(self) -> int:
@@ -151,7 +173,8 @@ class SuffStats:
             if not np.array_equal(pairs, other.merge_pairs):
                 raise ValueError("cannot combine SuffStats tracking different merge pairs")
             hpair = hpair + sign * other.merge_Hresp
-        return SuffStats(fields, self.uids, scalars, pairs, hpair)
+        # fields are new arrays, and both sides were checked when they were made
+        return SuffStats._trusted(fields, self.uids, scalars, pairs, hpair)
 
     def __add__(self, other: SuffStats) -> SuffStats:
         return self._combine(other, 1.0)

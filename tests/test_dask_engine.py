@@ -389,33 +389,24 @@ def test_many_batches_run_several_to_a_task_with_the_same_bits(client, many_batc
     ungrouped.close()
 
 
-def test_worker_killed_mid_map_of_grouped_batches(client, many_batches, centers):
-    src = many_batches  # 20 tasks of 8 x 0.02 s on 2 workers: ~1.6 s
-    expected = LocalExecutor(src).map_sum(kmeans_batch, centers)
-    pids = client.run(os.getpid)
-    victim = pids[sorted(pids)[-1]]
-    ex = DaskExecutor(src, client=client)
-    assert ex._group_size(len(src.batches)) == SUM_FAN_IN
-    with ThreadPoolExecutor(1) as pool:
-        fut = pool.submit(ex.map_sum, slow_kmeans_batch, centers, None, delay=0.02)
-        time.sleep(0.6)
-        assert not fut.done()
-        os.kill(victim, signal.SIGKILL)
-        got = fut.result(timeout=120)
-    assert_same_stats(got, expected)
-    client.wait_for_workers(2, timeout=60)
-    ex.close()
-
-
-def test_worker_killed_mid_map_gives_the_same_result(client, store, centers):
-    src = ZarrSource(store, batch_size=2000)  # 20 batches of 0.2 s on 2 workers: ~2 s
+@pytest.mark.parametrize(
+    ("grouped", "delay", "kill_after"),
+    # 20 batch tasks of 0.2 s, or 20 tasks of 8 batches of 0.02 s: ~2 s on 2 workers
+    [(False, 0.2, 0.7), (True, 0.02, 0.6)],
+    ids=["a-task-per-batch", "8-batches-per-task"],
+)
+def test_worker_killed_mid_map_gives_the_same_result(
+    request, client, store, centers, grouped, delay, kill_after
+):
+    src = request.getfixturevalue("many_batches") if grouped else ZarrSource(store, batch_size=2000)
     expected = LocalExecutor(src).map_sum(kmeans_batch, centers)
     pids = client.run(os.getpid)
     victim = pids[sorted(pids)[0]]
     ex = DaskExecutor(src, client=client)
+    assert ex._group_size(len(src.batches)) == (SUM_FAN_IN if grouped else 1)
     with ThreadPoolExecutor(1) as pool:
-        fut = pool.submit(ex.map_sum, slow_kmeans_batch, centers, None, delay=0.2)
-        time.sleep(0.7)
+        fut = pool.submit(ex.map_sum, slow_kmeans_batch, centers, None, delay=delay)
+        time.sleep(kill_after)
         assert not fut.done()
         os.kill(victim, signal.SIGKILL)
         got = fut.result(timeout=120)

@@ -177,14 +177,9 @@ def run_batches(
     add: bool,
 ) -> Any:
     """``run_batch`` over ``ids`` one after another, in one task: the list of results, or with
-    ``add`` their sum left to right (``add_run``, one node of the summation tree)."""
-    if add:
-        total = None
-        for i in ids:
-            out = run_batch(source, fn, payload, i, backend, kw)
-            total = out if total is None else total + out
-        return total
-    return [run_batch(source, fn, payload, i, backend, kw) for i in ids]
+    ``add`` their sum (``add_run``, one node of the summation tree)."""
+    outs = [run_batch(source, fn, payload, i, backend, kw) for i in ids]
+    return add_run(*outs) if add else outs
 
 
 # ---------------------------------------------------------------------- executor
@@ -373,34 +368,25 @@ class DaskExecutor:
         futures = []
         for group in groups:
             if g == 1:
-                f = self.client.submit(
-                    run_batch,
-                    self._source_arg,
-                    fn,
-                    payload_f,
-                    group[0],
-                    self.backend,
-                    kw,
-                    key=f"mixstream-{name}-{group[0]}-{token}",
-                    retries=self.retries,
-                    pure=False,
-                )
+                task, which, extra, label = run_batch, group[0], (), str(group[0])
             else:
-                f = self.client.submit(
-                    run_batches,
+                task, which, extra, label = run_batches, group, (add,), f"{group[0]}-{group[-1]}"
+            futures.append(
+                self.client.submit(
+                    task,
                     self._source_arg,
                     fn,
                     payload_f,
-                    group,
+                    which,
                     self.backend,
                     kw,
-                    add,
-                    key=f"mixstream-{name}-{group[0]}-{group[-1]}-{token}",
+                    *extra,
+                    key=f"mixstream-{name}-{label}-{token}",
                     retries=self.retries,
                     pure=False,
                 )
-            futures.append(f)
-        return payload_f, futures, groups if g > 1 else [[i] for i in ids]
+            )
+        return payload_f, futures, groups
 
     def _follow(self, futures: list[Any], groups: list[list[int]], report: BatchReporter) -> None:
         """Report the batches of each task as it finishes (in this thread), until all have
