@@ -1,16 +1,20 @@
 """Streaming: lap throughput over a Zarr store against a bare read of the same store.
 
-    python bench/streaming.py --gb 4 --store /tmp/stream.zarr
+    python bench/streaming.py --gb 4 --store /tmp/stream.zarr [--cold]
 
 Prints, side by side:
-- a bare read of every batch with zarr (rows/s, MB/s), after one read to warm the page cache
-  (every lap below then reads a warm store too): the ceiling;
+- a bare read of every batch with zarr (``array[start:stop]``; rows/s, MB/s), after one read
+  to warm the page cache (every lap below then reads a warm store too): the ceiling; and the
+  same reads through mixstream's ZarrSource (metadata and finite checks added);
 - one VB lap (diag Gaussian, K=16) in-process (a reader thread beside the compute threads;
   and one thread that reads and computes each batch in turn, as a single-thread Dask worker
   does), and on a Dask LocalCluster with 1 and with 2 single-thread workers: rows/s, MB/s and
   the fraction of the bare read;
 - the Dask engine's per-batch overhead against the in-process engine with the same threads:
-  1 worker against the one-thread lap, 2 workers against the two-thread lap.
+  1 worker against the one-thread lap, 2 workers against the two-thread lap;
+- with ``--cold`` (Linux, root), a second table with the page cache dropped before every run:
+  the bare read and the laps then read the store from disk, as every lap over a store larger
+  than memory does.
 The store is written once (chunk by chunk, zstd) and reused if it exists. Each row is the best
 of ``--repeat`` runs (default 3): on a shared VM a single lap moves by 20-30% from run to run.
 """
@@ -26,23 +30,47 @@ import numpy as np
 
 
 def bare_read(source) -> float:
+    """Every batch read with zarr alone (``array[start:stop]``), one after another."""
+    import zarr
+
+    arr = zarr.open_array(source.url, path=source.array_path, mode="r")
+    t = time.perf_counter()
+    for start, stop in source.batches:
+        arr[start:stop]
+    return time.perf_counter() - t
+
+
+def source_read(source) -> float:
+    """Every batch read by mixstream's ZarrSource (metadata check and finite check included)."""
     t = time.perf_counter()
     for i in range(len(source.batches)):
         source.read(i)
     return time.perf_counter() - t
 
 
-def lap_seconds(model, executor, repeat: int = 1) -> float:
-    """Best of ``repeat`` laps (statistics of the whole store); the model is left unchanged, so
-    that every lap of the benchmark does the same work."""
-    from mixstream.learn.executor import summarize_batch
-
-    best = float("inf")
+def best(run, repeat: int, cold: bool = False) -> float:
+    """Best wall time of ``repeat`` calls of ``run``; with ``cold`` the page cache is dropped
+    before each, so that the store is read from disk. Laps leave the model unchanged, so every
+    run does the same work."""
+    times = []
     for _ in range(repeat):
+        if cold:
+            drop_page_cache()
         t = time.perf_counter()
-        executor.map_sum(summarize_batch, model)
-        best = min(best, time.perf_counter() - t)
-    return best
+        run()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def can_drop_page_cache() -> bool:
+    return os.access("/proc/sys/vm/drop_caches", os.W_OK)
+
+
+def drop_page_cache() -> None:
+    """Write back dirty pages, then drop the clean ones (Linux, root)."""
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("1\n")
 
 
 def start_model(source, k: int):
@@ -69,6 +97,12 @@ def main() -> None:
     p.add_argument("--batch-rows", type=int, default=100_000)
     p.add_argument("--k", type=int, default=16)
     p.add_argument("--repeat", type=int, default=3, help="runs per row; the best is shown")
+    p.add_argument(
+        "--cold",
+        action="store_true",
+        help="also time the bare read and the laps with the page cache dropped before each run "
+        "(Linux, root): the store then comes from disk, as a store larger than memory does",
+    )
     a = p.parse_args()
 
     D = 16
@@ -90,44 +124,61 @@ def main() -> None:
     mb = source.n_rows * D * 4 / 1e6
     model = start_model(source, a.k)
 
-    rows = []
-    bare_read(source)  # once to warm the page cache: every row below reads a warm store
-    t_read = min(bare_read(source) for _ in range(a.repeat))
-    rows.append(("bare zarr read", t_read))
+    cold = a.cold and can_drop_page_cache()
+    if a.cold and not cold:
+        print("--cold: cannot write /proc/sys/vm/drop_caches (needs root): cold rows skipped")
+    warm, cold_rows = [], []
+    bare_read(source)  # once to warm the page cache: every warm row below reads a warm store
+    t_read = best(lambda: bare_read(source), a.repeat)
+    warm.append(("bare zarr read", t_read))
+    warm.append(("ZarrSource.read", best(lambda: source_read(source), a.repeat)))
     from threadpoolctl import threadpool_limits
 
+    from mixstream.learn.executor import summarize_batch
     from mixstream.parallel import get_num_threads, set_num_threads
 
+    def lap(ex):
+        return lambda: ex.map_sum(summarize_batch, model)
+
     n_thr = get_num_threads()
-    t_threads = lap_seconds(model, LocalExecutor(source), a.repeat)
-    rows.append((f"lap, in-process {n_thr} thr", t_threads))
+    t_threads = best(lap(LocalExecutor(source)), a.repeat)
+    warm.append((f"lap, in-process {n_thr} thr", t_threads))
     # what one single-thread Dask worker does: read a batch, then compute it, on one thread
     # (row blocks and BLAS included), with no reader thread beside it
     set_num_threads(1)
     with threadpool_limits(1):
-        t_local = lap_seconds(model, LocalExecutor(source, n_threads=1), a.repeat)
+        t_local = best(lap(LocalExecutor(source, n_threads=1)), a.repeat)
     set_num_threads(None)
-    rows.append(("lap, in-process 1 thr", t_local))
+    warm.append(("lap, in-process 1 thr", t_local))
     dask_times = {}
     for n in (1, 2):
         # the LocalCluster mixstream starts itself, as a fit without client= gets it
         with DaskExecutor(source, n_workers=n, threads_per_worker=1, dashboard_address=":0") as ex:
-            lap_seconds(model, ex)  # warm-up: imports and first reads on the workers
-            dask_times[n] = lap_seconds(model, ex, a.repeat)
-        rows.append((f"lap, Dask {n} worker{'s' if n > 1 else ''}", dask_times[n]))
+            lap(ex)()  # warm-up: imports and first reads on the workers
+            dask_times[n] = best(lap(ex), a.repeat)
+            warm.append((f"lap, Dask {n} worker{'s' if n > 1 else ''}", dask_times[n]))
+            if cold and n == 2:
+                cold_rows.append(("lap, Dask 2 workers", best(lap(ex), a.repeat, cold=True)))
+    if cold:
+        t_cold = best(lambda: bare_read(source), a.repeat, cold=True)
+        cold_rows.insert(0, ("bare zarr read", t_cold))
+        t = best(lap(LocalExecutor(source)), a.repeat, cold=True)
+        cold_rows.insert(1, (f"lap, in-process {n_thr} thr", t))
 
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores; store {source.n_rows:,} x "
-        f"{D} float32 = {mb / 1e3:.2f} GB, {len(source.batches)} batches of "
-        f"{a.batch_rows:,} rows; diag Gaussian K={a.k}\n"
+        f"{D} float32 = {mb / 1e3:.2f} GB ({store_gb(a.store):.2f} GB on disk), "
+        f"{len(source.batches)} batches of {a.batch_rows:,} rows; diag Gaussian K={a.k}; "
+        f"best of {a.repeat}\n"
     )
-    print(f"{'':<22}{'seconds':>9}{'rows/s':>14}{'MB/s':>9}{'of bare read':>14}")
-    for name, sec in rows:
-        print(
-            f"{name:<22}{sec:>9.2f}{source.n_rows / sec:>14,.0f}{mb / sec:>9.0f}"
-            f"{t_read / sec:>13.0%}"
+    table("warm page cache (the store read from memory: reading is CPU work)", warm, source, mb)
+    if cold_rows:
+        table(
+            "cold page cache (dropped before every run: the store read from disk)",
+            cold_rows,
+            source,
+            mb,
         )
-    print()
     for n, base, what in ((1, t_local, "1 thread"), (2, t_threads, f"{n_thr} threads")):
         overhead = (dask_times[n] - base) / len(source.batches)
         share = overhead * len(source.batches) / base
@@ -136,6 +187,21 @@ def main() -> None:
             f"{what}): {1e3 * overhead:+.1f} ms = {share:+.1%} of the in-process lap"
         )
     print(f"1 -> 2 workers: {dask_times[1] / dask_times[2]:.2f}x")
+
+
+def table(title: str, rows: list, source, mb: float) -> None:
+    base = rows[0][1]
+    print(title)
+    print(f"{'':<22}{'seconds':>9}{'rows/s':>14}{'MB/s':>9}{'of bare read':>14}")
+    for name, sec in rows:
+        print(
+            f"{name:<22}{sec:>9.2f}{source.n_rows / sec:>14,.0f}{mb / sec:>9.0f}{base / sec:>13.0%}"
+        )
+    print()
+
+
+def store_gb(path: str) -> float:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs) / 1e9
 
 
 if __name__ == "__main__":

@@ -214,6 +214,23 @@ def test_shape_changed_between_plan_and_read(tmp_path):
         src.read(0)
 
 
+def test_shape_changed_after_a_read_is_seen(tmp_path):
+    # the open array is kept between reads while the metadata's bytes stay the same: a resize
+    # that keeps the metadata's length (1050 -> 2050 rows) at once after a read must be seen
+    path = _store(tmp_path / "grow.zarr", _data(), chunks=(100, 3))
+    src = ZarrSource(path, batch_size=500)
+    np.testing.assert_array_equal(src.read(0), _data()[:500])
+    assert src._array("X") is src._array("X")  # unchanged metadata: no reopen
+    size = os.path.getsize(os.path.join(path, "X", "zarr.json"))
+    zarr.open_array(path, path="X", mode="a").resize((2050, 3))
+    assert os.path.getsize(os.path.join(path, "X", "zarr.json")) == size
+    with pytest.raises(ValueError, match=r"grow\.zarr/X.*changed.*\(1050, 3\).*\(2050, 3\)"):
+        src.read(1)
+    shutil.rmtree(path)
+    with pytest.raises(StoreNotFoundError, match=r"grow\.zarr"):
+        src.read(0)
+
+
 def test_weights_sibling_array(tmp_path):
     w = np.linspace(0.0, 2.0, 1050)
     path = _store(tmp_path / "w.zarr", _data(), chunks=(100, 3), weights=w, short=w[:10])

@@ -252,16 +252,42 @@ class ZarrSource:
         return path
 
     def _array(self, path: str) -> Any:
-        """The array at ``path``, reopened so that its current metadata is seen."""
+        """The array at ``path`` with its current metadata.
+
+        Opening an array parses its metadata (about 1.3 ms, a tenth of a 100,000-row batch's
+        read), so on a local store the open array is kept while its metadata file's bytes stay
+        the same; any other store is reopened at every read.
+        """
         import zarr
 
+        meta = self._metadata_bytes(path)
+        cache = self.__dict__.setdefault("_array_cache", {})
+        if meta is not None and path in cache and cache[path][0] == meta:
+            return cache[path][1]
         try:
-            return zarr.open_array(self._store(), mode="r", path=path)
+            arr = zarr.open_array(self._store(), mode="r", path=path)
         except FileNotFoundError as e:
             raise StoreNotFoundError(
                 f"Zarr store {self.url!r}: the array {path!r} can no longer be found "
                 f"(was the store moved or deleted?): {e}"
             ) from e
+        if meta is not None:
+            # the bytes were read before the open: a change in between only costs a reopen
+            cache[path] = (meta, arr)
+        return arr
+
+    def _metadata_bytes(self, path: str) -> bytes | None:
+        """The raw metadata of the local array at ``path``; None when it cannot be read."""
+        local = None if self._store_obj is not None else _local_path(self.url)
+        if local is None:
+            return None
+        for name in ("zarr.json", ".zarray"):  # zarr v3, zarr v2
+            try:
+                with open(os.path.join(local, path, name), "rb") as f:
+                    return f.read()
+            except OSError:
+                continue
+        return None
 
     # ------------------------------------------------------------------ BatchSource
     def _check_batch(self, i: int) -> tuple[int, int]:
@@ -369,7 +395,8 @@ class ZarrSource:
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict[str, Any]:
         """Address and plan only: no open store or array travels to a worker."""
-        state = {k: v for k, v in self.__dict__.items() if k not in ("_store_cache", "batches")}
+        skip = ("_store_cache", "_array_cache", "batches")
+        state = {k: v for k, v in self.__dict__.items() if k not in skip}
         state["n_batches"] = len(self.batches)
         return state
 
