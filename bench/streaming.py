@@ -25,6 +25,7 @@ import argparse
 import os
 import platform
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -48,18 +49,55 @@ def source_read(source) -> float:
     return time.perf_counter() - t
 
 
-def best(run, repeat: int, cold: bool = False) -> float:
-    """Best wall time of ``repeat`` calls of ``run``; with ``cold`` the page cache is dropped
+class Run(NamedTuple):
+    """One timed run: wall seconds, and the machine's CPU over it as fractions of all cores
+    (busy: user + system + interrupts, every process; steal: taken by the hypervisor; iowait:
+    idle while waiting for the disk)."""
+
+    sec: float
+    busy: float
+    steal: float
+    iowait: float
+
+
+def cpu_ticks() -> np.ndarray:
+    """Machine-wide CPU ticks (user, nice, system, idle, iowait, irq, softirq, steal)."""
+    with open("/proc/stat") as f:
+        return np.array(f.readline().split()[1:9], dtype=np.int64)
+
+
+def best(run, repeat: int, cold: bool = False) -> Run:
+    """The fastest of ``repeat`` calls of ``run``; with ``cold`` the page cache is dropped
     before each, so that the store is read from disk. Laps leave the model unchanged, so every
     run does the same work."""
-    times = []
+    runs = []
     for _ in range(repeat):
         if cold:
             drop_page_cache()
-        t = time.perf_counter()
+        c0, t = cpu_ticks(), time.perf_counter()
         run()
-        times.append(time.perf_counter() - t)
-    return min(times)
+        sec, d = time.perf_counter() - t, cpu_ticks() - c0
+        total = max(int(d.sum()), 1)
+        busy = d[[0, 1, 2, 5, 6]].sum() / total
+        runs.append(Run(sec, busy, d[7] / total, d[4] / total))
+    return min(runs)
+
+
+def local_step_ms(source, model, repeat: int, n_batches: int = 16) -> float:
+    """Milliseconds of one batch's local step and statistics on one thread, the batch already
+    in memory (the best of ``repeat`` passes over ``n_batches`` batches)."""
+    from threadpoolctl import threadpool_limits
+
+    from mixstream.parallel import set_num_threads
+
+    Xs = [source.read(i) for i in range(min(n_batches, len(source.batches)))]
+    set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            sec = best(lambda: [model.local_summarize(X) for X in Xs], repeat).sec
+    finally:
+        set_num_threads(None)
+    return 1e3 * sec / len(Xs)
 
 
 def can_drop_page_cache() -> bool:
@@ -150,6 +188,7 @@ def main() -> None:
         t_local = best(lap(LocalExecutor(source, n_threads=1)), a.repeat)
     set_num_threads(None)
     warm.append(("lap, in-process 1 thr", t_local))
+    step_ms = local_step_ms(source, model, a.repeat)
     dask_times = {}
     for n in (1, 2):
         # the LocalCluster mixstream starts itself, as a fit without client= gets it
@@ -171,6 +210,8 @@ def main() -> None:
         f"{len(source.batches)} batches of {a.batch_rows:,} rows; diag Gaussian K={a.k}; "
         f"best of {a.repeat}\n"
     )
+    t_read, t_threads, t_local = t_read.sec, t_threads.sec, t_local.sec
+    dask_times = {n: r.sec for n, r in dask_times.items()}
     table("warm page cache (the store read from memory: reading is CPU work)", warm, source, mb)
     if cold_rows:
         table(
@@ -187,15 +228,30 @@ def main() -> None:
             f"{what}): {1e3 * overhead:+.1f} ms = {share:+.1%} of the in-process lap"
         )
     print(f"1 -> 2 workers: {dask_times[1] / dask_times[2]:.2f}x")
+    # the bound of a CPU-bound lap: every batch's read and local step share the cores
+    n_b, cores = len(source.batches), os.cpu_count() or 1
+    for what, r in (("warm", warm[0][1]), ("cold", cold_rows[0][1] if cold_rows else None)):
+        if r is None:
+            continue
+        read_ms = 1e3 * r.sec * r.busy * cores / n_b
+        floor = (read_ms + step_ms) / cores
+        print(
+            f"{what}: read {read_ms:.1f} ms CPU + local step {step_ms:.1f} ms per batch on "
+            f"{cores} cores -> a lap needs >= {floor:.1f} ms per batch, at most "
+            f"{1e3 * r.sec / n_b / floor:.0%} of the bare read"
+        )
 
 
 def table(title: str, rows: list, source, mb: float) -> None:
-    base = rows[0][1]
+    """Rows of (name, Run); the first is the bare read the others are a fraction of."""
+    base = rows[0][1].sec
     print(title)
-    print(f"{'':<22}{'seconds':>9}{'rows/s':>14}{'MB/s':>9}{'of bare read':>14}")
-    for name, sec in rows:
+    head = ("seconds", "rows/s", "MB/s", "of bare read", "CPU busy", "steal", "iowait")
+    print(f"{'':<22}" + "".join(f"{h:>{w}}" for h, w in zip(head, (9, 14, 9, 14, 10, 7, 8))))
+    for name, r in rows:
         print(
-            f"{name:<22}{sec:>9.2f}{source.n_rows / sec:>14,.0f}{mb / sec:>9.0f}{base / sec:>13.0%}"
+            f"{name:<22}{r.sec:>9.2f}{source.n_rows / r.sec:>14,.0f}{mb / r.sec:>9.0f}"
+            f"{base / r.sec:>13.0%}{r.busy:>10.0%}{r.steal:>7.0%}{r.iowait:>8.0%}"
         )
     print()
 
