@@ -22,6 +22,7 @@ of ``--repeat`` runs (default 3): on a shared VM a single lap moves by 20-30% fr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import time
@@ -85,7 +86,7 @@ def best(run, repeat: int, cold: bool = False) -> Run:
 
 def local_step_ms(source, model, repeat: int, n_batches: int = 16) -> float:
     """Milliseconds of one batch's local step and statistics on one thread, the batch already
-    in memory (the best of ``repeat`` passes over ``n_batches`` batches)."""
+    in memory (the best of at least 5 passes over ``n_batches`` batches)."""
     from threadpoolctl import threadpool_limits
 
     from mixstream.parallel import set_num_threads
@@ -94,10 +95,25 @@ def local_step_ms(source, model, repeat: int, n_batches: int = 16) -> float:
     set_num_threads(1)
     try:
         with threadpool_limits(1):
-            sec = best(lambda: [model.local_summarize(X) for X in Xs], repeat).sec
+            sec = best(lambda: [model.local_summarize(X) for X in Xs], max(repeat, 5)).sec
     finally:
         set_num_threads(None)
     return 1e3 * sec / len(Xs)
+
+
+@contextlib.contextmanager
+def zarr_pool(n: int):
+    """zarr's decode pool with ``n`` threads inside the block (as on a Dask worker of ``n``
+    threads), the default pool after it."""
+    import zarr
+    from zarr.core.sync import cleanup_resources
+
+    with zarr.config.set({"threading.max_workers": n}):
+        cleanup_resources()  # zarr makes a new pool, of n threads, at its next read
+        try:
+            yield
+        finally:
+            cleanup_resources()
 
 
 def can_drop_page_cache() -> bool:
@@ -182,9 +198,9 @@ def main() -> None:
     t_threads = best(lap(LocalExecutor(source)), a.repeat)
     warm.append((f"lap, in-process {n_thr} thr", t_threads))
     # what one single-thread Dask worker does: read a batch, then compute it, on one thread
-    # (row blocks and BLAS included), with no reader thread beside it
+    # (row blocks, BLAS and zarr's decode pool included), with no reader thread beside it
     set_num_threads(1)
-    with threadpool_limits(1):
+    with threadpool_limits(1), zarr_pool(1):
         t_local = best(lap(LocalExecutor(source, n_threads=1)), a.repeat)
     set_num_threads(None)
     warm.append(("lap, in-process 1 thr", t_local))

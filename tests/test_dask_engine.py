@@ -437,6 +437,10 @@ def test_address_string_connects_and_closes_only_its_client(cluster, client, sto
     assert client.run(os.getpid) == before
 
 
+def _read_first_batch(src):
+    return src.read(0).shape[0]
+
+
 def _alive(pids):
     out = []
     for pid in pids:
@@ -494,8 +498,9 @@ def test_own_local_cluster_starts_logs_and_leaves_nothing_running(store, centers
 
 
 def test_worker_setup_reaches_workers_that_restart(store):
-    """BLAS cap, mixstream's own thread count and the malloc thresholds are set by a worker
-    plugin: a worker the nanny restarts gets them too, not only those alive at the start."""
+    """BLAS cap, mixstream's own thread count, zarr's decode pool and the malloc thresholds are
+    set by a worker plugin: a worker the nanny restarts gets them too, not only those alive at
+    the start."""
     src = ZarrSource(store, batch_size=8000)
     with (
         LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cl,
@@ -503,9 +508,12 @@ def test_worker_setup_reaches_workers_that_restart(store):
         DaskExecutor(src, client=c, blas_threads=1),
     ):
         states = c.run(blas_state)
-        assert all(s["mixstream_threads"] == 1 and s["malloc_tuned"] for s in states.values())
+        for s in states.values():
+            assert s["mixstream_threads"] == 1 and s["malloc_tuned"] and s["zarr_threads"] == 1
         victim = sorted(states)[0]
         c.restart_workers([victim])
         c.wait_for_workers(2, timeout=60)
+        c.run(_read_first_batch, src)  # every worker reads: zarr makes its decode pool
         for s in c.run(blas_state).values():
             assert s["mixstream_threads"] == 1 and s["malloc_tuned"] and s["max_threads"] == 1
+            assert s["zarr_threads"] == 1 and s["zarr_pool"] == 1

@@ -49,6 +49,8 @@ def weighted_count(payload: Any, X: Any, w: Any) -> SuffStats:
 
 def blas_state() -> dict[str, Any]:
     """BLAS / OpenMP thread counts and the thread env vars of this process."""
+    import zarr
+    import zarr.core.sync as zarr_sync
     from threadpoolctl import threadpool_info
 
     from mixstream.engine import dask as engine_dask
@@ -58,5 +60,8 @@ def blas_state() -> dict[str, Any]:
         "max_threads": max((p["num_threads"] for p in threadpool_info()), default=1),
         "mixstream_threads": get_num_threads(),
         "malloc_tuned": engine_dask.malloc_tuned,
+        "zarr_threads": zarr.config.get("threading.max_workers"),
+        # the decode pool itself (made at the first read): what the setting has done
+        "zarr_pool": getattr(zarr_sync._executor, "_max_workers", None),
         "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
     }

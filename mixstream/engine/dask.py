@@ -73,8 +73,22 @@ def _limit_blas_threads(n: int) -> int:
 
     _blas_limiter = threadpool_limits(limits=n)
     set_num_threads(n)
+    _limit_zarr_threads(n)
     _tune_malloc(MALLOC_THRESHOLD_BYTES)
     return n
+
+
+def _limit_zarr_threads(n: int) -> None:
+    """Give zarr's decode pool ``n`` threads in this (worker) process.
+
+    zarr decodes a shard's chunks in a pool of its own, one thread per core by default, so a
+    one-thread worker used up to two cores while it read, and two such workers on two cores
+    fought over them (as BLAS threads do). The pool is made at zarr's first read; a process
+    that has read already keeps the pool it has.
+    """
+    import zarr
+
+    zarr.config.set({"threading.max_workers": n})
 
 
 def _tune_malloc(nbytes: int) -> bool:
