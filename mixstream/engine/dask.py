@@ -81,10 +81,10 @@ def _limit_blas_threads(n: int) -> int:
 def _limit_zarr_threads(n: int) -> None:
     """Give zarr's decode pool ``n`` threads in this (worker) process.
 
-    zarr decodes a shard's chunks in a pool of its own, one thread per core by default, so a
-    one-thread worker used up to two cores while it read, and two such workers on two cores
-    fought over them (as BLAS threads do). The pool is made at zarr's first read; a process
-    that has read already keeps the pool it has.
+    zarr decodes a shard's chunks in a pool of its own (by default Python's size, cores + 4
+    threads), so a one-thread worker decoded a shard's chunks on several cores at once, and two
+    such workers on two cores fought over them (as uncapped BLAS threads do). The pool is made
+    at zarr's first read; a process that has read already keeps the pool it has.
     """
     import zarr
 
