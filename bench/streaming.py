@@ -31,23 +31,19 @@ from typing import NamedTuple
 import numpy as np
 
 
-def bare_read(source) -> float:
+def bare_read(source) -> None:
     """Every batch read with zarr alone (``array[start:stop]``), one after another."""
     import zarr
 
     arr = zarr.open_array(source.url, path=source.array_path, mode="r")
-    t = time.perf_counter()
     for start, stop in source.batches:
         arr[start:stop]
-    return time.perf_counter() - t
 
 
-def source_read(source) -> float:
+def source_read(source) -> None:
     """Every batch read by mixstream's ZarrSource (metadata check and finite check included)."""
-    t = time.perf_counter()
     for i in range(len(source.batches)):
         source.read(i)
-    return time.perf_counter() - t
 
 
 class Run(NamedTuple):
@@ -87,33 +83,32 @@ def best(run, repeat: int, cold: bool = False) -> Run:
 def local_step_ms(source, model, repeat: int, n_batches: int = 16) -> float:
     """Milliseconds of one batch's local step and statistics on one thread, the batch already
     in memory (the best of at least 5 passes over ``n_batches`` batches)."""
-    from threadpoolctl import threadpool_limits
-
-    from mixstream.parallel import set_num_threads
-
     Xs = [source.read(i) for i in range(min(n_batches, len(source.batches)))]
-    set_num_threads(1)
-    try:
-        with threadpool_limits(1):
-            sec = best(lambda: [model.local_summarize(X) for X in Xs], max(repeat, 5)).sec
-    finally:
-        set_num_threads(None)
+    with one_thread():
+        sec = best(lambda: [model.local_summarize(X) for X in Xs], max(repeat, 5)).sec
     return 1e3 * sec / len(Xs)
 
 
 @contextlib.contextmanager
-def zarr_pool(n: int):
-    """zarr's decode pool with ``n`` threads inside the block (as on a Dask worker of ``n``
-    threads), the default pool after it."""
+def one_thread():
+    """What a single-thread Dask worker runs with, inside the block: one mixstream block
+    thread, one BLAS thread and a one-thread zarr decode pool; the defaults after it."""
     import zarr
+    from threadpoolctl import threadpool_limits
     from zarr.core.sync import cleanup_resources
 
-    with zarr.config.set({"threading.max_workers": n}):
-        cleanup_resources()  # zarr makes a new pool, of n threads, at its next read
-        try:
-            yield
-        finally:
-            cleanup_resources()
+    from mixstream.parallel import set_num_threads
+
+    set_num_threads(1)
+    try:
+        with threadpool_limits(1), zarr.config.set({"threading.max_workers": 1}):
+            cleanup_resources()  # zarr makes a new pool, of one thread, at its next read
+            try:
+                yield
+            finally:
+                cleanup_resources()
+    finally:
+        set_num_threads(None)
 
 
 def can_drop_page_cache() -> bool:
@@ -186,10 +181,8 @@ def main() -> None:
     t_read = best(lambda: bare_read(source), a.repeat)
     warm.append(("bare zarr read", t_read))
     warm.append(("ZarrSource.read", best(lambda: source_read(source), a.repeat)))
-    from threadpoolctl import threadpool_limits
-
     from mixstream.learn.executor import summarize_batch
-    from mixstream.parallel import get_num_threads, set_num_threads
+    from mixstream.parallel import get_num_threads
 
     def lap(ex):
         return lambda: ex.map_sum(summarize_batch, model)
@@ -199,10 +192,8 @@ def main() -> None:
     warm.append((f"lap, in-process {n_thr} thr", t_threads))
     # what one single-thread Dask worker does: read a batch, then compute it, on one thread
     # (row blocks, BLAS and zarr's decode pool included), with no reader thread beside it
-    set_num_threads(1)
-    with threadpool_limits(1), zarr_pool(1):
+    with one_thread():
         t_local = best(lap(LocalExecutor(source, n_threads=1)), a.repeat)
-    set_num_threads(None)
     warm.append(("lap, in-process 1 thr", t_local))
     step_ms = local_step_ms(source, model, a.repeat)
     dask_times = {}
