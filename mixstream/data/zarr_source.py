@@ -116,6 +116,8 @@ class ZarrSource:
 
         self.storage_options = dict(storage_options or {})
         self._store_obj: Any = None  # only for stores that cannot be reopened by url
+        self._store_cache: Any = None
+        self._array_cache: dict[str, tuple[bytes, Any]] = {}  # path -> (metadata bytes, array)
         if isinstance(store, zarr.Array):
             arr = store
             self.url, self._store_obj = _address_of(arr.store)
@@ -167,9 +169,8 @@ class ZarrSource:
             return self._store_obj
         import zarr
 
-        cached = getattr(self, "_store_cache", None)
-        if cached is not None:
-            return cached
+        if self._store_cache is not None:
+            return self._store_cache
         local = _local_path(self.url)
         if local is not None:
             st = zarr.storage.LocalStore(local, read_only=True)
@@ -261,9 +262,9 @@ class ZarrSource:
         import zarr
 
         meta = self._metadata_bytes(path)
-        cache = self.__dict__.setdefault("_array_cache", {})
-        if meta is not None and path in cache and cache[path][0] == meta:
-            return cache[path][1]
+        cached = self._array_cache.get(path)
+        if meta is not None and cached is not None and cached[0] == meta:
+            return cached[1]
         try:
             arr = zarr.open_array(self._store(), mode="r", path=path)
         except FileNotFoundError as e:
@@ -273,7 +274,7 @@ class ZarrSource:
             ) from e
         if meta is not None:
             # the bytes were read before the open: a change in between only costs a reopen
-            cache[path] = (meta, arr)
+            self._array_cache[path] = (meta, arr)
         return arr
 
     def _metadata_bytes(self, path: str) -> bytes | None:
@@ -404,6 +405,7 @@ class ZarrSource:
         n_batches = state.pop("n_batches")
         self.__dict__.update(state)
         self._store_cache = None
+        self._array_cache = {}
         step = self.batch_rows
         self.batches = [(s, min(s + step, self.n_rows)) for s in range(0, self.n_rows, step)]
         assert len(self.batches) == n_batches

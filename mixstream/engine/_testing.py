@@ -48,7 +48,8 @@ def weighted_count(payload: Any, X: Any, w: Any) -> SuffStats:
 
 
 def blas_state() -> dict[str, Any]:
-    """BLAS / OpenMP thread counts and the thread env vars of this process."""
+    """BLAS / OpenMP thread counts, mixstream's thread count, zarr's decode pool, the malloc
+    tuning and the thread env vars of this process."""
     import zarr
     import zarr.core.sync as zarr_sync
     from threadpoolctl import threadpool_info

@@ -64,8 +64,8 @@ class StoreNotVisibleError(FileNotFoundError):
 
 # ---------------------------------------------------------------------- worker-side functions
 def _limit_blas_threads(n: int) -> int:
-    """Cap BLAS / OpenMP threads, and mixstream's own block threads, in this (worker) process;
-    returns the cap."""
+    """Cap BLAS / OpenMP threads, mixstream's own block threads and zarr's decode pool, and
+    tune malloc, in this (worker) process; returns the cap."""
     global _blas_limiter
     from threadpoolctl import threadpool_limits
 
