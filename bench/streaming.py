@@ -14,7 +14,12 @@ Prints, side by side:
   1 worker against the one-thread lap, 2 workers against the two-thread lap;
 - with ``--cold`` (Linux, root), a second table with the page cache dropped before every run:
   the bare read and the laps then read the store from disk, as every lap over a store larger
-  than memory does.
+  than memory does;
+- on a store larger than the machine's memory (``--gb`` above it), one table only: no run can
+  find the store in the page cache, so every run reads it from disk, as a real out-of-core fit
+  does (where it may, the bench also drops the page cache before each run; ``--cold`` is then
+  not needed; use ``--repeat 1``: a lap takes minutes). The "disk" column shows what each run
+  read from disk, as a share of the store's bytes.
 The store is written once (chunk by chunk, zstd) and reused if it exists. Each row is the best
 of ``--repeat`` runs (default 3): on a shared VM a single lap moves by 20-30% from run to run.
 """
@@ -49,18 +54,31 @@ def source_read(source) -> None:
 class Run(NamedTuple):
     """One timed run: wall seconds, and the machine's CPU over it as fractions of all cores
     (busy: user + system + interrupts, every process; steal: taken by the hypervisor; iowait:
-    idle while waiting for the disk)."""
+    idle while waiting for the disk), and the bytes read from block devices meanwhile."""
 
     sec: float
     busy: float
     steal: float
     iowait: float
+    disk: float
 
 
 def cpu_ticks() -> np.ndarray:
     """Machine-wide CPU ticks (user, nice, system, idle, iowait, irq, softirq, steal)."""
     with open("/proc/stat") as f:
         return np.array(f.readline().split()[1:9], dtype=np.int64)
+
+
+def disk_read_bytes() -> int:
+    """Bytes the machine has read from block devices (Linux /proc/vmstat pgpgin, in KiB)."""
+    try:
+        with open("/proc/vmstat") as f:
+            for line in f:
+                if line.startswith("pgpgin "):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def best(run, repeat: int, cold: bool = False) -> Run:
@@ -71,12 +89,12 @@ def best(run, repeat: int, cold: bool = False) -> Run:
     for _ in range(repeat):
         if cold:
             drop_page_cache()
-        c0, t = cpu_ticks(), time.perf_counter()
+        c0, b0, t = cpu_ticks(), disk_read_bytes(), time.perf_counter()
         run()
         sec, d = time.perf_counter() - t, cpu_ticks() - c0
         total = max(int(d.sum()), 1)
         busy = d[[0, 1, 2, 5, 6]].sum() / total
-        runs.append(Run(sec, busy, d[7] / total, d[4] / total))
+        runs.append(Run(sec, busy, d[7] / total, d[4] / total, disk_read_bytes() - b0))
     return min(runs)
 
 
@@ -109,6 +127,15 @@ def one_thread():
                 cleanup_resources()
     finally:
         set_num_threads(None)
+
+
+def memory_bytes() -> int:
+    """The machine's physical memory (Linux /proc/meminfo; 0 where it cannot be read)."""
+    try:
+        with open("/proc/meminfo") as f:
+            return int(f.readline().split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def can_drop_page_cache() -> bool:
@@ -173,14 +200,21 @@ def main() -> None:
     mb = source.n_rows * D * 4 / 1e6
     model = start_model(source, a.k)
 
-    cold = a.cold and can_drop_page_cache()
-    if a.cold and not cold:
+    on_disk, ram = store_gb(a.store), memory_bytes() / 1e9
+    # a store larger than memory cannot stay in the page cache: every run reads it from disk
+    larger = 0 < ram < on_disk
+    cold = a.cold and not larger and can_drop_page_cache()
+    if a.cold and not larger and not cold:
         print("--cold: cannot write /proc/sys/vm/drop_caches (needs root): cold rows skipped")
+    # larger than memory: no run finds the store cached, and dropping what the last run (or the
+    # store's writing) left in the page cache makes sure of it
+    drop = larger and can_drop_page_cache()
     warm, cold_rows = [], []
-    bare_read(source)  # once to warm the page cache: every warm row below reads a warm store
-    t_read = best(lambda: bare_read(source), a.repeat)
+    if not larger:
+        bare_read(source)  # once to warm the page cache: every warm row below reads it warm
+    t_read = best(lambda: bare_read(source), a.repeat, cold=drop)
     warm.append(("bare zarr read", t_read))
-    warm.append(("ZarrSource.read", best(lambda: source_read(source), a.repeat)))
+    warm.append(("ZarrSource.read", best(lambda: source_read(source), a.repeat, cold=drop)))
     from mixstream.learn.executor import summarize_batch
     from mixstream.parallel import get_num_threads
 
@@ -188,20 +222,22 @@ def main() -> None:
         return lambda: ex.map_sum(summarize_batch, model)
 
     n_thr = get_num_threads()
-    t_threads = best(lap(LocalExecutor(source)), a.repeat)
+    t_threads = best(lap(LocalExecutor(source)), a.repeat, cold=drop)
     warm.append((f"lap, in-process {n_thr} thr", t_threads))
     # what one single-thread Dask worker does: read a batch, then compute it, on one thread
     # (row blocks, BLAS and zarr's decode pool included), with no reader thread beside it
     with one_thread():
-        t_local = best(lap(LocalExecutor(source, n_threads=1)), a.repeat)
+        t_local = best(lap(LocalExecutor(source, n_threads=1)), a.repeat, cold=drop)
     warm.append(("lap, in-process 1 thr", t_local))
     step_ms = local_step_ms(source, model, a.repeat)
     dask_times = {}
     for n in (1, 2):
         # the LocalCluster mixstream starts itself, as a fit without client= gets it
         with DaskExecutor(source, n_workers=n, threads_per_worker=1, dashboard_address=":0") as ex:
-            lap(ex)()  # warm-up: imports and first reads on the workers
-            dask_times[n] = best(lap(ex), a.repeat)
+            # warm-up: imports, numba's cache and first reads on the workers (a few batches:
+            # on a store larger than memory a whole lap would take minutes)
+            ex.map_sum(summarize_batch, model, batch_ids=range(min(8 * n, len(source.batches))))
+            dask_times[n] = best(lap(ex), a.repeat, cold=drop)
             warm.append((f"lap, Dask {n} worker{'s' if n > 1 else ''}", dask_times[n]))
             if cold and n == 2:
                 cold_rows.append(("lap, Dask 2 workers", best(lap(ex), a.repeat, cold=True)))
@@ -213,19 +249,24 @@ def main() -> None:
 
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores; store {source.n_rows:,} x "
-        f"{D} float32 = {mb / 1e3:.2f} GB ({store_gb(a.store):.2f} GB on disk), "
+        f"{D} float32 = {mb / 1e3:.2f} GB ({on_disk:.2f} GB on disk; memory {ram:.1f} GB), "
         f"{len(source.batches)} batches of {a.batch_rows:,} rows; diag Gaussian K={a.k}; "
         f"best of {a.repeat}\n"
     )
     t_read, t_threads, t_local = t_read.sec, t_threads.sec, t_local.sec
     dask_times = {n: r.sec for n, r in dask_times.items()}
-    table("warm page cache (the store read from memory: reading is CPU work)", warm, source, mb)
+    if larger:
+        title = "store larger than memory (every run reads the store from disk)"
+    else:
+        title = "warm page cache (the store read from memory: reading is CPU work)"
+    table(title, warm, source, mb, on_disk)
     if cold_rows:
         table(
             "cold page cache (dropped before every run: the store read from disk)",
             cold_rows,
             source,
             mb,
+            on_disk,
         )
     for n, base, what in ((1, t_local, "1 thread"), (2, t_threads, f"{n_thr} threads")):
         overhead = (dask_times[n] - base) / len(source.batches)
@@ -237,7 +278,8 @@ def main() -> None:
     print(f"1 -> 2 workers: {dask_times[1] / dask_times[2]:.2f}x")
     # the bound of a CPU-bound lap: every batch's read and local step share the cores
     n_b, cores = len(source.batches), os.cpu_count() or 1
-    for what, r in (("warm", warm[0][1]), ("cold", cold_rows[0][1] if cold_rows else None)):
+    first = "larger than memory" if larger else "warm"
+    for what, r in ((first, warm[0][1]), ("cold", cold_rows[0][1] if cold_rows else None)):
         if r is None:
             continue
         read_ms = 1e3 * r.sec * r.busy * cores / n_b
@@ -249,16 +291,19 @@ def main() -> None:
         )
 
 
-def table(title: str, rows: list, source, mb: float) -> None:
+def table(title: str, rows: list, source, mb: float, on_disk: float) -> None:
     """Rows of (name, Run); the first is the bare read the others are a fraction of."""
     base = rows[0][1].sec
     print(title)
-    head = ("seconds", "rows/s", "MB/s", "of bare read", "CPU busy", "steal", "iowait")
-    print(f"{'':<22}" + "".join(f"{h:>{w}}" for h, w in zip(head, (9, 14, 9, 14, 10, 7, 8))))
+    head = ("seconds", "rows/s", "MB/s", "of bare read", "CPU busy", "steal", "iowait", "disk")
+    widths = (9, 14, 9, 14, 10, 7, 8, 8)
+    print(f"{'':<22}" + "".join(f"{h:>{w}}" for h, w in zip(head, widths)))
     for name, r in rows:
+        # disk: what the run read from disk, as a fraction of the store's bytes on disk
         print(
             f"{name:<22}{r.sec:>9.2f}{source.n_rows / r.sec:>14,.0f}{mb / r.sec:>9.0f}"
             f"{base / r.sec:>13.0%}{r.busy:>10.0%}{r.steal:>7.0%}{r.iowait:>8.0%}"
+            f"{r.disk / 1e9 / on_disk:>8.0%}"
         )
     print()
 
