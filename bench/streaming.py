@@ -212,8 +212,7 @@ def main() -> None:
     warm, cold_rows = [], []
     if not larger:
         bare_read(source)  # once to warm the page cache: every warm row below reads it warm
-    t_read = best(lambda: bare_read(source), a.repeat, cold=drop)
-    warm.append(("bare zarr read", t_read))
+    warm.append(("bare zarr read", best(lambda: bare_read(source), a.repeat, cold=drop)))
     warm.append(("ZarrSource.read", best(lambda: source_read(source), a.repeat, cold=drop)))
     from mixstream.learn.executor import summarize_batch
     from mixstream.parallel import get_num_threads
@@ -253,35 +252,28 @@ def main() -> None:
         f"{len(source.batches)} batches of {a.batch_rows:,} rows; diag Gaussian K={a.k}; "
         f"best of {a.repeat}\n"
     )
-    t_read, t_threads, t_local = t_read.sec, t_threads.sec, t_local.sec
-    dask_times = {n: r.sec for n, r in dask_times.items()}
-    if larger:
-        title = "store larger than memory (every run reads the store from disk)"
-    else:
-        title = "warm page cache (the store read from memory: reading is CPU work)"
-    table(title, warm, source, mb, on_disk)
+    titles = {
+        "larger than memory": "store larger than memory (every run reads the store from disk)",
+        "warm": "warm page cache (the store read from memory: reading is CPU work)",
+        "cold": "cold page cache (dropped before every run: the store read from disk)",
+    }
+    tables = [("larger than memory" if larger else "warm", warm)]
     if cold_rows:
-        table(
-            "cold page cache (dropped before every run: the store read from disk)",
-            cold_rows,
-            source,
-            mb,
-            on_disk,
-        )
+        tables.append(("cold", cold_rows))
+    for what, rows in tables:
+        table(titles[what], rows, source, mb, on_disk)
     for n, base, what in ((1, t_local, "1 thread"), (2, t_threads, f"{n_thr} threads")):
-        overhead = (dask_times[n] - base) / len(source.batches)
-        share = overhead * len(source.batches) / base
+        overhead = (dask_times[n].sec - base.sec) / len(source.batches)
+        share = overhead * len(source.batches) / base.sec
         print(
             f"Dask per-batch overhead ({n} worker{'s' if n > 1 else ''} vs in-process "
             f"{what}): {1e3 * overhead:+.1f} ms = {share:+.1%} of the in-process lap"
         )
-    print(f"1 -> 2 workers: {dask_times[1] / dask_times[2]:.2f}x")
+    print(f"1 -> 2 workers: {dask_times[1].sec / dask_times[2].sec:.2f}x")
     # the bound of a CPU-bound lap: every batch's read and local step share the cores
     n_b, cores = len(source.batches), os.cpu_count() or 1
-    first = "larger than memory" if larger else "warm"
-    for what, r in ((first, warm[0][1]), ("cold", cold_rows[0][1] if cold_rows else None)):
-        if r is None:
-            continue
+    for what, rows in tables:
+        r = rows[0][1]  # the bare read of that table
         read_ms = 1e3 * r.sec * r.busy * cores / n_b
         floor = (read_ms + step_ms) / cores
         print(
