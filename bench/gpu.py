@@ -4,7 +4,8 @@
     python bench/gpu.py --store /data/big.zarr --lap   # one lap over a Zarr store (K=64 full)
 
 Prints rows/s and achieved GFLOP/s for full and diagonal Gaussians with float32 data on the
-device (statistics accumulate in float64), the device's measured fp32 GEMM rate, the same step
+device, with the local step in float32 and in float64 (statistics accumulate in float64 either
+way), the device's measured fp32 GEMM rate, the same step
 on the host limited to 2 BLAS threads, and optionally the seconds of one lap over a store.
 """
 
@@ -36,7 +37,7 @@ def step_flops(n: int, d: int, k: int, cov: str) -> float:
     return 2 * 2.0 * n * k * feats
 
 
-def build(cov: str, X, k: int):
+def build(cov: str, X, k: int, dtype: str = "float32"):
     from mixstream.alloc import DPAlloc
     from mixstream.backend import to_host
     from mixstream.learn.kmeans import kmeans_plusplus, nearest
@@ -44,7 +45,7 @@ def build(cov: str, X, k: int):
     from mixstream.obs.gauss import GaussObs
 
     sample = to_host(X[:20000]).astype(np.float64)
-    model = Model(DPAlloc(1.0), GaussObs(cov))
+    model = Model(DPAlloc(1.0), GaussObs(cov, compute_dtype=dtype))
     model.obs.set_prior_from_data(sample)
     model.uids = model.new_uids(k)
     labels = nearest(sample, kmeans_plusplus(sample, k, np.random.default_rng(0)))
@@ -84,20 +85,22 @@ def main() -> None:
     sync = cp.cuda.Device().synchronize
     name = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
     print(f"device: {name}; fp32 GEMM {peak:,.0f} GFLOP/s")
-    header = ("cov", "GPU rows/s", "GFLOP/s", "of GEMM", "CPU(2) rows/s", "GPU/CPU")
-    print("".join(f"{h:>{w}}" for h, w in zip(header, (6, 14, 10, 9, 15, 9))))
+    header = ("cov", "step", "GPU rows/s", "GFLOP/s", "of GEMM", "CPU(2) rows/s", "GPU/CPU")
+    print("".join(f"{h:>{w}}" for h, w in zip(header, (6, 9, 14, 10, 9, 15, 9))))
     for cov in ("full", "diag"):
-        model = build(cov, Xd, a.k)
-        t_gpu = time_step(model, Xd, sync)
-        gfl = step_flops(a.n, a.d, a.k, cov) / t_gpu / 1e9
-        host = build(cov, Xh[: a.cpu_n], a.k)
-        with threadpool_limits(2):
-            t_cpu = time_step(host, Xh[: a.cpu_n], lambda: None)
-        r_gpu, r_cpu = a.n / t_gpu, a.cpu_n / t_cpu
-        print(
-            f"{cov:<6}{r_gpu:>14,.0f}{gfl:>10,.0f}{100 * gfl / peak:>8.0f}%"
-            f"{r_cpu:>15,.0f}{r_gpu / r_cpu:>8.0f}x"
-        )
+        for dtype in ("float32", "float64"):
+            model = build(cov, Xd, a.k, dtype)
+            t_gpu = time_step(model, Xd, sync)
+            gfl = step_flops(a.n, a.d, a.k, cov) / t_gpu / 1e9
+            host = build(cov, Xh[: a.cpu_n], a.k, dtype)
+            with threadpool_limits(2):
+                t_cpu = time_step(host, Xh[: a.cpu_n], lambda: None)
+            r_gpu, r_cpu = a.n / t_gpu, a.cpu_n / t_cpu
+            print(
+                f"{cov:<6}{dtype:>9}{r_gpu:>14,.0f}{gfl:>10,.0f}{100 * gfl / peak:>8.0f}%"
+                f"{r_cpu:>15,.0f}{r_gpu / r_cpu:>8.0f}x",
+                flush=True,
+            )
 
     if a.lap and a.store:
         from mixstream.data.zarr_source import ZarrSource

@@ -25,8 +25,8 @@ from mixstream.learn.executor import Executor
 from mixstream.learn.history import FitResult
 from mixstream.learn.init import INIT_METHODS
 from mixstream.model import Model
+from mixstream.obs.gauss import COMPUTE_DTYPES, covariance_shape
 from mixstream.obs.gauss import COVARIANCE_TYPES as GAUSS_COVARIANCE_TYPES
-from mixstream.obs.gauss import covariance_shape
 from mixstream.obs.registry import OBSERVATIONS
 
 ALGORITHMS = ("em", "vb", "kmeans", "cem", "sovb", "movb")
@@ -87,6 +87,11 @@ class MixtureModel(DensityMixin, BaseEstimator):
         (0.5, 1] and delay >= 1 (so that no step exceeds 1).
     random_state : int, Generator or None
     backend : {"numpy", "cupy", "auto"}
+    dtype : {None, "float32", "float64"}
+        Precision of the Gaussian local step's features and GEMMs (statistics are always
+        accumulated in float64 and the global step is float64). None: float32 on the GPU when
+        the data are float32, float64 otherwise (on the host the float64 step is exact and the
+        float32 one only 1.4x faster).
     engine : {"auto", "local", "dask"}
         In-process, or a Dask cluster (``client``, a scheduler address, or a LocalCluster
         started for the fit); "auto" picks Dask when a client is given or a store is large.
@@ -124,6 +129,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
         delay: float = 1.0,
         random_state: Any = None,
         backend: str = "numpy",
+        dtype: str | None = None,
         engine: str = "auto",
         client: Any = None,
         checkpoint_dir: Any = None,
@@ -153,6 +159,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
         self.delay = delay
         self.random_state = random_state
         self.backend = backend
+        self.dtype = dtype
         self.engine = engine
         self.client = client
         self.checkpoint_dir = checkpoint_dir
@@ -249,6 +256,8 @@ class MixtureModel(DensityMixin, BaseEstimator):
                 )
         self._validate_priors()
         resolve_backend(self.backend)
+        if self.dtype is not None:
+            _one_of("dtype", self.dtype, COMPUTE_DTYPES)
 
     def _validate_init(self) -> None:
         init = self.init
@@ -348,6 +357,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
         if self.likelihood == "gauss":
             cov = "tied_full" if self.covariance_type == "tied" else self.covariance_type
             options.update(covariance_type=cov, reg_covar=self.reg_covar, map_prior=self.map_prior)
+            options["compute_dtype"] = self._compute_dtype()
             options.update({p: getattr(self, p) for p in _GAUSS_PRIORS})
         else:
             options["map_prior"] = self.map_prior
@@ -356,12 +366,21 @@ class MixtureModel(DensityMixin, BaseEstimator):
         obs = OBSERVATIONS[self.likelihood](inference=inference, **options)
         return Model(alloc, obs)
 
+    def _compute_dtype(self) -> str:
+        """The local step's precision: ``dtype``, or float32 for float32 data on the GPU."""
+        if self.dtype is not None:
+            return self.dtype
+        on_gpu = self.backend != "numpy" and resolve_backend(self.backend) == "cupy"
+        data = getattr(self, "_data_dtype", None)
+        return "float32" if on_gpu and data == np.float32 else "float64"
+
     def _open(self, X: Any, sample_weight: Any = None, reset: bool = True) -> Executor:
         """An executor over X's batches, validated (shape, dtype, finiteness, likelihood)."""
         from mixstream.data.sources import open_source
         from mixstream.engine.factory import make_executor
 
         source = open_source(X, self.batch_size, sample_weight)
+        self._data_dtype = np.dtype(source.dtype)
         if reset:
             self._check_init_features(source.n_features)
             self.n_features_in_ = source.n_features
