@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-#: the moves a moVB fit runs when none are named
-DEFAULT_MOVES = ("birth", "merge", "delete")
+from mixstream.learn.moves import default_moves
+
 #: environment variable naming the Dask scheduler when no address is given
 SCHEDULER_ENV = "MIXSTREAM_SCHEDULER"
 #: file names inside a fit's output directory
@@ -92,7 +92,7 @@ def fit_options(
 ) -> dict[str, Any]:
     """MixtureModel options of a fit; ``moves=None`` means all moves for moVB, none otherwise."""
     if moves is None:
-        moves = list(DEFAULT_MOVES) if algorithm == "movb" else []
+        moves = list(default_moves(algorithm))
     elif isinstance(moves, str):
         moves = [m for m in moves.replace(",", " ").split() if m]
     return {

@@ -680,6 +680,7 @@ def _demo(args: argparse.Namespace) -> int:
             )
             from flows.fit import fit_flow
             from flows.score import score_flow
+            from mixstream.learn.moves import DEFAULT_MOVES
 
             with _lap_progress(_want_batch_progress(False)):
                 fit, fit_run = _run_flow(
@@ -688,7 +689,7 @@ def _demo(args: argparse.Namespace) -> int:
                     out=str(out),
                     n_components=1,
                     algorithm="movb",
-                    moves=list(pipeline.DEFAULT_MOVES),
+                    moves=list(DEFAULT_MOVES),
                     batch_size=batch,
                     max_laps=args.max_laps,
                     tol=1e-4,

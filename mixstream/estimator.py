@@ -22,8 +22,9 @@ from mixstream.backend import logsumexp_rows, resolve_backend
 from mixstream.data.array_source import ArraySource
 from mixstream.fit_run import FitRun, seed_of
 from mixstream.learn.executor import Executor
-from mixstream.learn.history import FitResult
+from mixstream.learn.history import FitResult, move_warnings
 from mixstream.learn.init import INIT_METHODS
+from mixstream.learn.moves import default_moves
 from mixstream.model import Model
 from mixstream.obs.gauss import COMPUTE_DTYPES, covariance_shape
 from mixstream.obs.gauss import COVARIANCE_TYPES as GAUSS_COVARIANCE_TYPES
@@ -63,7 +64,9 @@ class MixtureModel(DensityMixin, BaseEstimator):
     reg_covar : float
         Added to the diagonal of covariance estimates (as scikit-learn does).
     mean_prior, mean_precision_prior, degrees_of_freedom_prior, covariance_prior
-        Normal-Wishart prior of the Gaussian likelihood (scikit-learn's names and defaults).
+        Conjugate prior of the Gaussian likelihood (scikit-learn's names; weak, scale-aware
+        defaults: nu0 = D + 2 (full types) or 2 (diag / spherical types), covariance_prior =
+        nu0 * 0.3 * the data's covariance; see ``mixstream.obs.gauss`` and docs/math.md).
     obs_prior : dict, optional
         Prior options of the other likelihoods (see their classes in mixstream.obs).
     map_prior : bool
@@ -79,9 +82,11 @@ class MixtureModel(DensityMixin, BaseEstimator):
         Convergence threshold on the change of the per-point objective.
     batch_size : int, optional
         Rows per batch (rounded to whole Zarr chunks for stores); one batch when None.
-    moves : tuple (or list) of {"birth", "merge", "delete"}
+    moves : None or tuple (or list) of {"birth", "merge", "delete"}
         DP moves of memoized VB that add, merge and delete components while fitting; "em"
-        (DP MAP with ``map_prior=True``) and "cem" take merge and delete, not birth.
+        (DP MAP with ``map_prior=True``) and "cem" take merge and delete, not birth. None (the
+        default): all three for algorithm="movb" (as the CLI and the flows), none otherwise;
+        ``moves=()`` turns them off.
     kappa, delay : float
         Stochastic VB step sizes rho_t = (t + delay) ** -kappa, t = 0, 1, ...; kappa in
         (0.5, 1] and delay >= 1 (so that no step exceeds 1).
@@ -124,7 +129,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
         max_laps: int = 100,
         tol: float = 1e-3,
         batch_size: int | None = None,
-        moves: Any = (),
+        moves: Any = None,
         kappa: float = 0.6,
         delay: float = 1.0,
         random_state: Any = None,
@@ -215,7 +220,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
             )
         if self.moves is not None and not isinstance(self.moves, list | tuple | set | frozenset):
             raise ValueError(f"moves must be a tuple of names from {MOVES}, got {self.moves!r}")
-        moves = tuple(self.moves or ())
+        moves = self._moves()
         for move in moves:
             _one_of("moves", move, MOVES)
         if moves and self.algorithm not in ("movb", "em", "cem"):
@@ -314,7 +319,8 @@ class MixtureModel(DensityMixin, BaseEstimator):
             or not np.isfinite(self.degrees_of_freedom_prior)
         ):
             raise ValueError(
-                f"degrees_of_freedom_prior must be a number greater than n_features - 1, got "
+                f"degrees_of_freedom_prior must be a number greater than n_features - 1 (full "
+                f"covariance types) or 0 (the others), got "
                 f"{self.degrees_of_freedom_prior!r}"
             )
         for name in ("mean_prior", "covariance_prior"):
@@ -346,6 +352,12 @@ class MixtureModel(DensityMixin, BaseEstimator):
                 f"obs_prior has unknown options {unknown}; likelihood={self.likelihood!r} takes "
                 f"{sorted(accepted) or 'none (use mean_prior, ... for gauss)'}"
             )
+
+    def _moves(self) -> tuple[str, ...]:
+        """The moves this fit runs: ``moves``, or for None those of ``default_moves``."""
+        if self.moves is None:
+            return default_moves(self.algorithm)
+        return tuple(self.moves)
 
     def _inference(self) -> str:
         return "vb" if self.algorithm in ("vb", "sovb", "movb") else "em"
@@ -413,6 +425,8 @@ class MixtureModel(DensityMixin, BaseEstimator):
                 )
             run = self.start_fit(executor).run()
             self.model_, result = run.finish()
+        for message in move_warnings(result.history, self.allocation, self._moves(), self.tol):
+            warnings.warn(f"{type(self).__name__}: {message}", UserWarning, stacklevel=2)
         if not result.converged and self.algorithm != "kmeans":
             warnings.warn(
                 f"{type(self).__name__} did not converge in max_laps={self.max_laps} laps "
@@ -743,7 +757,8 @@ class MixtureModel(DensityMixin, BaseEstimator):
             raise ModelFileError(f"{path} holds a {meta.get('class')!r}, not a {cls.__name__}")
         try:
             params = dict(meta["params"])
-            params["moves"] = tuple(params.get("moves") or ())  # JSON made the tuple a list
+            if params.get("moves") is not None:  # JSON made the tuple a list
+                params["moves"] = tuple(params["moves"])
             est = cls(**params)
             est._validate_params()
             model = est._build_model()

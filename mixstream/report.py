@@ -386,19 +386,32 @@ def _counts_text(counts: Mapping[str, Any] | None) -> str:
     return ", ".join(f"{k} {int(v)}" for k, v in sorted((counts or {}).items()) if v)
 
 
+def _rejected_text(rejected: Mapping[str, Any] | None) -> str:
+    """Why each move's best proposal of a lap was rejected: "birth: gain -1.2e+04 <= 1.9e-04
+    (the fold-back scores higher)"; a proposal that could not be built has no gain."""
+    parts = []
+    for move, r in sorted((rejected or {}).items()):
+        if r.get("gain") is None:
+            parts.append(f"{move}: {r.get('why', '')}")
+        else:
+            parts.append(f"{move}: gain {r['gain']:.3g} <= {r['threshold']:.3g} ({r['why']})")
+    return "; ".join(parts)
+
+
 def laps_table(history: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One plain row per lap.
 
     Parameters
     ----------
     history : sequence of dict ("lap", "elbo", "K", "seconds", "moves_tried",
-        "moves_accepted")
+        "moves_accepted", "moves_rejected")
 
     Returns
     -------
     list of dict with keys "lap" (int), "elbo" (float or None when not finite), "K" (int),
-    "moves_tried", "moves_accepted" (str such as "birth 3, merge 1"; "" for none) and
-    "seconds" (float)
+    "moves_tried", "moves_accepted" (str such as "birth 3, merge 1"; "" for none),
+    "moves_rejected" (str: per move, the best rejected proposal's gain, the threshold it had
+    to exceed and why; "" for none) and "seconds" (float)
     """
     rows = []
     for i, h in enumerate(history):
@@ -409,6 +422,7 @@ def laps_table(history: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "K": int(h.get("K", 0)),
                 "moves_tried": _counts_text(h.get("moves_tried")),
                 "moves_accepted": _counts_text(h.get("moves_accepted")),
+                "moves_rejected": _rejected_text(h.get("moves_rejected")),
                 "seconds": _finite(h.get("seconds", np.nan)),
             }
         )

@@ -290,10 +290,23 @@ def test_small_component_is_deleted():
     assert adjusted_rand_score(labels, labels_of(model, X)) >= 0.99
 
 
+def test_births_that_do_not_help_are_not_proposed():
+    """On one Gaussian every held-out judge prefers the unsplit target: births are tried, none
+    is inserted, and the lap records why."""
+    X = np.random.default_rng(8).normal(size=(4_000, 3))
+    model, ex, result, state = fit(X, GaussObs("full"), 1, 400, seed=8, moves=("birth",))
+    events = [e["move"] for h in result.history for e in h["move_log"]]
+    assert "birth" not in events and model.K == 1
+    assert sum(h["moves_tried"]["birth"] for h in result.history) >= 3
+    assert "held-out" in result.history[-1]["moves_rejected"]["birth"]["why"]
+    check_monotone_and_exact(model, ex, result, state)
+
+
 def test_births_that_do_not_help_are_undone():
     rng = np.random.default_rng(8)
     X = rng.normal(size=(4_000, 3))  # one Gaussian: any split is worse
-    options = {"birth": {"cleanup": False, "n_new": 5}}
+    # no held-out judge: the 6-piece split is inserted, and the whole data must undo it
+    options = {"birth": {"cleanup": False, "n_new": 5, "heldout": False}}
     model, ex, result, state = fit(
         X, GaussObs("full"), 1, 400, seed=8, moves=("birth",), move_options=options
     )

@@ -319,6 +319,7 @@ def test_tables_are_plain_json_rows():
         "K": 1,
         "moves_tried": "birth 2, delete 1, merge 1",
         "moves_accepted": "",
+        "moves_rejected": "",
         "seconds": 0.01,
     }
     clusters = report.clusters_table([0.2, 0.8], np.arange(12.0).reshape(2, 6), [20, 80])

@@ -114,18 +114,17 @@ def test_integer_weights_equal_repeated_rows_for_movb(moves):
     moVB's result depends on how the data is cut into batches, so the weights are drawn such
     that each weighted batch of 150 rows stands for exactly one batch of 225 repeated rows
     (np.repeat keeps a row's copies together). Merge and delete are judged on statistics
-    alone, and birth seeds its proposals from the distinct weighted rows (``canonical_rows``),
-    so the fits agree to rounding. One caveat, why the batches here are this large: birth
-    counts *rows*, not weight, where it sizes a proposal (``n_pieces = min(n_new + 1,
-    rows // 2)``) and where it requires ``min_rows`` target rows; a target with fewer than
-    2 (n_new + 1) = 20 distinct rows of positive weight in the birth batch would get fewer
-    pieces than its repeated-rows twin (with batches of 60 rows the fits part at lap 3). Here
-    every birth target has more.
+    alone, and birth seeds its proposals from the distinct weighted rows (``canonical_rows``)
+    and splits them into fitting and judging halves by distinct row, so the fits agree to
+    rounding. One caveat, why the batches here are this large: birth counts *rows*, not
+    weight, where it requires ``min_rows`` target rows and caps them at ``max_rows``; here
+    every birth target has enough and fewer than the cap.
     """
     rng = np.random.default_rng(3)
     X, _ = blobs(4 * 150, seed=3)
     w = block_weights(rng, 4, 150, 225)
-    init = np.array([[0.0, 4.0]]) if moves else INIT_MEANS
+    # with moves: two copies of one start, so a merge (or delete) must act besides the births
+    init = np.array([[0.0, 4.0], [0.0, 4.0]]) if moves else INIT_MEANS
     opts = dict(
         n_components=len(init), algorithm="movb", moves=moves, tol=0.0, max_laps=8, init=init
     )
@@ -133,7 +132,7 @@ def test_integer_weights_equal_repeated_rows_for_movb(moves):
     b = MixtureModel(**opts, batch_size=225, random_state=0).fit(np.repeat(X, w, axis=0))
     assert_same_fit(a, b)
     assert [h["K"] for h in a.history_] == [h["K"] for h in b.history_]
-    if moves:  # the moves did act: births from one component, then a merge or delete
+    if moves:  # the moves did act: births, and a merge or delete of the duplicate
         accepted = {m: sum(h["moves_accepted"][m] for h in a.history_) for m in moves}
         assert accepted["birth"] >= 1 and accepted["merge"] + accepted["delete"] >= 1
         assert a.n_components_ == 3

@@ -36,6 +36,7 @@ import numpy as np
 from mixstream.learn.executor import Executor
 from mixstream.learn.history import FitResult, lap_record
 from mixstream.learn.kmeans import lloyd, memo_lloyd, nearest
+from mixstream.learn.moves import default_moves
 from mixstream.learn.vb import fit_full_batch
 from mixstream.model import Model
 from mixstream.suffstats import SuffStats
@@ -93,7 +94,9 @@ def advance(
 
 
 def _moves(options: Any) -> tuple[str, ...]:
-    moves = getattr(options, "moves", None) or ()
+    moves = getattr(options, "moves", None)
+    if moves is None:
+        return default_moves(getattr(options, "algorithm", None))
     return (moves,) if isinstance(moves, str) else tuple(moves)
 
 

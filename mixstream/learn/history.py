@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 
@@ -44,3 +45,48 @@ def lap_record(
         "moves_tried": dict(tried or {}),
         "moves_accepted": dict(accepted or {}),
     }
+
+
+def _why(history: list[dict[str, Any]]) -> str:
+    """The last lap's rejected moves in words ("birth: gain -12.5 <= 0.0002 (...)")."""
+    parts = []
+    for move, r in sorted(history[-1].get("moves_rejected", {}).items()):
+        if r["gain"] is None:
+            parts.append(f"{move}: {r['why']}")
+        else:
+            parts.append(f"{move}: best gain {r['gain']:.4g} <= {r['threshold']:.3g}, {r['why']}")
+    return "; ".join(parts)
+
+
+def move_warnings(
+    history: list[dict[str, Any]], allocation: str, moves: tuple[str, ...], tol: float
+) -> list[str]:
+    """Plain-language warnings for a moVB fit whose moves did not do their job.
+
+    - a DP fit with births that ends at K=1 (every split was rejected);
+    - a fit whose ELBO stalled (changed by less than ``tol`` per point over its last two laps)
+      while moves were tried and none was accepted, so it could not declare convergence.
+
+    Each says why the last lap's proposals were rejected (gain against threshold).
+    """
+    if not history or not moves:
+        return []
+    out = []
+    last = history[-1]
+    if allocation == "dp" and "birth" in moves and last["K"] == 1:
+        out.append(
+            "the DP fit ended at K=1: no birth raised the ELBO, so the model prefers one "
+            f"component for this data under its prior ({_why(history) or 'no move tried'}). "
+            "If clusters are expected, start from more components or weaken the prior "
+            "(degrees_of_freedom_prior, covariance_prior)."
+        )
+    tail = history[-3:]
+    stalled = len(tail) == 3 and all(abs(b["elbo"] - a["elbo"]) < tol for a, b in pairwise(tail))
+    tried = sum(sum(h.get("moves_tried", {}).values()) for h in tail)
+    accepted = sum(sum(h.get("moves_accepted", {}).values()) for h in tail)
+    if stalled and tried and not accepted:
+        out.append(
+            f"the ELBO stalled over the last laps with every move rejected ({tried} tried; "
+            f"{_why(history)})"
+        )
+    return out

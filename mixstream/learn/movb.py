@@ -335,7 +335,9 @@ def fit_movb(
     -------
     FitResult
         ``history`` records per lap: "elbo" (per point), "K", "seconds", "moves_tried",
-        "moves_accepted" (dicts by move name) and "move_log" (one entry per accepted move).
+        "moves_accepted" (dicts by move name), "moves_rejected" (per move, the lap's best
+        rejected proposal: "gain", "threshold", "why") and "move_log" (one entry per accepted
+        move).
     """
     if model.K < 1:
         raise ValueError("fit_movb needs an initialised model (model.K >= 1)")
@@ -362,16 +364,17 @@ def fit_movb(
         complete = state.complete(n_batches)
         births: list[birth.Birth] = []
         if "birth" in moves and complete:
-            births = birth.create(ctx, executor, int(order[0]), rng, opts["birth"], hard)
+            births = birth.create(ctx, executor, rng, opts["birth"], hard)
         pairs: list[tuple[int, int]] = []
         if "merge" in moves and complete and model.K >= 2:
-            pairs = merge.select_pairs(model, state.total, opts["merge"])
+            pairs = merge.select_pairs(model, state.total, opts["merge"], ctx)
         del_uids: list[int] = []
         if "delete" in moves and complete and model.K >= 2:
             busy = {u for bt in births for u in (bt.target, *bt.new)}
             del_uids = delete.select(model, state, lap, opts["delete"], exclude=busy)
         groups = [(bt.target, *bt.new) for bt in births]
         alt: dict[int, SuffStats] = {}
+        visited: set[int] = set()
         for start in range(0, n_batches, batches_per_step):
             chunk = [int(b) for b in order[start : start + batches_per_step]]
             outs = executor.map(
@@ -385,10 +388,15 @@ def fit_movb(
             )
             for b, out in zip(chunk, outs):
                 state.swap(b, out["ss"])
+                visited.add(b)
                 if del_uids:
                     alt[b] = out["ss_del"]
             if complete:
-                model.global_step(state.total)
+                total = state.total
+                if ctx.boost is not None:
+                    total = total + ctx.boost.stats(total, visited)
+                model.global_step(total)
+        ctx.boost = None
         full = state.exact_total(model.uids, n_batches)
         model.global_step(full)
         ctx.full, ctx.elbo = full, model.elbo(full)
@@ -406,6 +414,7 @@ def fit_movb(
         elbo = ctx.elbo / n_rows
         record = lap_record(lap, elbo, model.K, time.perf_counter() - t0, ctx.tried, ctx.accepted)
         record["move_log"] = ctx.log
+        record["moves_rejected"] = ctx.rejected
         result.history.append(record)
         result.n_iter, result.lower_bound = lap, elbo
         if on_lap is not None:

@@ -27,13 +27,24 @@ Model computes itself). f is built feature-major, (W, N), so that each product y
 contiguous vector operation. ``log_prob`` keeps f in ``cache`` for ``calc_stats``; blocks whose
 features would exceed ``_FEATURE_BUDGET`` float64 cells are cut into sub-blocks and not cached.
 
-Priors (names, meaning and data-dependent defaults as scikit-learn's BayesianGaussianMixture)
-----------------------------------------------------------------------------------------------
-mean_prior m0 (default: the data mean), mean_precision_prior kappa0 (default 1),
-degrees_of_freedom_prior nu0 (default D, must exceed D - 1), covariance_prior Psi0 (default: the
-empirical covariance, per-feature variances (diag types) or their mean (spherical types)). Psi0
-is the *inverse scale* of the Wishart: Lambda ~ Wishart(nu0, Psi0^{-1}), E[Lambda] = nu0 Psi0^{-1},
-and mu_k | Lambda_k ~ N(m0, (kappa0 Lambda_k)^{-1}).
+Priors (names and meaning as scikit-learn's BayesianGaussianMixture; weaker defaults)
+-------------------------------------------------------------------------------------
+mean_prior m0, mean_precision_prior kappa0, degrees_of_freedom_prior nu0, covariance_prior Psi0.
+Psi0 is the *inverse scale*: Lambda ~ Wishart(nu0, Psi0^{-1}) (full types; nu0 > D - 1) or Gammas
+(diag / spherical types, below; nu0 > 0), E[Lambda] = nu0 Psi0^{-1}, and
+mu_k | Lambda_k ~ N(m0, (kappa0 Lambda_k)^{-1}). Defaults, weak and in the data's own units:
+
+- m0 = the data mean, kappa0 = 1 (one pseudo-observation of the mean);
+- nu0 = D + 2 for full types (the fewest degrees of freedom for which the prior covariance has a
+  finite mean), 2 for diag / spherical types (a Gamma of shape 1 per precision);
+- Psi0 = nu0 * PRIOR_SCALE * (the empirical covariance; per-feature variances for diag types,
+  their mean for spherical types), so the prior's point covariance Psi0 / nu0 is PRIOR_SCALE
+  times the data's: a cluster is a priori smaller than the whole data, in every unit.
+
+scikit-learn's defaults (nu0 = D, Psi0 = the empirical covariance) put D pseudo-observations of
+a covariance D times smaller than the data's on every component; in 64 dimensions that outweighs
+a 100-row cluster and stopped DP births on its digits (docs/math.md has the numbers). Pass
+``degrees_of_freedom_prior=D, covariance_prior=np.cov(X.T)`` to get them back.
 
 EM
 --
@@ -46,7 +57,8 @@ scikit-learn adds 10 eps to every N_k instead, a difference of order 1e-15 / N_k
 ``map_prior=True``: the joint mode of the posterior density of (mu, Sigma) (a density over the
 covariance, so the mode exists for every nu0 > D - 1 and every N_k >= 0):
 mu_k = (kappa0 m0 + sum r y) / (kappa0 + N_k) and Sigma = A / (nu0 + N_g + n_mu + c), where A is
-the Wishart posterior inverse scale below (with N_k reg_covar I in the scatter), N_g the mass and
+the Wishart posterior inverse scale below (without reg_covar: the prior keeps A positive
+definite, and the step is then the exact maximiser of the reported objective), N_g the mass and
 n_mu the number of means sharing the covariance (1, or K for tied), and c = D + 1 (full), 2
 (diag, one inverse-gamma per feature with shape nu0 / 2 and scale Psi0_d / 2: the marginal of
 the Wishart diagonal) or 2 / D (spherical, inverse-gamma with shape D nu0 / 2 and scale
@@ -62,38 +74,39 @@ Psi_k = Psi0 + S_k + N_k reg_covar I + kappa0 N_k / kappa_k (ybar_k - m0)(ybar_k
 (reg_covar enters through the scatter, as scikit-learn computes sk with reg_covar).
 
 - full: the exact conditional-conjugate posterior (scikit-learn's model).
-- diag / spherical: the same Normal-Wishart model with a diagonal / isotropic prior scale Psi0,
-  and q(Lambda_k) restricted to Wisharts whose scale is diagonal / isotropic. Only E[Lambda]
-  (diagonal / isotropic) and E log|Lambda| = sum_{d<D} digamma((nu - d) / 2) + D log 2 - log|Psi|
-  enter the local step, so the statistics are the diagonal / trace of the scatter. This is a
-  coherent structured mean-field family: the ELBO restricted to it is maximised by nu = nu0 + N
-  and Psi = the diagonal (resp. trace / D) of the unrestricted Psi — the residual of the
-  unrestricted natural parameter is orthogonal to the family because E_q[Lambda] is diagonal
-  (isotropic) and q is invariant under sign flips (rotations) of the coordinates. This is
-  exactly scikit-learn's diag and spherical BayesianGaussianMixture, which we match. Note what
-  it bounds: the evidence of that Normal-Wishart model (whose precision is a full matrix a
-  priori), not of a model with a diagonal (independent Gammas) or isotropic (one Gamma)
-  precision; those would give E log|Lambda| = sum_d (digamma(a_d) - log b_d), e.g.
-  D digamma(nu D / 2) - D log(D Psi / 2) for one Gamma, instead of the Wishart value above.
-  We keep scikit-learn's choice because it is a coherent VB (so it must not be "fixed") and
-  because it is what users compare against.
+- diag / spherical: independent Gamma precisions, the conjugate model of a diagonal /
+  isotropic covariance: q(lambda_kd) = Gamma(nu_k / 2, rate Psi_kd / 2) per feature (diag: a
+  one-feature Wishart per feature), or one q(lambda_k) = Gamma(D nu_k / 2, rate D Psi_k / 2)
+  (spherical), with mu_kd | lambda ~ N(m_kd, 1 / (kappa_k lambda_kd)). The updates of nu and Psi
+  are the formulas above restricted to the diagonal (its mean, spherical), and
+  E log|Lambda| = D (digamma(nu / 2) + log 2) - sum_d log Psi_d (diag) or
+  D (digamma(D nu / 2) - log(D Psi / 2)) (spherical): the expectation under q itself, so the
+  ELBO is the exact evidence bound of this model (a diag fit equals D one-feature fits sharing
+  the responsibilities; tested). nu0 may be any positive number. scikit-learn's diag / spherical
+  VB instead put the D-dimensional Wishart value sum_{d<D} digamma((nu - d) / 2) in the local
+  step, the bound of a Normal-Wishart model with a *full* precision a priori; it needs
+  nu0 > D - 1, so in 64 dimensions every feature's variance carries at least 64 prior
+  pseudo-observations, a strong pull that stopped DP births on real data (scikit-learn's
+  digits). We keep its updates (means, Psi, nu match it from the same statistics) but not that
+  expectation.
 - tied types: one Wishart shared by all components and per-component means,
   q(Lambda) prod_k q(mu_k | Lambda), the exact conditional-conjugate posterior of the tied model:
   nu = nu0 + N, Psi = Psi0 + sum_k (S_k + N_k reg_covar I + kappa0 N_k / kappa_k d_k d_k^T).
-  (tied_diag / tied_spherical restrict the scale as above.)
+  (tied_diag / tied_spherical: one set of Gammas, as above.)
 
 Where this differs from scikit-learn, and why
 ---------------------------------------------
+- diag / spherical (VB): Gamma precisions, see above.
 - tied (VB): scikit-learn uses nu = nu0 + N / K, Psi = Psi0 + (1 / K) sum_k (...), and counts the
   Wishart terms K times in its bound. That is a coherent VB, but of a *different model*: K
   independent precisions Lambda_k ~ Wishart(nu0, Psi0^{-1}) whose variational factors are forced
   to be equal; the prior then weighs K times and the fit depends on the truncation K (an empty
   component changes the shared covariance), which a DP truncation must not do. We fit the tied
   model itself: one precision, nu = nu0 + N. With K = 1 both coincide.
-- reg_covar in VB and MAP: it perturbs the update (as scikit-learn's does), but the ELBO and the
-  EM objective are those of the stated model (raw statistics, no reg_covar), so they stay true
-  bounds of its evidence / likelihood; the update is then an O(reg_covar) perturbation of the
-  exact coordinate step and its effect on monotonicity is O(reg_covar^2).
+- reg_covar in VB: it perturbs the update (as scikit-learn's does), but the ELBO is that of the
+  stated model (raw statistics, no reg_covar), so it stays a true bound of its evidence; the
+  update is then an O(reg_covar) perturbation of the exact coordinate step. MAP EM leaves
+  reg_covar out (the prior regularises), so its step is exact and its objective monotone.
 - ``tied_diag`` / ``tied_spherical`` and ``map_prior`` have no scikit-learn counterpart; their
   shapes follow the pattern (tied_diag: (D,), tied_spherical: a 0-d array).
 - Point estimates for VB follow BayesianGaussianMixture: covariances = Psi / nu = E[Lambda]^{-1},
@@ -125,6 +138,10 @@ from mixstream.obs.base import ObsModel
 from mixstream.suffstats import SuffStats
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied_full", "tied_diag", "tied_spherical")
+#: the default prior's point covariance Psi0 / nu0, as a fraction of the data's covariance
+PRIOR_SCALE = 0.3
+#: the default prior's least variance, as a fraction of the mean variance (constant features)
+PRIOR_FLOOR = 1e-3
 
 
 def covariance_shape(covariance_type: str, K: int, D: int) -> tuple[int, ...]:
@@ -175,11 +192,11 @@ class GaussObs(ObsModel):
     mean_precision_prior : float, optional
         kappa0 > 0; default 1.
     degrees_of_freedom_prior : float, optional
-        nu0 > D - 1; default D.
+        nu0: > D - 1 for full types, > 0 for the others; default D + 2 (full types) or 2.
     covariance_prior : array, optional
-        Psi0, the Wishart inverse scale: (D, D) symmetric positive definite for full types, (D,)
-        positive for diag types, a positive scalar for spherical types; default the empirical
-        covariance / variances / mean variance of the data.
+        Psi0, the inverse scale: (D, D) symmetric positive definite for full types, (D,)
+        positive for diag types, a positive scalar for spherical types; default nu0 *
+        PRIOR_SCALE * the empirical covariance / variances / mean variance of the data.
     map_prior : bool
         EM only: the posterior mode under the prior instead of maximum likelihood.
     compute_dtype : {"float64", "float32"}
@@ -372,11 +389,15 @@ class GaussObs(ObsModel):
         kappa0 = 1.0 if self.mean_precision_prior is None else self.mean_precision_prior
         if not (np.isscalar(kappa0) and np.isfinite(kappa0) and kappa0 > 0):
             raise ValueError(f"mean_precision_prior must be a positive number, got {kappa0!r}")
-        nu0 = float(D) if self.degrees_of_freedom_prior is None else self.degrees_of_freedom_prior
-        if not (np.isscalar(nu0) and np.isfinite(nu0) and nu0 > D - 1.0):
+        nu0 = self.degrees_of_freedom_prior
+        if nu0 is None:
+            nu0 = D + 2.0 if self.structure == "full" else 2.0
+        low = D - 1.0 if self.structure == "full" else 0.0
+        if not (np.isscalar(nu0) and np.isfinite(nu0) and nu0 > low):
+            what = f"n_features - 1 = {D - 1}" if low else "0"
             raise ValueError(
-                f"degrees_of_freedom_prior must be a number greater than n_features - 1 = "
-                f"{D - 1}, got {nu0!r}"
+                f"degrees_of_freedom_prior must be a number greater than {what} for "
+                f"covariance_type={self.covariance_type!r}, got {nu0!r}"
             )
         self.mean_prior_ = m0
         self.mean_precision_prior_ = float(kappa0)
@@ -404,20 +425,28 @@ class GaussObs(ObsModel):
             elif np.any(c <= 0):
                 raise ValueError(f"{name} must be positive")
             return c
-        # scikit-learn's defaults: np.cov(X.T), np.var(X, ddof=1) and its mean
+        return self._default_nu0_scale() * self._data_covariance(Xc, w, total, D)
+
+    def _default_nu0_scale(self) -> float:
+        """nu0 * PRIOR_SCALE: the default Psi0 per unit of the data's covariance."""
+        return self.degrees_of_freedom_prior_ * PRIOR_SCALE
+
+    def _data_covariance(self, Xc: np.ndarray, w: np.ndarray, total: float, D: int) -> Any:
+        """np.cov(X.T), np.var(X, ddof=1) or its mean (by structure), floored to be positive
+        definite (constant features, fewer rows than features)."""
         denom = total - 1.0 if total > 1.0 else total
-        if s == "full":
+        if self.structure == "full":
             c = (Xc.T * w) @ Xc / denom
             c = 0.5 * (c + c.T)
-            if not _is_pd(c):  # constant features or fewer rows than features
+            if not _is_pd(c):
                 scale = max(float(np.trace(c)) / D, 1e-300)
-                c = c + max(1e-6 * scale, self.reg_covar, 1e-300) * np.eye(D)
+                c = c + max(PRIOR_FLOOR * scale, self.reg_covar, 1e-300) * np.eye(D)
             return c
         var = w @ (Xc * Xc) / denom
-        c = var if s == "diag" else np.array(var.mean())
+        c = var if self.structure == "diag" else np.array(var.mean())
         if np.any(c <= 0):
             scale = max(float(var.mean()), 1e-300)
-            c = np.maximum(c, max(1e-6 * scale, self.reg_covar, 1e-300))
+            c = np.maximum(c, max(PRIOR_FLOOR * scale, self.reg_covar, 1e-300))
         return c
 
     def _prior(self) -> tuple[np.ndarray, float, float, Any]:
@@ -496,20 +525,28 @@ class GaussObs(ObsModel):
         self._require_params()
         xp = get_namespace(X)
         theta = self._theta
+        dead = None
         if bias is not None:  # the constant row of theta: adding it there costs nothing
             theta = theta.copy()
-            theta[0] += to_host(bias)
+            bias = np.asarray(to_host(bias), np.float64)
+            # a DP MAP weight can be exactly 0 (log -inf); an inf inside the GEMM may come out
+            # NaN (BLAS multiplies its padding by it), so those columns are set after it
+            dead = ~np.isfinite(bias)
+            theta[0] += np.where(dead, 0.0, bias)
         n = X.shape[0]
         rows = self._block_rows()
         if n <= rows:
             feat = self._features(X, xp)
             if cache is not None:
                 cache[_CACHE_KEY] = feat
-            return self._lp_from_features(feat, xp, theta)
-        out = xp.empty((n, self.K), dtype=xp.float64, order="F")
-        for a in range(0, n, rows):
-            b = min(a + rows, n)
-            out[a:b] = self._lp_from_features(self._features(X[a:b], xp), xp, theta)
+            out = self._lp_from_features(feat, xp, theta)
+        else:
+            out = xp.empty((n, self.K), dtype=xp.float64, order="F")
+            for a in range(0, n, rows):
+                b = min(a + rows, n)
+                out[a:b] = self._lp_from_features(self._features(X[a:b], xp), xp, theta)
+        if dead is not None and dead.any():
+            out[:, to_device(np.flatnonzero(dead), xp)] = to_device(bias[dead], xp)
         return out
 
     def calc_stats(self, X: Any, resp: Any, cache: dict | None = None) -> dict[str, Any]:
@@ -588,11 +625,11 @@ class GaussObs(ObsModel):
             m0, k0, nu0, psi0 = self._prior()
             kappa = k0 + N
             m = (k0 * m0 + x) / kappa[:, None]
+            # no reg_covar here: Psi0 already keeps A positive definite, and a term the
+            # objective does not have would make this step the maximiser of another function
+            # (memoized DP-MAP EM on digits then fell by 8e-9 relative per lap, geometrically)
             A = psi0 + self._gsum(
-                xxp
-                + self.reg_covar * self._col(N) * eye
-                + k0 * self._outer(m0, m0)
-                - self._col(kappa) * self._outer(m, m)
+                xxp + k0 * self._outer(m0, m0) - self._col(kappa) * self._outer(m, m)
             )
             c = {"full": D + 1.0, "diag": 2.0, "spherical": 2.0 / D}[self.structure]
             denom = nu0 + self._gsum(N) + (K if self.tied else 1) + c
@@ -666,7 +703,7 @@ class GaussObs(ObsModel):
         if self.K == 0:
             self._set_derived_empty()
             return
-        D, vb = self.n_features, self.inference == "vb"
+        vb = self.inference == "vb"
         M = self.psi if vb else self.cov
         floor = self._floor()
         if self.structure == "full":
@@ -687,7 +724,7 @@ class GaussObs(ObsModel):
         if vb:
             self.psi = M
             prec = self._col(self.nu) * inv
-            logdet = _expected_logdet(self.nu, logdet_mat, D)
+            logdet = self._expected_logdet(self.nu, logdet_mat)
         else:
             self.cov = M
             prec = inv
@@ -755,18 +792,44 @@ class GaussObs(ObsModel):
             D * (k0 / kappa - 1.0 + np.log(kappa / k0))
             + k0 * nu * self._tr(self._inv, self._outer(d, d))
         )
-        logdet_psi0 = self._logdet_prior()
-        kl_wishart = (
-            0.5 * nu * self._logdet_mat
-            - 0.5 * nu0 * logdet_psi0
-            - 0.5 * (nu - nu0) * D * _LOG_2
-            - multigammaln(0.5 * nu, D)
-            + multigammaln(0.5 * nu0, D)
-            + 0.5 * (nu - nu0) * elogdet
+        kl_prec = self._kl_precision(nu, nu0, elogdet, self._logdet_prior(), psi0)
+        return float(loglik.sum() - kl_mean.sum() - kl_prec.sum())
+
+    def _gamma_shape(self) -> tuple[float, int]:
+        """(s, n_g) of the Gamma precisions of diag / spherical types: n_g Gammas of shape
+        nu s / 2 and rate psi s / 2 (diag: one per feature, s = 1; spherical: one, s = D)."""
+        D = self.n_features
+        return (1.0, D) if self.structure == "diag" else (float(D), 1)
+
+    def _expected_logdet(self, nu: np.ndarray, logdet_psi: np.ndarray) -> np.ndarray:
+        """E log|Lambda| (G,) under q: Wishart(nu, Psi^{-1}) for full types, the Gammas of
+        ``_gamma_shape`` for diag / spherical types."""
+        D = self.n_features
+        if self.structure == "full":
+            return _expected_logdet(nu, logdet_psi, D)
+        s, n_g = self._gamma_shape()
+        return n_g * s * (digamma(0.5 * s * nu) - math.log(0.5 * s)) - logdet_psi
+
+    def _kl_precision(
+        self, nu: np.ndarray, nu0: float, elogdet: np.ndarray, logdet_psi0: float, psi0: Any
+    ) -> np.ndarray:
+        """KL(q(Lambda_g) || p(Lambda_g)) per group (G,): Wishart or Gamma(s)."""
+        D = self.n_features
+        common = (
+            0.5 * nu0 * (self._logdet_mat - logdet_psi0)
             - 0.5 * nu * D
             + 0.5 * nu * self._tr(self._inv, psi0)
         )
-        return float(loglik.sum() - kl_mean.sum() - kl_wishart.sum())
+        if self.structure == "full":
+            return (
+                common
+                - multigammaln(0.5 * nu, D)
+                + multigammaln(0.5 * nu0, D)
+                + 0.5 * (nu - nu0) * (elogdet + self._logdet_mat - D * _LOG_2)
+            )
+        s, n_g = self._gamma_shape()
+        a, a0 = 0.5 * s * nu, 0.5 * s * nu0
+        return common + n_g * ((a - a0) * digamma(a) - gammaln(a) + gammaln(a0))
 
     def _logdet_prior(self) -> float:
         psi0 = self.covariance_prior_

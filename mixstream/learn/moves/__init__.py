@@ -27,6 +27,15 @@ from mixstream.learn.moves import birth, delete, merge
 
 #: the moves by name, each a module with its DEFAULTS
 MOVES = {"birth": birth, "merge": merge, "delete": delete}
+#: the moves memoized VB runs when none are named (moves=None); other algorithms run none
+DEFAULT_MOVES: tuple[str, ...] = ("birth", "merge", "delete")
+
+
+def default_moves(algorithm: str | None) -> tuple[str, ...]:
+    """The moves of ``moves=None``: all three for "movb", none for every other algorithm."""
+    return DEFAULT_MOVES if algorithm == "movb" else ()
+
+
 #: default options of each move
 DEFAULTS: dict[str, dict[str, Any]] = {name: dict(mod.DEFAULTS) for name, mod in MOVES.items()}
 
@@ -61,4 +70,13 @@ def resolve_moves(
     return tuple(m for m in MOVES if m in moves), out
 
 
-__all__ = ["DEFAULTS", "MOVES", "birth", "delete", "merge", "resolve_moves"]
+__all__ = [
+    "DEFAULTS",
+    "DEFAULT_MOVES",
+    "MOVES",
+    "birth",
+    "default_moves",
+    "delete",
+    "merge",
+    "resolve_moves",
+]

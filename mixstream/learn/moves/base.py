@@ -95,6 +95,11 @@ class LapContext:
         (kept consistent with the merges and birth checks accepted before it is judged).
     snapshot : birth.Snapshot or None
         The memo and model at the start of a lap whose births are judged at its end.
+    boost : birth.Boost or None
+        Stand-in statistics of this lap's new components for its global steps.
+    rejected : dict move name -> dict
+        The lap's best rejected proposal of each move: "gain" (summed ELBO change, None when
+        no proposal could be built), "threshold" (what it had to exceed) and "why".
     """
 
     model: Model
@@ -107,11 +112,22 @@ class LapContext:
     log: list[dict[str, Any]] = field(default_factory=list)
     alt: dict[int, SuffStats] | None = None
     snapshot: Any = None
+    rejected: dict[str, dict[str, Any]] = field(default_factory=dict)
+    boost: Any = None
 
     def count(self, move: str, tried: int = 0, accepted: int = 0) -> None:
         """Add to the lap's counts of proposals tried and accepted for ``move``."""
         self.tried[move] = self.tried.get(move, 0) + tried
         self.accepted[move] = self.accepted.get(move, 0) + accepted
+
+    def reject(self, move: str, gain: float | None, threshold: float, why: str) -> None:
+        """Record a rejected proposal of ``move``; the lap keeps the one with the best gain, so
+        a stalled fit shows how far its moves fell short (report, ``history_``)."""
+        best = self.rejected.get(move)
+        rank = -np.inf if gain is None else float(gain)
+        if best is None or rank > (-np.inf if best["gain"] is None else best["gain"]):
+            gain = None if gain is None else float(gain)
+            self.rejected[move] = {"gain": gain, "threshold": float(threshold), "why": why}
 
     def commit(self, move: str, full: SuffStats, cand: Model, elbo: float, **detail: Any) -> None:
         """Adopt an accepted candidate (its whole-data statistics, model and ELBO)."""

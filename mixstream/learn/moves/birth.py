@@ -7,8 +7,8 @@ the end of the lap on whole-data ELBOs computed from the memoized statistics.
 
 1. **Targets.** Drawn with probability proportional to their squared mass (large components are
    the likely mixtures of several clusters) among the *unsettled* components: a component is
-   settled once a birth from it has failed and its mass has not moved by more than
-   ``settle_tol`` since (it is retried after ``retry_laps`` laps). A fit with births does not
+   settled once ``settle_after`` births from it have failed in a row while its mass moved by
+   less than ``settle_tol`` (it is retried after ``retry_laps`` laps). A fit with births does not
    declare convergence while unsettled components remain (``pending``).
 
 2. **Proposal, on the worker** (``birth_batch``, on the lap's first batch ``b0``). The ordinary
@@ -76,13 +76,18 @@ from mixstream.learn.moves.base import (
 )
 from mixstream.learn.moves.merge import pair_gains
 from mixstream.model import Model
-from mixstream.suffstats import SuffStats
+from mixstream.suffstats import NONADDITIVE, SuffStats
 
 DEFAULTS: dict[str, Any] = {
     # targets tried per lap
     "n_targets": 3,
-    # new components per birth (the target keeps one more piece)
+    # new components per birth, at most (the target keeps one more piece)
     "n_new": 9,
+    # candidate splits per target, from 2 pieces to n_new + 1, and the unsplit target ...
+    "candidates": 3,
+    # ... fitted to half the target's rows and judged on the other half (False: only the
+    # n_new + 1 split, fitted to all of them)
+    "heldout": True,
     # rows of the target (in the birth batch) the proposal is fitted to
     "max_rows": 5000,
     # restricted local/global steps of the proposal
@@ -93,12 +98,16 @@ DEFAULTS: dict[str, Any] = {
     "min_rows": 10,
     # proposal pieces with less mass in the birth batch are dropped
     "min_new_mass": 5.0,
-    # a target whose birth failed is tried again once its mass changes by this fraction ...
+    # a target is settled after this many failed births in a row at the same mass ...
+    "settle_after": 3,
+    # ... and tried again once its mass changes by this fraction ...
     "settle_tol": 0.05,
     # ... or after this many laps
     "retry_laps": 10,
     # merge the proposal's pieces greedily on the target's rows before inserting it
     "cleanup": True,
+    # stand-in statistics for the new components during their first lap (``Boost``)
+    "boost": True,
     # stage 2: compare with the model without the births at the end of the lap
     "verify": True,
     # "lap": insert proposals, judge at the end of the lap (against the fold and the lap's
@@ -116,6 +125,59 @@ class Birth:
 
     target: int
     new: list[int]
+
+
+@dataclass
+class Boost:
+    """Stand-in statistics for new components in the lap they are born in.
+
+    A new component starts with the birth batch's share of its data only, so in the first
+    visits of the other batches its weight (and its pull on its rows) is about B times too
+    small; on two clusters 6 sd apart in 50-D the target kept most of the other batches' rows
+    and one lap was not enough to show the split's worth (the whole data's optimum is 5,800
+    nats better; the lap ended 600-900 below the fold-back). So during the lap the global steps
+    (never the ELBO) add, for each new component, its birth-batch statistics times the
+    target's cached mass in the batches not yet visited over its mass in the birth batch: the
+    statistics those batches will most likely bring. The stand-in shrinks to zero as the lap
+    visits them; the end-of-lap judgement uses the exact memo total.
+    """
+
+    pieces: dict[int, list[int]]  # target uid -> new uids
+    rows: dict[int, dict[str, np.ndarray]]  # new uid -> its birth-batch statistics (per field)
+    left: dict[int, dict[int, float]]  # target uid -> {batch: the target's cached mass there}
+    born_mass: dict[int, float]  # target uid -> the target's mass in the birth batch
+
+    def stats(self, total: SuffStats, visited: set[int]) -> SuffStats:
+        """The stand-in, aligned to ``total`` (zeros outside the new components)."""
+        fields = {k: np.zeros_like(v) for k, v in total.fields.items()}
+        pos = {int(u): i for i, u in enumerate(total.uids)}
+        for t, new in self.pieces.items():
+            left = sum(m for b, m in self.left[t].items() if b not in visited)
+            factor = left / self.born_mass[t] if self.born_mass[t] > 0 else 0.0
+            for u in new:
+                if factor <= 0 or u not in pos:
+                    continue
+                for k, row in self.rows[u].items():
+                    fields[k][pos[u]] += factor * row
+        return SuffStats(fields, total.uids)
+
+    @classmethod
+    def of(cls, state: Any, b0: int, stats_b0: SuffStats, births: list[Birth]) -> Boost:
+        """From the memo before the lap's visits and the birth batch's new statistics."""
+        pieces = {bt.target: list(bt.new) for bt in births}
+        rows, left, born = {}, {}, {}
+        additive = [k for k in stats_b0.fields if k not in NONADDITIVE]
+        for t, new in pieces.items():
+            for u in new:
+                i = stats_b0.index_of(u)
+                rows[u] = {k: np.array(stats_b0.fields[k][i]) for k in additive}
+            born[t] = float(sum(stats_b0.N[stats_b0.index_of(u)] for u in (t, *new)))
+            left[t] = {}
+            for b, ss in state.cache.items():
+                hit = np.flatnonzero(ss.uids == t)
+                if b != b0 and hit.size:
+                    left[t][b] = max(float(ss.N[hit[0]]), 0.0)
+        return cls(pieces, rows, left, born)
 
 
 @dataclass
@@ -183,9 +245,12 @@ def _propose(
 ) -> SuffStats | None:
     """Split the target's responsibilities r among the target and new components.
 
-    The pieces are fitted to the target's rows of this batch with their statistics amplified
-    to the target's whole-data mass (as soVB amplifies a batch), so the restricted global steps
-    and the cleanup merges weigh evidence as the whole data would.
+    Candidate splits into 1, 2, ... ``n_new + 1`` pieces (``candidates`` of them, spaced
+    geometrically) are fitted to half the target's rows of this batch: Lloyd iterations from
+    k-means++ seeds, then restricted VB steps with statistics amplified to the target's
+    whole-data mass (as soVB amplifies a batch) and the cleanup merges. The other half picks
+    the candidate by its held-out score (``heldout_score``); when one piece wins there is no
+    proposal.
     """
     xp = get_namespace(X)
     rng = np.random.default_rng(seed)
@@ -196,33 +261,43 @@ def _propose(
         return None
     if rows.size > opts["max_rows"]:
         rows = np.sort(rng.choice(rows, size=opts["max_rows"], replace=False))
-    n_pieces = min(len(new) + 1, rows.size // 2)
-    if n_pieces < 2:
+    # half the distinct rows fit each candidate split, the other half judge it: an ELBO of the
+    # fitting rows themselves, amplified to the target's mass, counts the overfitting of many
+    # small pieces as evidence (two overlapping clusters in 50-D got split into 10
+    # full-covariance pieces that the whole data then rejected, every lap). The halves are
+    # drawn over distinct rows in canonical order, so a weighted row and its repeated copies
+    # fall on the same side.
+    X_h = np.asarray(to_host(X[to_device(rows, xp)]), np.float64)
+    uniq, inverse = np.unique(X_h, axis=0, return_inverse=True)
+    if uniq.shape[0] < 4:
         return None
-    Xs = X[to_device(rows, xp)]
-    Xs_h = np.asarray(to_host(Xs), np.float64)
-    ws = mass[rows]
+    if opts["heldout"]:
+        fit_ids = rng.permutation(uniq.shape[0])[: uniq.shape[0] // 2]
+        on_fit = np.isin(inverse.ravel(), fit_ids)
+    else:  # one candidate, the largest, fitted to every row (no judge)
+        on_fit = np.ones(rows.size, bool)
+    fit_rows, test_rows = rows[on_fit], rows[~on_fit]
+    Xs, Xs_h, ws = X[to_device(fit_rows, xp)], X_h[on_fit], mass[fit_rows]
+    Xt, wt = X[to_device(test_rows, xp)], to_device(mass[test_rows], xp)
     # seed from the distinct rows in canonical order: the proposal depends on the weighted
     # rows only, not on their order or on whether a weight is written as repeated rows
     distinct, distinct_w = canonical_rows(Xs_h, ws)
-    labels = nearest(Xs_h, kmeans_plusplus(distinct, n_pieces, rng, distinct_w))
-    s = np.zeros((rows.size, n_pieces))
-    s[np.arange(rows.size), labels] = 1.0
-    s = to_device(s, xp)
     ws_x = to_device(ws, xp)
-    zeros = xp.zeros(rows.size)
     amp = max(1.0, float(target_mass) / float(ws.sum()))
-    sub = model.copy()
-    ids = np.array([target, *new[: n_pieces - 1]], np.int64)
-    for _ in range(opts["n_iters"]):
-        sub.uids = ids
-        SS = sub.summarize(Xs, {"resp": s, "log_norm": zeros}, entropy=False, sample_weight=ws_x)
-        sub.global_step(SS.scale(amp))
-        s = sub.local_step(Xs, hard=hard)["resp"]
-    if opts["cleanup"]:
-        _cleanup(sub, Xs, ws_x, hard, amp)
-        if sub.K < 2:
-            return None
+    best, best_score = None, -np.inf
+    counts = piece_counts(len(new) + 1, len(distinct) // 2, opts["candidates"])
+    for n_pieces in [1, *counts] if opts["heldout"] else counts[-1:]:
+        seeds = kmeans_plusplus(distinct, n_pieces, rng, distinct_w)
+        labels = lloyd_labels(Xs_h, ws, seeds)
+        sub = _fit_pieces(model, Xs, ws_x, labels, target, new, amp, opts, hard)
+        if opts["cleanup"] and sub.K > 1:
+            _cleanup(sub, Xs, ws_x, hard, amp)
+        held = heldout_score(sub, Xt, wt, hard) if opts["heldout"] else 0.0
+        if held > best_score:
+            best, best_score = sub, held
+    if best is None or best.K < 2:
+        return None
+    sub = best
     active = np.flatnonzero(r_h > 0)
     while True:
         prop = _split_stats(sub, X, w, r, logr, active, hard)
@@ -235,6 +310,76 @@ def _propose(
         sub.global_step(
             SuffStats({k: v[keep] for k, v in prop.fields.items()}, prop.uids[keep], prop.scalars)
         )
+
+
+def lloyd_labels(X: np.ndarray, w: np.ndarray, centers: np.ndarray, n_iter: int = 10) -> np.ndarray:
+    """Hard labels after a few weighted Lloyd iterations from ``centers``.
+
+    The pieces' restricted VB steps start from these: k-means finds the split along the
+    direction of largest spread, where VB steps from k-means++ seeds alone settle, in 50-D with
+    full covariances, on a split along a random direction that one lap cannot turn.
+    """
+    centers = np.array(centers, np.float64)
+    labels = nearest(X, centers)
+    for _ in range(n_iter):
+        mass = np.bincount(labels, weights=w, minlength=len(centers))
+        sums = np.zeros_like(centers)
+        np.add.at(sums, labels, X * w[:, None])
+        hit = mass > 0
+        centers[hit] = sums[hit] / mass[hit, None]
+        new = nearest(X, centers)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+    # the pieces are numbered by label: drop the numbers no row took
+    return np.unique(labels, return_inverse=True)[1]
+
+
+def heldout_score(sub: Model, X: Any, w: Any, hard: bool) -> float:
+    """sum_n w_n log sum_k exp(E log pi_k + E log p(x_n | k)) of the pieces on rows they were
+    not fitted to (the local step's per-row normaliser): a predictive score that does not
+    reward pieces for fitting their own rows' noise."""
+    log_norm = sub.local_step(X, hard=hard)["log_norm"]
+    return float(to_host((log_norm * w).sum()))
+
+
+def piece_counts(most: int, rows_cap: int, n: int) -> list[int]:
+    """Candidate numbers of pieces: ``n`` values spaced geometrically from 2 to ``most``
+    (capped at ``rows_cap``), distinct, smallest first."""
+    top = min(most, rows_cap)
+    if top < 2:
+        return []
+    grid = np.geomspace(2, top, num=max(1, n)) if n > 1 else np.array([top])
+    return sorted({round(float(v)) for v in grid})
+
+
+def _fit_pieces(
+    model: Model,
+    Xs: Any,
+    ws: Any,
+    labels: np.ndarray,
+    target: int,
+    new: list[int],
+    amp: float,
+    opts: dict[str, Any],
+    hard: bool,
+) -> Model:
+    """A copy of the model holding only the pieces, fitted by restricted local / global steps
+    from hard ``labels`` (statistics amplified by ``amp``)."""
+    xp = get_namespace(Xs)
+    n_pieces = int(labels.max()) + 1
+    s = np.zeros((labels.size, n_pieces))
+    s[np.arange(labels.size), labels] = 1.0
+    s = to_device(s, xp)
+    zeros = xp.zeros(labels.size)
+    sub = model.copy()
+    ids = np.array([target, *new[: n_pieces - 1]], np.int64)
+    for _ in range(opts["n_iters"]):
+        sub.uids = ids
+        SS = sub.summarize(Xs, {"resp": s, "log_norm": zeros}, entropy=False, sample_weight=ws)
+        sub.global_step(SS.scale(amp))
+        s = sub.local_step(Xs, hard=hard)["resp"]
+    return sub
 
 
 def _cleanup(sub: Model, X: Any, w: Any, hard: bool, amp: float = 1.0, max_rounds: int = 6) -> None:
@@ -321,12 +466,14 @@ def eligible(
     ``lap``: or settled more than ``retry_laps`` laps ago)."""
     failed = memory_of(state, "birth")
     sizes = memory_of(state, "birth_mass")
+    fails = memory_of(state, "birth_fails")
     out = []
     for k in range(total.K):
         uid, n = int(total.uids[k]), float(total.N[k])
         if n < opts["min_size"]:
             continue
-        settled = uid in failed and abs(n - sizes.get(uid, -1e300)) <= opts["settle_tol"] * n
+        same = abs(n - sizes.get(uid, -1e300)) <= opts["settle_tol"] * n
+        settled = uid in failed and same and fails.get(uid, 1) >= opts["settle_after"]
         if settled and (lap is None or lap - failed[uid] <= opts["retry_laps"]):
             continue
         out.append(k)
@@ -338,13 +485,20 @@ def pending(state: Any, opts: dict[str, Any]) -> bool:
     return state.total is not None and bool(eligible(state.total, state, opts))
 
 
-def _failed(state: Any, uid: int, lap: int) -> None:
-    """Record a failed birth from ``uid`` with its current mass (it is settled until it moves)."""
-    total = state.total
-    memory_of(state, "birth")[int(uid)] = lap
+def _failed(state: Any, uid: int, lap: int, settle_tol: float = 0.05) -> None:
+    """Record a failed birth from ``uid`` with its current mass; count failures in a row at
+    about that mass (a proposal is random: one failure does not show a component is one
+    cluster, ``settle_after`` of them in a row settle it until its mass moves)."""
+    total, uid = state.total, int(uid)
+    memory_of(state, "birth")[uid] = lap
     hit = np.flatnonzero(total.uids == uid)
-    if hit.size:
-        memory_of(state, "birth_mass")[int(uid)] = round(float(total.N[hit[0]]))
+    if not hit.size:
+        return
+    n = float(total.N[hit[0]])
+    sizes, fails = memory_of(state, "birth_mass"), memory_of(state, "birth_fails")
+    same = uid in sizes and abs(n - sizes[uid]) <= settle_tol * max(n, 1.0)
+    fails[uid] = fails.get(uid, 0) + 1 if same else 1
+    sizes[uid] = round(n)
 
 
 def splice(ss: SuffStats, prop: SuffStats) -> SuffStats:
@@ -367,23 +521,41 @@ def fold(ss: SuffStats, target: int, new: list[int], entropy: float) -> SuffStat
     return out
 
 
+def choose_batch(state: Any, targets: list[int], rng: np.random.Generator) -> int:
+    """The birth batch: drawn with probability proportional to the targets' cached mass in it.
+
+    The proposal is fitted to the target's rows of this one batch, so it must hold many of
+    them: a batch drawn uniformly may be a short last batch (one row of 1,293 on digits with
+    batch_size=323, where every birth from K=1 then failed) or hold little of a target.
+    """
+    ids = sorted(state.cache)
+    mass = np.zeros(len(ids))
+    for i, b in enumerate(ids):
+        ss = state.cache[b]
+        hit = np.isin(ss.uids, np.asarray(targets, np.int64))
+        mass[i] = float(np.maximum(ss.N[hit], 0.0).sum())
+    if not mass.sum() > 0:
+        return int(rng.choice(ids))
+    return int(ids[rng.choice(len(ids), p=mass / mass.sum())])
+
+
 def create(
     ctx: LapContext,
     executor: Any,
-    b0: int,
     rng: np.random.Generator,
     opts: dict[str, Any],
     hard: bool = False,
 ) -> list[Birth]:
-    """Stage 1: propose births on batch ``b0`` and insert them (see the module docstring).
+    """Stage 1: propose births on one batch and insert them (see the module docstring).
 
-    Visits ``b0`` (its cache entry and the memo total are updated whatever is inserted) and
-    leaves the model at the global step of the new total.
+    Visits the birth batch (``choose_batch``; its cache entry and the memo total are updated
+    whatever is inserted) and leaves the model at the global step of the new total.
     """
     model, state = ctx.model, ctx.state
     targets = select_targets(state.total, state, rng, opts, ctx.lap)
     if not targets:
         return []
+    b0 = choose_batch(state, targets, rng)
     mode = opts["mode"]
     if mode not in ("lap", "batch"):
         raise ValueError(f"birth mode must be 'lap' or 'batch', got {mode!r}")
@@ -407,7 +579,9 @@ def create(
     for (t, *_), prop in zip(specs, out["props"]):
         ctx.count("birth", tried=1)
         if prop is None:
-            _failed(state, t, ctx.lap)
+            why = "no split: too few target rows, or none beat the target on held-out rows"
+            ctx.reject("birth", None, 0.0, why)
+            _failed(state, t, ctx.lap, opts["settle_tol"])
             continue
         cand_b = splice(cur_b, prop)
         cand_total = base.align(cand_b.uids) + core(cand_b)
@@ -428,9 +602,12 @@ def create(
             cur_b, cur_total, cur_elbo, cur_model = cand_b, cand_total, elbo, cand_model
             births.append(Birth(int(t), new_uids))
         else:
-            _failed(state, t, ctx.lap)
+            ctx.reject("birth", elbo - cur_elbo, min_gain(cur_elbo), "lowers the ELBO on insertion")
+            _failed(state, t, ctx.lap, opts["settle_tol"])
     if not births:
         ctx.snapshot = None  # nothing inserted: the visit of b0 was an ordinary one
+    elif opts["boost"]:
+        ctx.boost = Boost.of(state, b0, core(cur_b), births)
     state.cache[b0] = cur_b
     state.total = cur_total
     adopt(model, cur_model)
@@ -471,13 +648,16 @@ def verify(ctx: LapContext, births: list[Birth], opts: dict[str, Any]) -> None:
         if keep:
             kept.append(bt)
             continue
+        ctx.reject("birth", ctx.elbo - elbo, min_gain(ctx.elbo), "the fold-back scores higher")
         ctx.commit("birth_undo", folded, model, elbo, uids=[bt.target, *bt.new])
         for entries in (ctx.state.cache, ctx.alt or {}):
             for b, ss in entries.items():
                 entries[b] = fold(ss, bt.target, bt.new, ss.scalars[key])
-        _failed(ctx.state, bt.target, ctx.lap)
+        _failed(ctx.state, bt.target, ctx.lap, opts["settle_tol"])
     snap, ctx.snapshot = ctx.snapshot, None
     if snap is not None and ctx.elbo < snap.elbo:
+        if kept:
+            ctx.reject("birth", ctx.elbo - snap.elbo, 0.0, "the lap ended below its start")
         ctx.log.append(
             {
                 "move": "birth_revert",
@@ -492,6 +672,6 @@ def verify(ctx: LapContext, births: list[Birth], opts: dict[str, Any]) -> None:
         adopt(ctx.model, snap.model)
         ctx.full, ctx.elbo, ctx.alt = snap.total, snap.elbo, None
         for bt in kept:
-            _failed(ctx.state, bt.target, ctx.lap)
+            _failed(ctx.state, bt.target, ctx.lap, opts["settle_tol"])
         return
     ctx.count("birth", accepted=len(kept))

@@ -102,6 +102,7 @@ def evaluate(ctx: LapContext, uids: list[int], opts: dict[str, Any]) -> bool:
     ok = elbo > ctx.elbo + min_gain(ctx.elbo) or (empty and elbo >= ctx.elbo)
     ctx.count("delete", tried=1, accepted=int(ok))
     if not ok:
+        ctx.reject("delete", elbo - ctx.elbo, min_gain(ctx.elbo), "lowers the ELBO")
         memory = memory_of(ctx.state, "delete")
         for u in uids:
             memory[int(u)] = ctx.lap

@@ -124,8 +124,13 @@ def _full_gains(
     return gains
 
 
-def select_pairs(model: Model, total: SuffStats, opts: dict[str, Any]) -> list[tuple[int, int]]:
-    """Candidate pairs to track this lap: positive upper-bound gain, best first."""
+def select_pairs(
+    model: Model, total: SuffStats, opts: dict[str, Any], ctx: LapContext | None = None
+) -> list[tuple[int, int]]:
+    """Candidate pairs to track this lap: positive upper-bound gain, best first.
+
+    With ``ctx``, the tracked pairs count as tried, and when no pair qualifies the best bound
+    is recorded as the lap's rejected merge (so "merge: 0 tried" says why)."""
     K = total.K
     if K < 2:
         return []
@@ -147,6 +152,10 @@ def select_pairs(model: Model, total: SuffStats, opts: dict[str, Any]) -> list[t
         chosen.append((a, b))
         uses[a] = uses.get(a, 0) + 1
         uses[b] = uses.get(b, 0) + 1
+    if ctx is not None:
+        ctx.count("merge", tried=len(chosen))
+        if not chosen and len(gains):
+            ctx.reject("merge", float(gains[order[0]]), 0.0, "no pair's gain bound is positive")
     return chosen
 
 
@@ -160,6 +169,7 @@ def evaluate(ctx: LapContext, opts: dict[str, Any]) -> None:
     used: set[int] = set()
     for i in np.argsort(-gains, kind="stable"):
         if gains[i] <= -min_gain(ctx.elbo):
+            ctx.reject("merge", gains[i], min_gain(ctx.elbo), "lowers the ELBO")
             break
         a, b = pairs[i]
         if a in used or b in used:
@@ -170,8 +180,9 @@ def evaluate(ctx: LapContext, opts: dict[str, Any]) -> None:
         cand = full.merge_pair(j, k)
         elbo, model = score(ctx.model, cand)
         ok = elbo > ctx.elbo + min_gain(ctx.elbo)
-        ctx.count("merge", tried=1, accepted=int(ok))
+        ctx.count("merge", accepted=int(ok))
         if not ok:
+            ctx.reject("merge", elbo - ctx.elbo, min_gain(ctx.elbo), "lowers the ELBO")
             continue
         ctx.commit("merge", cand, model, elbo, uids=[keep, gone])
         used.update((a, b))
