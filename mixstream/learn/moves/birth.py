@@ -117,6 +117,8 @@ DEFAULTS: dict[str, Any] = {
 
 #: target number of (row, component) cells per block
 _BLOCK_CELLS = 1 << 21
+#: a proposal's verdict that the unsplit target predicts its held-out rows best
+UNSPLIT = "unsplit"
 
 
 @dataclass
@@ -296,7 +298,7 @@ def _propose(
         if held > best_score:
             best, best_score = sub, held
     if best is None or best.K < 2:
-        return None
+        return UNSPLIT
     sub = best
     active = np.flatnonzero(r_h > 0)
     while True:
@@ -485,10 +487,13 @@ def pending(state: Any, opts: dict[str, Any]) -> bool:
     return state.total is not None and bool(eligible(state.total, state, opts))
 
 
-def _failed(state: Any, uid: int, lap: int, settle_tol: float = 0.05) -> None:
+def _failed(
+    state: Any, uid: int, lap: int, settle_tol: float = 0.05, decisive: bool = False
+) -> None:
     """Record a failed birth from ``uid`` with its current mass; count failures in a row at
     about that mass (a proposal is random: one failure does not show a component is one
-    cluster, ``settle_after`` of them in a row settle it until its mass moves)."""
+    cluster, ``settle_after`` of them in a row settle it until its mass moves). A
+    ``decisive`` failure (no split beat the target on held-out rows) settles it at once."""
     total, uid = state.total, int(uid)
     memory_of(state, "birth")[uid] = lap
     hit = np.flatnonzero(total.uids == uid)
@@ -498,6 +503,8 @@ def _failed(state: Any, uid: int, lap: int, settle_tol: float = 0.05) -> None:
     sizes, fails = memory_of(state, "birth_mass"), memory_of(state, "birth_fails")
     same = uid in sizes and abs(n - sizes[uid]) <= settle_tol * max(n, 1.0)
     fails[uid] = fails.get(uid, 0) + 1 if same else 1
+    if decisive:
+        fails[uid] = max(fails[uid], 1 << 20)
     sizes[uid] = round(n)
 
 
@@ -578,10 +585,16 @@ def create(
     births = []
     for (t, *_), prop in zip(specs, out["props"]):
         ctx.count("birth", tried=1)
-        if prop is None:
-            why = "no split: too few target rows, or none beat the target on held-out rows"
-            ctx.reject("birth", None, 0.0, why)
-            _failed(state, t, ctx.lap, opts["settle_tol"])
+        # compared by value: a verdict that came back from a Dask worker is a new str object
+        unsplit = isinstance(prop, str) and prop == UNSPLIT
+        if prop is None or unsplit:
+            if prop is None:
+                ctx.reject("birth", None, 0.0, "no split: too few distinct target rows")
+            else:
+                ctx.reject("birth", None, 0.0, "no split beat the target on held-out rows")
+            # the held-out verdict is a judgement of the target itself, not of one random
+            # proposal: it settles the target at once
+            _failed(state, t, ctx.lap, opts["settle_tol"], decisive=unsplit)
             continue
         cand_b = splice(cur_b, prop)
         cand_total = base.align(cand_b.uids) + core(cand_b)
