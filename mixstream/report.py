@@ -37,6 +37,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse
 from matplotlib.ticker import MaxNLocator
 
+from mixstream.learn.history import rejected_text
 from mixstream.obs.gauss import covariance_shape
 
 #: covariance types and how scikit-learn / mixstream store them (K components, D features)
@@ -386,18 +387,6 @@ def _counts_text(counts: Mapping[str, Any] | None) -> str:
     return ", ".join(f"{k} {int(v)}" for k, v in sorted((counts or {}).items()) if v)
 
 
-def _rejected_text(rejected: Mapping[str, Any] | None) -> str:
-    """Why each move's best proposal of a lap was rejected: "birth: gain -1.2e+04 <= 1.9e-04
-    (the fold-back scores higher)"; a proposal that could not be built has no gain."""
-    parts = []
-    for move, r in sorted((rejected or {}).items()):
-        if r.get("gain") is None:
-            parts.append(f"{move}: {r.get('why', '')}")
-        else:
-            parts.append(f"{move}: gain {r['gain']:.3g} <= {r['threshold']:.3g} ({r['why']})")
-    return "; ".join(parts)
-
-
 def laps_table(history: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One plain row per lap.
 
@@ -422,7 +411,7 @@ def laps_table(history: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "K": int(h.get("K", 0)),
                 "moves_tried": _counts_text(h.get("moves_tried")),
                 "moves_accepted": _counts_text(h.get("moves_accepted")),
-                "moves_rejected": _rejected_text(h.get("moves_rejected")),
+                "moves_rejected": rejected_text(h.get("moves_rejected")),
                 "seconds": _finite(h.get("seconds", np.nan)),
             }
         )

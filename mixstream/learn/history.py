@@ -47,15 +47,20 @@ def lap_record(
     }
 
 
-def _why(history: list[dict[str, Any]]) -> str:
-    """The last lap's rejected moves in words ("birth: gain -12.5 <= 0.0002 (...)")."""
+def rejected_text(rejected: dict[str, Any] | None) -> str:
+    """A lap's ``moves_rejected`` in words: "birth: gain -1.2e+04 <= 0.00019 (the fold-back
+    scores higher)"; a proposal that could not be built has no gain. "" for none."""
     parts = []
-    for move, r in sorted(history[-1].get("moves_rejected", {}).items()):
-        if r["gain"] is None:
-            parts.append(f"{move}: {r['why']}")
+    for move, r in sorted((rejected or {}).items()):
+        if r.get("gain") is None:
+            parts.append(f"{move}: {r.get('why', '')}")
         else:
-            parts.append(f"{move}: best gain {r['gain']:.4g} <= {r['threshold']:.3g}, {r['why']}")
+            parts.append(f"{move}: gain {r['gain']:.3g} <= {r['threshold']:.3g} ({r['why']})")
     return "; ".join(parts)
+
+
+def _why(history: list[dict[str, Any]]) -> str:
+    return rejected_text(history[-1].get("moves_rejected"))
 
 
 def move_warnings(

@@ -74,6 +74,29 @@ def nearest(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
     return d2.argmin(axis=1)
 
 
+def weighted_lloyd(
+    X: np.ndarray, w: np.ndarray, centers: np.ndarray, n_iter: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted Lloyd iterations on rows in memory (no executor), until no label changes.
+
+    Returns the centres (K, D) and each row's nearest one (n,); a centre no row takes stays
+    where it is.
+    """
+    centers = np.array(centers, np.float64)
+    labels = nearest(X, centers)
+    for _ in range(n_iter):
+        mass = np.bincount(labels, weights=w, minlength=len(centers))
+        sums = np.zeros_like(centers)
+        np.add.at(sums, labels, X * w[:, None])
+        hit = mass > 0
+        centers[hit] = sums[hit] / mass[hit, None]
+        new = nearest(X, centers)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+    return centers, labels
+
+
 def lloyd(
     executor: Executor, centers: np.ndarray, max_iter: int = 100, tol: float = 1e-4
 ) -> tuple[np.ndarray, float, int]:

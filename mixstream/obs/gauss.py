@@ -425,11 +425,7 @@ class GaussObs(ObsModel):
             elif np.any(c <= 0):
                 raise ValueError(f"{name} must be positive")
             return c
-        return self._default_nu0_scale() * self._data_covariance(Xc, w, total, D)
-
-    def _default_nu0_scale(self) -> float:
-        """nu0 * PRIOR_SCALE: the default Psi0 per unit of the data's covariance."""
-        return self.degrees_of_freedom_prior_ * PRIOR_SCALE
+        return self.degrees_of_freedom_prior_ * PRIOR_SCALE * self._data_covariance(Xc, w, total, D)
 
     def _data_covariance(self, Xc: np.ndarray, w: np.ndarray, total: float, D: int) -> Any:
         """np.cov(X.T), np.var(X, ddof=1) or its mean (by structure), floored to be positive

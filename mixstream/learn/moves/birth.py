@@ -64,7 +64,7 @@ import numpy as np
 
 from mixstream.backend import get_namespace, to_device, to_host
 from mixstream.learn.init import canonical_rows
-from mixstream.learn.kmeans import kmeans_plusplus, nearest
+from mixstream.learn.kmeans import kmeans_plusplus, weighted_lloyd
 from mixstream.learn.moves.base import (
     FOLD_PREFIX,
     LapContext,
@@ -290,7 +290,10 @@ def _propose(
     counts = piece_counts(len(new) + 1, len(distinct) // 2, opts["candidates"])
     for n_pieces in [1, *counts] if opts["heldout"] else counts[-1:]:
         seeds = kmeans_plusplus(distinct, n_pieces, rng, distinct_w)
-        labels = lloyd_labels(Xs_h, ws, seeds)
+        # k-means first: it finds the split along the direction of largest spread, where VB
+        # steps from the seeds alone settled, in 50-D with full covariances, on a split along a
+        # random direction that one lap could not turn; pieces no row took are dropped
+        labels = np.unique(weighted_lloyd(Xs_h, ws, seeds)[1], return_inverse=True)[1]
         sub = _fit_pieces(model, Xs, ws_x, labels, target, new, amp, opts, hard)
         if opts["cleanup"] and sub.K > 1:
             _cleanup(sub, Xs, ws_x, hard, amp)
@@ -312,29 +315,6 @@ def _propose(
         sub.global_step(
             SuffStats({k: v[keep] for k, v in prop.fields.items()}, prop.uids[keep], prop.scalars)
         )
-
-
-def lloyd_labels(X: np.ndarray, w: np.ndarray, centers: np.ndarray, n_iter: int = 10) -> np.ndarray:
-    """Hard labels after a few weighted Lloyd iterations from ``centers``.
-
-    The pieces' restricted VB steps start from these: k-means finds the split along the
-    direction of largest spread, where VB steps from k-means++ seeds alone settle, in 50-D with
-    full covariances, on a split along a random direction that one lap cannot turn.
-    """
-    centers = np.array(centers, np.float64)
-    labels = nearest(X, centers)
-    for _ in range(n_iter):
-        mass = np.bincount(labels, weights=w, minlength=len(centers))
-        sums = np.zeros_like(centers)
-        np.add.at(sums, labels, X * w[:, None])
-        hit = mass > 0
-        centers[hit] = sums[hit] / mass[hit, None]
-        new = nearest(X, centers)
-        if np.array_equal(new, labels):
-            break
-        labels = new
-    # the pieces are numbered by label: drop the numbers no row took
-    return np.unique(labels, return_inverse=True)[1]
 
 
 def heldout_score(sub: Model, X: Any, w: Any, hard: bool) -> float:
@@ -487,9 +467,7 @@ def pending(state: Any, opts: dict[str, Any]) -> bool:
     return state.total is not None and bool(eligible(state.total, state, opts))
 
 
-def _failed(
-    state: Any, uid: int, lap: int, settle_tol: float = 0.05, decisive: bool = False
-) -> None:
+def _failed(state: Any, uid: int, lap: int, opts: dict[str, Any], decisive: bool = False) -> None:
     """Record a failed birth from ``uid`` with its current mass; count failures in a row at
     about that mass (a proposal is random: one failure does not show a component is one
     cluster, ``settle_after`` of them in a row settle it until its mass moves). A
@@ -501,10 +479,10 @@ def _failed(
         return
     n = float(total.N[hit[0]])
     sizes, fails = memory_of(state, "birth_mass"), memory_of(state, "birth_fails")
-    same = uid in sizes and abs(n - sizes[uid]) <= settle_tol * max(n, 1.0)
+    same = uid in sizes and abs(n - sizes[uid]) <= opts["settle_tol"] * max(n, 1.0)
     fails[uid] = fails.get(uid, 0) + 1 if same else 1
     if decisive:
-        fails[uid] = max(fails[uid], 1 << 20)
+        fails[uid] = max(fails[uid], opts["settle_after"])
     sizes[uid] = round(n)
 
 
@@ -594,7 +572,7 @@ def create(
                 ctx.reject("birth", None, 0.0, "no split beat the target on held-out rows")
             # the held-out verdict is a judgement of the target itself, not of one random
             # proposal: it settles the target at once
-            _failed(state, t, ctx.lap, opts["settle_tol"], decisive=unsplit)
+            _failed(state, t, ctx.lap, opts, decisive=unsplit)
             continue
         cand_b = splice(cur_b, prop)
         cand_total = base.align(cand_b.uids) + core(cand_b)
@@ -616,7 +594,7 @@ def create(
             births.append(Birth(int(t), new_uids))
         else:
             ctx.reject("birth", elbo - cur_elbo, min_gain(cur_elbo), "lowers the ELBO on insertion")
-            _failed(state, t, ctx.lap, opts["settle_tol"])
+            _failed(state, t, ctx.lap, opts)
     if not births:
         ctx.snapshot = None  # nothing inserted: the visit of b0 was an ordinary one
     elif opts["boost"]:
@@ -666,7 +644,7 @@ def verify(ctx: LapContext, births: list[Birth], opts: dict[str, Any]) -> None:
         for entries in (ctx.state.cache, ctx.alt or {}):
             for b, ss in entries.items():
                 entries[b] = fold(ss, bt.target, bt.new, ss.scalars[key])
-        _failed(ctx.state, bt.target, ctx.lap, opts["settle_tol"])
+        _failed(ctx.state, bt.target, ctx.lap, opts)
     snap, ctx.snapshot = ctx.snapshot, None
     if snap is not None and ctx.elbo < snap.elbo:
         if kept:
@@ -685,6 +663,6 @@ def verify(ctx: LapContext, births: list[Birth], opts: dict[str, Any]) -> None:
         adopt(ctx.model, snap.model)
         ctx.full, ctx.elbo, ctx.alt = snap.total, snap.elbo, None
         for bt in kept:
-            _failed(ctx.state, bt.target, ctx.lap, opts["settle_tol"])
+            _failed(ctx.state, bt.target, ctx.lap, opts)
         return
     ctx.count("birth", accepted=len(kept))
