@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
 
 from mixstream.alloc import ALLOCATIONS
-from mixstream.backend import logsumexp_rows, resolve_backend
+from mixstream.backend import logsumexp_rows, resolve_backend, to_host
 from mixstream.data.array_source import ArraySource
 from mixstream.fit_run import FitRun, seed_of
 from mixstream.learn.executor import Executor
@@ -544,6 +544,11 @@ class MixtureModel(DensityMixin, BaseEstimator):
 
     def _log_resp(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
         """log normaliser (N,) and log responsibilities (N, K) of in-memory rows."""
+        source = self._checked_rows(X)
+        return logsumexp_rows(self.model_.log_prob(source.X))
+
+    def _checked_rows(self, X: Any) -> ArraySource:
+        """In-memory rows of the fitted model's width and domain, as an ArraySource."""
         from mixstream.data.sources import open_source
 
         self._check_fitted()
@@ -555,7 +560,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
         if source.n_features != self.n_features_in_:
             raise ValueError(_feature_mismatch(self, source))
         self.model_.obs.validate(source.X, "X")
-        return logsumexp_rows(self.model_.log_prob(source.X))
+        return source
 
     def predict_proba(self, X: Any, out: Any = None) -> Any:
         """Responsibilities of the components for each row, shape (n_samples, K).
@@ -606,13 +611,16 @@ class MixtureModel(DensityMixin, BaseEstimator):
         return self.fit(X, sample_weight=sample_weight).predict(X)
 
     def score_samples(self, X: Any) -> np.ndarray:
-        """log sum_k exp(log pi_k + log p(x | k)) per row, shape (n_samples,).
+        """The fitted model's log-density of each row, shape (n_samples,).
 
-        EM: the log-density of the fitted mixture. VB: the same with expected log weights and
-        likelihoods (what scikit-learn's BayesianGaussianMixture reports).
+        EM: log sum_k pi_k p(x | theta_k). VB: the posterior predictive log sum_k E[pi_k]
+        p(x | data, k) (Gaussian likelihoods: Student-t densities, see docs/math.md); for
+        likelihoods without a closed form, the local step's normaliser with expected log
+        weights and log-likelihoods (what scikit-learn's BayesianGaussianMixture reports,
+        a lower bound of the predictive density).
         """
-        log_norm, _ = self._log_resp(X)
-        return log_norm
+        source = self._checked_rows(X)
+        return to_host(self.model_.log_density(source.X))
 
     def score(self, X: Any, y: Any = None) -> float:
         """Mean of ``score_samples`` over the rows of X (a store is scored batch by batch)."""

@@ -39,7 +39,7 @@ def write_batch_outputs(
     for s in range(0, X.shape[0], _BLOCK_ROWS):
         LP = model.local_step(X[s : s + _BLOCK_ROWS])
         labels = to_host(LP["resp"].argmax(axis=1)).astype(np.int32)
-        log_norm = to_host(LP["log_norm"])
+        log_norm = to_host(model.log_density(X[s : s + _BLOCK_ROWS]))
         group["labels"][start + s : start + s + labels.shape[0]] = labels
         group["log_likelihood"][start + s : start + s + labels.shape[0]] = log_norm
         if proba:

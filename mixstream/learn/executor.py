@@ -110,5 +110,14 @@ def kmeans_batch(centers: np.ndarray, X: Any, w: Any) -> SuffStats:
 
 
 def score_batch(model: Any, X: Any, w: Any) -> SuffStats:
-    """Summed log normaliser of one batch (log-likelihood under EM) with its statistics."""
-    return model.local_summarize(X, sample_weight=w)
+    """Summed (weighted) log-density of one batch's rows (``Model.log_density``) and their
+    number (weight), as the scalars "log_norm" and "n_rows"."""
+    from mixstream.backend import to_host
+
+    dens = model.log_density(X)
+    if w is None:
+        total, n_rows = dens.sum(), X.shape[0]
+    else:
+        total, n_rows = (dens * w).sum(), w.sum()
+    scalars = {"log_norm": float(to_host(total)), "n_rows": float(to_host(n_rows))}
+    return SuffStats({"N": np.zeros(model.K)}, model.uids, scalars)

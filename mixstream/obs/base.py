@@ -72,6 +72,11 @@ class ObsModel(ABC):
         initialisation; sets ``n_features``. Explicit prior values given by the user are kept.
         """
 
+    def log_predictive(self, X: Any) -> Any:
+        """log p(x_n | posterior of component k), shape (N, K), where it has a closed form
+        (VB only); None where it does not, and callers then use ``log_prob``."""
+        return None
+
     # -------------------------------------------------------------- the four verbs
     @abstractmethod
     def log_prob(self, X: Any, cache: dict | None = None, bias: Any = None) -> Any:

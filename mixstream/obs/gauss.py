@@ -135,6 +135,7 @@ from scipy.special import digamma, gammaln, multigammaln
 from mixstream import _kernels
 from mixstream.backend import get_namespace, to_device, to_host
 from mixstream.obs.base import ObsModel
+from mixstream.obs.gauss_predictive import log_predictive
 from mixstream.suffstats import SuffStats
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied_full", "tied_diag", "tied_spherical")
@@ -516,6 +517,12 @@ class GaussObs(ObsModel):
             # F order: the (N, K) result keeps the column-major layout of the float64 path
             return xp.asarray(lpT.T, dtype=xp.float64, order="F")
         return lpT.T
+
+    def log_predictive(self, X: Any) -> Any:
+        """Student-t posterior predictive log-densities (N, K) under VB; None under EM."""
+        if self.inference != "vb" or self.K == 0:
+            return None
+        return log_predictive(self, X)
 
     def log_prob(self, X: Any, cache: dict | None = None, bias: Any = None) -> Any:
         self._require_params()
