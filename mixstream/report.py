@@ -38,7 +38,8 @@ from matplotlib.patches import Ellipse
 from matplotlib.ticker import MaxNLocator
 
 from mixstream.learn.history import rejected_text
-from mixstream.obs.gauss import covariance_shape
+from mixstream.obs.gauss import ALIASES as _ALIASES
+from mixstream.obs.gauss import covariance_strategy
 
 #: covariance types and how scikit-learn / mixstream store them (K components, D features)
 COVARIANCE_SHAPES = {
@@ -49,7 +50,6 @@ COVARIANCE_SHAPES = {
     "tied_diag": "(D,)",
     "tied_spherical": "() or (1,)",
 }
-_ALIASES = {"tied": "tied_full"}
 #: markers of accepted moves on the ELBO plot
 _MOVE_MARKERS = {"birth": "^", "merge": "v", "delete": "X"}
 #: coordinates of a mean shown in the clusters table
@@ -228,24 +228,14 @@ def project_covariances(
     if kind == "tied_spherical" and C.shape == (1,):
         C = C.reshape(())
     D, K = basis.shape[0], n_components
-    want = covariance_shape(kind, K, D)
+    structure = covariance_strategy(kind)
+    want = structure.user_shape(K, D)
     if C.shape != want:
         raise ValueError(
             f"covariance_type={covariance_type!r} needs covariances of shape "
             f"{COVARIANCE_SHAPES[kind]} = {want} for K={K}, D={D}; got {C.shape}"
         )
-    B = basis
-    if kind == "full":
-        return np.einsum("di,kde,ej->kij", B, C, B, optimize=True)
-    if kind == "diag":
-        return np.einsum("di,kd,dj->kij", B, C, B, optimize=True)
-    if kind == "spherical":
-        return C[:, None, None] * (B.T @ B)[None]
-    if kind == "tied_diag":
-        C = np.diag(C)
-    elif kind == "tied_spherical":
-        C = float(C) * np.eye(D)
-    return np.broadcast_to(B.T @ C @ B, (K, 2, 2)).copy()
+    return structure.project(C, basis, K)
 
 
 def ellipse_params(cov2: Any, n_sigma: float = 2.0) -> tuple[float, float, float]:
@@ -504,8 +494,23 @@ def _img(png: bytes, alt: str) -> str:
     return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
 
 
+def covariance_type_of(est: Any) -> str | None:
+    """The covariance type of a fitted estimator's ``covariances_``, asked of its model.
+
+    The name of a Gaussian model's covariance structure, "full" for a zero-mean Gaussian
+    (every component has a (D, D) covariance), None for other likelihoods. Pass it to
+    ``write_report`` rather than letting the report guess from array shapes.
+    """
+    obs = est.model_.obs
+    structure = getattr(obs, "covariance_structure", None)
+    if structure is not None:
+        return str(structure.name)
+    return "full" if getattr(obs, "likelihood", None) == "zero_mean_gauss" else None
+
+
 def _infer_covariance_type(C: np.ndarray, K: int, D: int) -> str:
-    matches = [k for k in COVARIANCE_SHAPES if covariance_shape(k, K, D) == C.shape]
+    """Only for bare arrays given without a type: the one type whose shape matches, if any."""
+    matches = [k for k in COVARIANCE_SHAPES if covariance_strategy(k).user_shape(K, D) == C.shape]
     if len(matches) != 1:
         raise ValueError(
             f"cannot tell the covariance type of shape {C.shape} for K={K}, D={D}; "
@@ -617,8 +622,9 @@ def write_report(
     weights : array (K,)
     means : array (K, D), optional
     covariances : array, optional, scikit-learn's shape for ``covariance_type``
-    covariance_type : str, optional; inferred from the shape of ``covariances`` when None
-        (an error when ambiguous, e.g. K == D)
+    covariance_type : str, optional; ``covariance_type_of(est)`` of a fitted estimator.
+        Inferred from the shape of bare ``covariances`` when None (an error when ambiguous,
+        e.g. K == D)
     X_sample : array (N, D), optional, data drawn in the PCA plane (at most 5000 rows are
         drawn)
     labels : array (N,), optional, the cluster of each row of ``X_sample``
@@ -649,6 +655,7 @@ def write_report(
 __all__ = [
     "atomic_write_text",
     "clusters_table",
+    "covariance_type_of",
     "ellipse_params",
     "figure_png",
     "laps_table",
