@@ -23,7 +23,6 @@ import html
 import io
 import math
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +36,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse
 from matplotlib.ticker import MaxNLocator
 
+from mixstream.atomic import atomic_write_text
 from mixstream.learn.history import rejected_text
 from mixstream.obs.gauss import ALIASES as _ALIASES
 from mixstream.obs.gauss import covariance_strategy
@@ -576,28 +576,6 @@ def render_report(
         "</body></html>",
     ]
     return "\n".join(p for p in parts if p) + "\n"
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same directory.
-
-    The temporary file is flushed to disk, then renamed over ``path`` (``os.replace``); on any
-    failure it is removed and ``path`` keeps its previous content (or stays absent).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_report(
