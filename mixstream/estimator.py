@@ -26,13 +26,16 @@ from mixstream.learn.history import FitResult, move_warnings
 from mixstream.learn.init import INIT_METHODS
 from mixstream.learn.moves import default_moves
 from mixstream.model import Model
-from mixstream.obs.gauss import COMPUTE_DTYPES, covariance_strategy
+from mixstream.obs.gauss import ALIASES as COVARIANCE_ALIASES
+from mixstream.obs.gauss import COMPUTE_DTYPES, canonical_covariance_type, covariance_strategy
+from mixstream.obs.gauss import COVARIANCE_TYPES as GAUSS_COVARIANCE_TYPES
 from mixstream.obs.registry import OBSERVATIONS
 
 ALGORITHMS = ("em", "vb", "kmeans", "cem", "sovb", "movb")
 MOVES = ("birth", "merge", "delete")
 ENGINES = ("auto", "local", "dask")
-COVARIANCE_TYPES = ("full", "diag", "spherical", "tied_full", "tied_diag", "tied_spherical", "tied")
+#: the Gaussian covariance types and scikit-learn's aliases, from the obs.gauss registry
+COVARIANCE_TYPES = (*GAUSS_COVARIANCE_TYPES, *COVARIANCE_ALIASES)
 #: Gaussian prior options, passed through to GaussObs
 _GAUSS_PRIORS = (
     "mean_prior",
@@ -366,7 +369,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
         alloc = ALLOCATIONS[self.allocation](alpha=self.alpha, inference=inference)
         options = dict(self.obs_prior or {})
         if self.likelihood == "gauss":
-            cov = "tied_full" if self.covariance_type == "tied" else self.covariance_type
+            cov = canonical_covariance_type(self.covariance_type)
             options.update(covariance_type=cov, reg_covar=self.reg_covar, map_prior=self.map_prior)
             options["compute_dtype"] = self._compute_dtype()
             options.update({p: getattr(self, p) for p in _GAUSS_PRIORS})
