@@ -26,14 +26,16 @@ from mixstream.learn.history import FitResult, move_warnings
 from mixstream.learn.init import INIT_METHODS
 from mixstream.learn.moves import default_moves
 from mixstream.model import Model
-from mixstream.obs.gauss import COMPUTE_DTYPES, covariance_shape
+from mixstream.obs.gauss import ALIASES as COVARIANCE_ALIASES
+from mixstream.obs.gauss import COMPUTE_DTYPES, canonical_covariance_type, covariance_strategy
 from mixstream.obs.gauss import COVARIANCE_TYPES as GAUSS_COVARIANCE_TYPES
 from mixstream.obs.registry import OBSERVATIONS
 
 ALGORITHMS = ("em", "vb", "kmeans", "cem", "sovb", "movb")
 MOVES = ("birth", "merge", "delete")
 ENGINES = ("auto", "local", "dask")
-COVARIANCE_TYPES = ("full", "diag", "spherical", "tied_full", "tied_diag", "tied_spherical", "tied")
+#: the Gaussian covariance types and scikit-learn's aliases, from the obs.gauss registry
+COVARIANCE_TYPES = (*GAUSS_COVARIANCE_TYPES, *COVARIANCE_ALIASES)
 #: Gaussian prior options, passed through to GaussObs
 _GAUSS_PRIORS = (
     "mean_prior",
@@ -367,7 +369,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
         alloc = ALLOCATIONS[self.allocation](alpha=self.alpha, inference=inference)
         options = dict(self.obs_prior or {})
         if self.likelihood == "gauss":
-            cov = "tied_full" if self.covariance_type == "tied" else self.covariance_type
+            cov = canonical_covariance_type(self.covariance_type)
             options.update(covariance_type=cov, reg_covar=self.reg_covar, map_prior=self.map_prior)
             options["compute_dtype"] = self._compute_dtype()
             options.update({p: getattr(self, p) for p in _GAUSS_PRIORS})
@@ -711,23 +713,23 @@ class MixtureModel(DensityMixin, BaseEstimator):
     def _gaussian_factors(self) -> tuple[np.ndarray, np.ndarray]:
         """Component means (K, D) and lower Cholesky factors of the covariances (K, D, D).
 
-        The layout of ``covariances_`` is read from the fitted observation model's own
-        covariance type, never guessed from its shape (with K == D a diag (K, D) array has the
-        shape of a tied full (D, D) one, and a spherical (K,) that of a tied diag (D,)).
+        The layout of ``covariances_`` is asked of the fitted observation model's covariance
+        structure, never guessed from its shape (with K == D a diag (K, D) array has the shape
+        of a tied full (D, D) one, and a spherical (K,) that of a tied diag (D,)).
         """
         obs = self.model_.obs
         likelihood = getattr(obs, "likelihood", self.likelihood)
         if likelihood == "zero_mean_gauss":
-            covariance_type = "full"  # every zero-mean component has a full covariance
+            structure = covariance_strategy("full")  # every zero-mean component's covariance
         elif likelihood == "gauss":
-            covariance_type = obs.covariance_type
+            structure = obs.covariance_structure
         else:
             raise ValueError(
                 f"confidence and std_range apply to Gaussian likelihoods only, not "
                 f"likelihood={likelihood!r}"
             )
         K, D = self.model_.K, self.n_features_in_
-        full = _full_covariances(self.covariances_, covariance_type, K, D)
+        full = structure.to_full(self.covariances_, K, D)
         means = np.asarray(getattr(self, "means_", np.zeros((K, D))), dtype=np.float64)
         return means, np.linalg.cholesky(full)
 
@@ -799,42 +801,6 @@ def _check_loaded_shapes(est: MixtureModel) -> None:
         raise ValueError(f"means have shape {np.asarray(means).shape}, expected {(K, D)}")
     if est.weights_.shape != (K,):
         raise ValueError(f"weights have shape {est.weights_.shape}, expected {(K,)}")
-
-
-def _full_covariances(covariances: Any, covariance_type: str, K: int, D: int) -> np.ndarray:
-    """scikit-learn-shaped covariances of ``covariance_type`` as K full matrices (K, D, D).
-
-    Parameters
-    ----------
-    covariances : array
-        full (K, D, D), diag (K, D), spherical (K,), tied_full (D, D), tied_diag (D,),
-        tied_spherical a scalar.
-    covariance_type : str
-        One of the names above ("tied" is "tied_full").
-    K, D : int
-        Components and features.
-    """
-    ctype = "tied_full" if covariance_type == "tied" else covariance_type
-    if ctype not in GAUSS_COVARIANCE_TYPES:
-        raise ValueError(
-            f"covariance_type must be one of {GAUSS_COVARIANCE_TYPES}, got {covariance_type!r}"
-        )
-    shape = covariance_shape(ctype, K, D)
-    cov = np.asarray(covariances, dtype=np.float64)
-    if cov.shape != shape:
-        raise ValueError(f"{ctype} covariances must have shape {shape}, got {cov.shape}")
-    eye = np.eye(D)
-    if ctype == "full":
-        return cov
-    if ctype == "diag":
-        return cov[:, :, None] * eye
-    if ctype == "spherical":
-        return cov[:, None, None] * eye
-    if ctype == "tied_full":
-        return np.broadcast_to(cov, (K, D, D))
-    if ctype == "tied_diag":
-        return np.broadcast_to(cov[:, None] * eye, (K, D, D))
-    return np.broadcast_to(float(cov) * eye, (K, D, D))  # tied_spherical
 
 
 def _radius_bounds(

@@ -4,7 +4,7 @@ A model file is a zip archive (``.msz`` by convention) holding ``meta.json`` and
 member per array. Loading reads the JSON, checks the format version, and reads each array with
 ``allow_pickle=False``, checking its dtype and shape against the metadata, so a file from
 someone else can never run code and a damaged or tampered file is refused with a clear message.
-Files are written to a temporary name beside the target and renamed into place.
+Files are written atomically (``mixstream.atomic``): a reader sees the old file or the new.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from __future__ import annotations
 import io as _io
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mixstream.atomic import atomic_write_file
 
 FORMAT = "mixstream-model"
 FORMAT_VERSION = 1
@@ -69,20 +70,14 @@ def write_model_file(
         "meta": _jsonable(meta),
         "arrays": {k: {"dtype": v.dtype.str, "shape": list(v.shape)} for k, v in arrays.items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
+    with atomic_write_file(path) as fh:
+        # the archive is closed (its directory written) before the file is synced and renamed
+        with zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
             zf.writestr("meta.json", json.dumps(header, indent=1))
             for k, v in arrays.items():
                 buf = _io.BytesIO()
                 np.save(buf, v, allow_pickle=False)
                 zf.writestr(f"arrays/{k}.npy", buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

@@ -30,11 +30,15 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `flows` is a top-level package of the checkout
     sys.path.insert(0, str(ROOT))
+TESTS = ROOT / "tests"
+if str(TESTS) not in sys.path:  # tests/helpers, importable as `helpers`
+    sys.path.insert(0, str(TESTS))
 # child processes (CLI runs, `dask worker`, Prefect servers) import the checkout too, installed
-# or not
+# or not, and Dask workers the test helpers their tasks were pickled from (helpers.*)
 _paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
-if str(ROOT) not in _paths:
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), *_paths) if p)
+_missing = [str(p) for p in (ROOT, TESTS) if str(p) not in _paths]
+if _missing:
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (*_missing, *_paths) if p)
 
 
 def subprocess_env(**extra: str | None) -> dict[str, str]:

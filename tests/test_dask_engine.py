@@ -19,18 +19,18 @@ import pytest
 import zarr
 from conftest import stop_processes
 from distributed import Client, LocalCluster, get_task_stream
+from helpers.dask_batches import (
+    blas_state,
+    reverse_delay_probe,
+    slow_kmeans_batch,
+    weighted_count,
+)
 
 from mixstream import MixtureModel
 from mixstream.alloc.dp import DPAlloc
 from mixstream.data.array_source import ArraySource
 from mixstream.data.synthetic import make_mixture, write_synthetic_zarr
 from mixstream.data.zarr_source import ZarrSource
-from mixstream.engine._testing import (
-    blas_state,
-    reverse_delay_probe,
-    slow_kmeans_batch,
-    weighted_count,
-)
 from mixstream.engine.dask import DaskExecutor, StoreNotVisibleError
 from mixstream.engine.factory import make_executor
 from mixstream.engine.local import LocalExecutor

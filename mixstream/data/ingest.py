@@ -4,8 +4,9 @@
     ZarrSource("points.zarr")          # the data is the group's array "X"
 
 The output is a Zarr group whose array ``"X"`` holds the rows. It is written under
-``dest + ".partial-<random>"`` and renamed to ``dest`` only once complete, so ``dest`` either
-does not exist or holds the whole input; a failure removes the partial directory. Writes go
+a hidden sibling ``.<name>.partial-<random>`` and renamed to ``dest`` only once complete
+(``mixstream.atomic.atomic_directory``), so ``dest`` either does not exist or holds the whole
+input; a failure removes the partial directory. Writes go
 one whole shard (or a run of whole chunks) at a time: no two writes touch the same stored
 object, which Zarr v3 needs for sharded arrays to be written safely.
 """
@@ -16,14 +17,13 @@ import csv
 import itertools
 import logging
 import os
-import secrets
-import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 import numpy as np
+
+from mixstream.atomic import atomic_directory
 
 logger = logging.getLogger(__name__)
 
@@ -49,36 +49,6 @@ def local_dest(dest: str | os.PathLike) -> str:
             )
         s = unquote(parsed.netloc + parsed.path)
     return os.path.abspath(os.path.expanduser(s))
-
-
-@contextmanager
-def atomic_directory(dest: str, overwrite: bool = False) -> Iterator[str]:
-    """Yield a fresh sibling directory name; rename it to ``dest`` when the block succeeds.
-
-    On any exception the partial directory is removed and ``dest`` is left as it was.
-    """
-    dest = local_dest(dest)
-    if os.path.lexists(dest) and not overwrite:
-        raise FileExistsError(f"{dest} already exists; pass overwrite=True to replace it")
-    parent = os.path.dirname(dest)
-    os.makedirs(parent, exist_ok=True)
-    token = secrets.token_hex(4)
-    partial = f"{dest}.partial-{token}"
-    try:
-        yield partial
-        if os.path.lexists(dest):  # overwrite=True: swap, then drop the old copy
-            old = f"{dest}.old-{token}"
-            os.rename(dest, old)
-            os.rename(partial, dest)
-            if os.path.isdir(old) and not os.path.islink(old):
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.remove(old)
-        else:
-            os.rename(partial, dest)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
 
 
 def make_compressors(compressor: Any) -> Any:

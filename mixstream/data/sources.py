@@ -1,14 +1,21 @@
-"""Open whatever a user passes as data (array, dask array, zarr.Array, store path) as a source."""
+"""Open whatever a user passes as data (array, dask array, zarr.Array, store path) as a source.
+
+``open_source`` is the one source factory; ``mixstream.engine.factory.as_source`` is its alias
+with per-batch checks.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mixstream.data.array_source import ArraySource
 from mixstream.data.validate import check_finite, check_matrix
+
+if TYPE_CHECKING:  # the protocol only: data/ imports nothing from the layers above it
+    from mixstream.learn.executor import BatchSource
 
 
 def _is_dask_array(X: Any) -> bool:
@@ -19,34 +26,59 @@ def _is_zarr_array(X: Any) -> bool:
     return type(X).__module__.startswith("zarr")
 
 
-def open_source(X: Any, batch_size: int | None = None, sample_weight: Any = None) -> Any:
-    """A BatchSource over X.
+def _is_batch_source(data: Any) -> bool:
+    return hasattr(data, "read") and hasattr(data, "batches")
+
+
+def open_source(
+    data: Any,
+    batch_size: int | None = None,
+    sample_weight: Any = None,
+    check: bool = True,
+    **source_kw: Any,
+) -> BatchSource:
+    """A BatchSource over ``data``: the one place that turns user data into a source.
 
     Parameters
     ----------
-    X : array (N, D), dask array, zarr.Array, or str / PathLike of a Zarr store (path or URL)
+    data : BatchSource, array (N, D), dask array, zarr.Array, or str / PathLike of a Zarr
+        store (path or URL)
+        A BatchSource is returned as it is.
     batch_size : int, optional
-    sample_weight : array (N,), optional (in-memory data only)
+        Rows per batch (not for a BatchSource).
+    sample_weight : array (N,), optional
+        In-memory data only.
+    check : bool
+        In-memory arrays: check finiteness and convert integer / bool data to float64 now
+        (the source is then marked validated). False: keep the dtype and check each batch
+        when it is read, so an error names the batch and its rows (the engine factory).
+    **source_kw
+        Further arguments of the source class (ZarrSource, DaskArraySource, ArraySource).
     """
-    if isinstance(X, str | os.PathLike) or _is_zarr_array(X):
+    if _is_batch_source(data):
+        if batch_size is not None or sample_weight is not None or source_kw:
+            raise ValueError("batch_size and source options apply when data is not a BatchSource")
+        return data
+    if isinstance(data, str | os.PathLike) or _is_zarr_array(data):
         from mixstream.data.zarr_source import ZarrSource
 
         if sample_weight is not None:
             raise ValueError("sample_weight applies to in-memory data; store weights in the store")
-        return ZarrSource(X, batch_size=batch_size)
-    if _is_dask_array(X):
+        return ZarrSource(data, batch_size=batch_size, **source_kw)
+    if _is_dask_array(data):
         from mixstream.data.dask_source import DaskArraySource
 
         if sample_weight is not None:
             raise ValueError("sample_weight applies to in-memory data, not dask arrays")
-        return DaskArraySource(X, batch_size=batch_size)
-    X = check_matrix(X, "X")
-    if not np.issubdtype(X.dtype, np.floating):
+        return DaskArraySource(data, batch_size=batch_size, **source_kw)
+    X = check_matrix(data, "X")
+    if check and not np.issubdtype(X.dtype, np.floating):
         X = X.astype(np.float64)
-    check_finite(X, "X")
+    if check:
+        check_finite(X, "X")
     weights = _check_weights(sample_weight, X.shape[0])
-    source = ArraySource(X, batch_size, weights)
-    source.validated = True
+    source = ArraySource(X, batch_size, weights, **source_kw)
+    source.validated = check
     return source
 
 

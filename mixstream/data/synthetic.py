@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from mixstream.atomic import atomic_directory
 from mixstream.data.ingest import (
     RowWriter,
-    atomic_directory,
     auto_chunk_rows,
     check_layout,
     create_rows_array,

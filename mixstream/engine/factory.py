@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-import numpy as np
-
+from mixstream.data.sources import open_source
 from mixstream.learn.executor import BatchSource
 
 #: a Zarr store bigger than this (uncompressed) gets a Dask LocalCluster under engine="auto"
@@ -15,21 +13,8 @@ ENGINES = ("auto", "local", "dask")
 
 
 def as_source(data: Any, batch_size: int | None = None, **source_kw: Any) -> BatchSource:
-    """A BatchSource for ``data``: a source as it is, a path / URL / zarr.Array as a
-    ``ZarrSource``, anything array-like as an in-memory ``ArraySource``."""
-    if hasattr(data, "read") and hasattr(data, "batches"):
-        if batch_size is not None or source_kw:
-            raise ValueError("batch_size and source options apply when data is not a BatchSource")
-        return data
-    if isinstance(data, str | os.PathLike) or type(data).__module__.startswith("zarr"):
-        from mixstream.data.zarr_source import ZarrSource
-
-        return ZarrSource(data, batch_size=batch_size, **source_kw)
-    from mixstream.data.array_source import ArraySource
-    from mixstream.data.validate import check_matrix
-
-    X = check_matrix(data if hasattr(data, "shape") else np.asarray(data))
-    return ArraySource(X, batch_size=batch_size, **source_kw)
+    """``open_source(data, batch_size, check=False, **source_kw)`` (kept for its callers)."""
+    return open_source(data, batch_size, check=False, **source_kw)
 
 
 def make_executor(
@@ -62,7 +47,7 @@ def make_executor(
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if engine == "local" and client is not None:
         raise ValueError("engine='local' runs in this process: drop client= or use engine='dask'")
-    source = as_source(data, batch_size)
+    source = open_source(data, batch_size, check=False)
     if engine == "auto":
         from mixstream.data.zarr_source import ZarrSource
 

@@ -3,19 +3,18 @@
 Each batch's labels and log-likelihoods are written by the task that computed them, into an
 output group whose chunks are the source's batch-aligned chunks, so no two tasks write the same
 chunk. The group is written under a temporary name and renamed into place when every batch is
-done: a reader never sees a half-written output.
+done (``mixstream.atomic.atomic_directory``): a reader never sees a half-written output.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mixstream.atomic import atomic_directory
 from mixstream.backend import to_host
 from mixstream.learn.executor import Executor
 from mixstream.model import Model
@@ -69,9 +68,8 @@ def score_to_zarr(
         raise FileExistsError(f"{out} exists; scores are never written over existing data")
     source = executor.source
     chunk = _output_chunk_rows(source)
-    tmp = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
-        group = zarr.open_group(str(tmp), mode="w-")
+    with atomic_directory(out) as tmp:
+        group = zarr.open_group(tmp, mode="w-")
         group.create_array("labels", shape=(source.n_rows,), chunks=(chunk,), dtype="int32")
         group.create_array(
             "log_likelihood", shape=(source.n_rows,), chunks=(chunk,), dtype="float64"
@@ -80,12 +78,8 @@ def score_to_zarr(
             group.create_array(
                 "proba", shape=(source.n_rows, model.K), chunks=(chunk, model.K), dtype="float64"
             )
-        SS = executor.map_sum(write_batch_outputs, (model, str(tmp), proba))
+        SS = executor.map_sum(write_batch_outputs, (model, tmp, proba))
         group.attrs["mean_log_likelihood"] = SS.scalars["log_norm"] / SS.scalars["n_rows"]
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {
         "path": str(out),
         "mean_log_likelihood": SS.scalars["log_norm"] / SS.scalars["n_rows"],

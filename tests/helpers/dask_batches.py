@@ -1,4 +1,5 @@
-"""Batch functions for the engine tests, importable by Dask worker processes.
+"""Batch functions for the engine tests, importable by Dask worker processes (as
+``helpers.dask_batches``: the workers unpickle them by that name).
 
 They obey the batch-function contract ``fn(payload, X, w, **kw)`` and add delays or report
 where and when they ran, so tests can kill workers mid-map and shuffle answer order.
@@ -54,7 +55,7 @@ def blas_state() -> dict[str, Any]:
     import zarr.core.sync as zarr_sync
     from threadpoolctl import threadpool_info
 
-    from mixstream.engine import dask as engine_dask
+    from mixstream.engine.dask import worker as engine_dask
     from mixstream.parallel import get_num_threads
 
     return {

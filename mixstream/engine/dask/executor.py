@@ -1,21 +1,5 @@
-"""The Dask executor: batch functions mapped over a BatchSource on a Dask cluster.
-
-Workers read their own batches from the source (a Zarr store they open by path or URL); the
-coordinator sends the payload (model or centres) once per call, as a task the workers share, and
-receives only the results. ``map_sum`` adds the batch results on the cluster in the same fixed
-tree as ``SuffStats.sum`` (runs of ``SUM_FAN_IN``, left to right), so it returns bit for bit
-what ``LocalExecutor.map_sum`` returns, whichever worker answers first and whether or not a
-worker died on the way (a batch's result is a pure function of (batch, payload), so a lost task
-is simply run again). When a ``mixstream.engine.progress.batch_listener`` is active, each batch
-is reported, in the caller's thread, as its task finishes on the cluster.
-
-A call over many batches runs them ``SUM_FAN_IN`` to a task (a ``map_sum`` task returns their
-sum: the first level of the tree), because every task costs the scheduler and the worker a few
-milliseconds, which at 100,000-row batches was a third of a batch's own time on 2 cores.
-
-    with DaskExecutor(ZarrSource("big.zarr"), n_workers=4) as ex:       # a LocalCluster
-        SS = ex.map_sum(kmeans_batch, centers)
-    DaskExecutor(source, client="tcp://scheduler:8786")                  # a running cluster
+"""``DaskExecutor``: batch functions mapped over a BatchSource on a Dask cluster (the package
+docstring tells how); the cluster comes from ``cluster``, the worker-side code from ``worker``.
 """
 
 from __future__ import annotations
@@ -27,21 +11,15 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from distributed.diagnostics.plugin import WorkerPlugin
-
+from mixstream.engine.dask.cluster import start_cluster
+from mixstream.engine.dask.worker import BlasThreadsPlugin, _check_source, _identity, run_batches
 from mixstream.engine.local import check_on_device, run_batch
 from mixstream.engine.progress import BatchReporter
 from mixstream.learn.executor import BatchSource
 from mixstream.suffstats import SUM_FAN_IN, SuffStats, add_run
 
-logger = logging.getLogger(__name__)
-
-#: scheduler settings for the clusters mixstream starts itself. A lap's batch tasks are all
-#: known when it starts and each reads its own rows only when it runs, so the scheduler's
-#: queuing of root tasks (worker-saturation 1.1) buys nothing and costs a scheduler round trip
-#: between one batch and the next on every worker (measured: 15-25% of a lap at 100,000-row
-#: batches on 2 cores). A cluster the user brings keeps its own settings.
-OWN_CLUSTER_CONFIG = {"distributed.scheduler.worker-saturation": float("inf")}
+# the package's name: users' logging settings (and the tests) address "mixstream.engine.dask"
+logger = logging.getLogger("mixstream.engine.dask")
 
 #: batches are run ``SUM_FAN_IN`` to a task when a call has at least this many such tasks per
 #: worker thread: enough that the last tasks of a lap leave no thread idle for long
@@ -50,150 +28,10 @@ MIN_GROUPS_PER_THREAD = 8
 #: sources whose pickle is at most this big travel inside each task (recomputable anywhere);
 #: bigger ones (in-memory arrays) are scattered once to every worker
 INLINE_SOURCE_BYTES = 64 * 1024
-BLAS_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-#: glibc mmap and trim thresholds on the workers (see _tune_malloc)
-MALLOC_THRESHOLD_BYTES = 64 * 1024 * 1024
-
-_blas_limiter: Any = None  # the worker's threadpool limit, kept alive for the process
-malloc_tuned = False  # whether _tune_malloc took effect in this process
 
 
 class StoreNotVisibleError(FileNotFoundError):
     """The Dask workers cannot open the data source the coordinator planned."""
-
-
-# ---------------------------------------------------------------------- worker-side functions
-def _limit_blas_threads(n: int) -> int:
-    """Cap BLAS / OpenMP threads, mixstream's own block threads and zarr's decode pool, and
-    tune malloc, in this (worker) process; returns the cap."""
-    global _blas_limiter
-    from threadpoolctl import threadpool_limits
-
-    from mixstream.parallel import set_num_threads
-
-    _blas_limiter = threadpool_limits(limits=n)
-    set_num_threads(n)
-    _limit_zarr_threads(n)
-    _tune_malloc(MALLOC_THRESHOLD_BYTES)
-    return n
-
-
-def _limit_zarr_threads(n: int) -> None:
-    """Give zarr's decode pool ``n`` threads in this (worker) process.
-
-    zarr decodes a shard's chunks in a pool of its own (by default Python's size, cores + 4
-    threads), so a one-thread worker decoded a shard's chunks on several cores at once, and two
-    such workers on two cores fought over them (as uncapped BLAS threads do). The pool is made
-    at zarr's first read; a process that has read already keeps the pool it has.
-    """
-    import zarr
-
-    zarr.config.set({"threading.max_workers": n})
-
-
-def _tune_malloc(nbytes: int) -> bool:
-    """Let glibc keep batch-sized buffers in the heap instead of mmap'ing fresh pages for each.
-
-    Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also freezes glibc's mmap
-    threshold at 128 KiB: every batch-sized array is then a fresh mmap whose pages fault in
-    one by one, and a Zarr read of a 100,000 x 16 batch took 26 ms instead of 10 ms (the
-    Dask engine's whole per-batch overhead, bench/streaming.py). With both thresholds at
-    ``nbytes`` such buffers are reused; at most ``nbytes`` of free heap stays in the process.
-    Returns False where this is not glibc.
-    """
-    import ctypes
-    import ctypes.util
-
-    global malloc_tuned
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's mallopt parameter numbers
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        ok = libc.mallopt(m_mmap_threshold, nbytes) and libc.mallopt(m_trim_threshold, nbytes)
-    except (OSError, AttributeError):
-        ok = False
-    malloc_tuned = bool(ok)
-    return malloc_tuned
-
-
-class BlasThreadsPlugin(WorkerPlugin):
-    """Caps BLAS (and mixstream's block) threads on every worker, those that join later too.
-
-    A plain ``client.run`` reaches only the workers alive at that moment: a worker that a nanny
-    restarts after a crash would come back with one BLAS thread per core and fight its
-    neighbours for them.
-    """
-
-    name = "mixstream-blas-threads"
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def setup(self, worker: Any) -> None:
-        _limit_blas_threads(self.n)
-
-
-def _check_source(source: Any) -> str | None:
-    """None when this worker can open ``source``, else why not."""
-    check = getattr(source, "check_visible", None)
-    if check is None:
-        return None
-    try:
-        return check()
-    except Exception as e:
-        return f"{type(e).__name__}: {e}"
-
-
-def gpu_cluster(n_workers: int | None, threads_per_worker: int, env: dict[str, str]) -> Any:
-    """One Dask worker per visible GPU.
-
-    dask-cuda's LocalCUDACluster when installed (it pins each worker to its GPU and sets up the
-    device memory pool); otherwise plain worker processes, each with CUDA_VISIBLE_DEVICES set to
-    its own device, so two workers never share a GPU.
-    """
-    from mixstream.backend import namespace
-
-    n_gpus = namespace("cupy").cuda.runtime.getDeviceCount()
-    n = n_gpus if n_workers is None else min(n_workers, n_gpus)
-    try:
-        from dask_cuda import LocalCUDACluster
-    except ImportError:
-        from distributed import Nanny, Scheduler, SpecCluster
-
-        workers = {
-            f"gpu-{i}": {
-                "cls": Nanny,
-                "options": {
-                    "nthreads": threads_per_worker,
-                    "env": {**env, "CUDA_VISIBLE_DEVICES": str(i)},
-                },
-            }
-            for i in range(n)
-        }
-        scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
-        return SpecCluster(workers=workers, scheduler=scheduler)
-    devices = ",".join(str(i) for i in range(n))
-    return LocalCUDACluster(
-        CUDA_VISIBLE_DEVICES=devices, threads_per_worker=threads_per_worker, env=env
-    )
-
-
-def _identity(x: Any) -> Any:
-    return x
-
-
-def run_batches(
-    source: BatchSource,
-    fn: Callable[..., Any],
-    payload: Any,
-    ids: list[int],
-    backend: str,
-    kw: dict,
-    add: bool,
-) -> Any:
-    """``run_batch`` over ``ids`` one after another, in one task: the list of results, or with
-    ``add`` their sum (``add_run``, one node of the summation tree)."""
-    outs = [run_batch(source, fn, payload, i, backend, kw) for i in ids]
-    return add_run(*outs) if add else outs
 
 
 # ---------------------------------------------------------------------- executor
@@ -249,8 +87,7 @@ class DaskExecutor:
         group_batches: bool = True,
         **cluster_kwargs: Any,
     ) -> None:
-        import dask
-        from distributed import Client, LocalCluster
+        from distributed import Client
 
         self.source = source
         self.backend = backend
@@ -268,20 +105,14 @@ class DaskExecutor:
         self.dashboard_link: str | None = None
         try:
             if client is None:
-                env = {k: str(blas_threads) for k in BLAS_ENV_VARS}
-                env.update(cluster_kwargs.pop("env", {}) or {})
-                with dask.config.set(OWN_CLUSTER_CONFIG):
-                    if backend == "cupy":
-                        self.cluster = gpu_cluster(n_workers, threads_per_worker, env)
-                    else:
-                        self.cluster = LocalCluster(
-                            n_workers=n_workers,
-                            threads_per_worker=threads_per_worker,
-                            processes=True,
-                            memory_limit=memory_limit,
-                            env=env,
-                            **cluster_kwargs,
-                        )
+                self.cluster = start_cluster(
+                    backend,
+                    n_workers,
+                    threads_per_worker,
+                    memory_limit,
+                    blas_threads,
+                    **cluster_kwargs,
+                )
                 self._owns_client = True
                 self.client = Client(self.cluster)
             elif isinstance(client, str):
