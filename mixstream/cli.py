@@ -128,7 +128,7 @@ class _LapProgress:
         self.bar: Any = None
 
     def __call__(self, record: dict, max_laps: int) -> None:
-        from flows.pipeline import lap_line
+        from mixstream.app import lap_line
 
         if self.bar is None and sys.stderr.isatty():
             try:
@@ -256,8 +256,7 @@ def _want_batch_progress(flag: bool) -> bool:
 def _lap_progress(batches: bool = False, lap: int = 1) -> Iterator[_BatchProgress | None]:
     """Lap progress on stderr while the block runs; with ``batches`` also per-batch progress
     (the object is yielded, so the caller can name the passes it knows about)."""
-    from flows.pipeline import lap_listener
-    from mixstream.engine.progress import batch_listener
+    from mixstream.engine.progress import batch_listener, lap_listener
 
     progress = _LapProgress()
     batch = _BatchProgress(sys.stderr.isatty(), lap) if batches else None
@@ -424,7 +423,7 @@ def _dashboard_note(link: str | None) -> str:
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    from flows.pipeline import fit_options
+    from mixstream.app import fit_options
 
     return fit_options(
         n_components=args.n_components,
@@ -454,7 +453,7 @@ def _print_fit(summary: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------------- commands
 def _fit(args: argparse.Namespace) -> int:
-    from flows import pipeline
+    from mixstream import app as pipeline
 
     options = _options(args)
     pipeline.make_estimator(options)  # bad options fail here, before anything starts
@@ -473,7 +472,6 @@ def _fit(args: argparse.Namespace) -> int:
         f"batch(es)) with {options['algorithm']} into {out}"
     )
     if args.no_prefect:
-        est = pipeline.make_estimator(options, out / pipeline.CHECKPOINT_DIR)
         engine = "dask" if (args.workers or pipeline.resolve_scheduler(args.scheduler)) else "auto"
         with pipeline.open_executor(source, args.scheduler, args.workers, engine) as executor:
             dashboard = pipeline.dashboard_of(executor)
@@ -482,14 +480,16 @@ def _fit(args: argparse.Namespace) -> int:
             with _lap_progress(batches, resumed + 1) as batch_progress:
                 if batch_progress is not None and not resumed:
                     batch_progress.begin("init")
-                driver = pipeline.FitDriver(est, executor)
+                driver = pipeline.start_run(options, executor, out / pipeline.CHECKPOINT_DIR)
                 if batch_progress is not None:
                     batch_progress.begin(f"lap {driver.laps_done + 1}")
                 if driver.resumed_from_lap:
                     _say(f"resuming from the checkpoint after lap {driver.resumed_from_lap}")
-                driver.run_to_end()
-            driver.finish()
-            summary = pipeline.publish_files(
+                while not driver.done:
+                    driver.ensure_lap(driver.laps_done + 1)
+            pipeline.finish_run(driver)
+            est = driver.est
+            summary = pipeline.write_run_dir(
                 est, out, args.data, source, plan, driver.resumed_from_lap, dashboard
             )
         pipeline.remove_checkpoint(est.checkpoint_dir)
@@ -521,15 +521,15 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _model_path(model: str) -> Path:
     """A model file, or the model file in a fit's output directory."""
-    from flows import pipeline
+    from mixstream import app as pipeline
 
     path = Path(model)
     return path / pipeline.MODEL_FILE if path.is_dir() else path
 
 
 def _load_for_scoring(args: argparse.Namespace) -> tuple[Any, Any]:
-    from flows import pipeline
     from mixstream import MixtureModel
+    from mixstream import app as pipeline
 
     est = MixtureModel.load(_model_path(args.model))
     pipeline.check_output(args.out, args.overwrite)
@@ -550,7 +550,7 @@ def _print_scores(result: dict[str, Any]) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from flows import pipeline
+    from mixstream import app as pipeline
 
     est, source = _load_for_scoring(args)
     engine = "dask" if (args.workers or pipeline.resolve_scheduler(args.scheduler)) else "auto"
@@ -608,8 +608,8 @@ def _ingest(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     import json
 
-    from flows import pipeline
     from mixstream import MixtureModel
+    from mixstream import app as pipeline
 
     model_path = _model_path(args.model_dir)
     est = MixtureModel.load(model_path)
@@ -642,7 +642,7 @@ def _demo(args: argparse.Namespace) -> int:
     import zarr
     from sklearn.metrics import adjusted_rand_score
 
-    from flows import pipeline
+    from mixstream import app as pipeline
     from mixstream.data.synthetic import write_synthetic_zarr
 
     t0 = time.perf_counter()
