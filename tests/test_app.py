@@ -51,16 +51,16 @@ def test_fit_to_dir_writes_the_run_directory_and_publishes(store, tmp_path):
     recorder = Recorder()
     assert isinstance(recorder, app.Publisher)
     options = app.fit_options(**OPTIONS)
-    phases = []
+    started = []
     summary = app.fit_to_dir(
-        store, tmp_path / "run", options, publisher=recorder, on_phase=phases.append
+        store, tmp_path / "run", options, publisher=recorder, on_start=started.append
     )
     run_dir = tmp_path / "run"
     for name in ("model.msz", "report.html", "run.json", "figures/elbo.png"):
         assert (run_dir / name).exists(), name
     assert not (run_dir / "checkpoints" / "checkpoint.msz").exists()
     assert json.loads((run_dir / "run.json").read_text())["laps"] == summary["laps"]
-    assert phases == ["init", "lap 1"]
+    assert len(started) == 1 and started[0].resumed_from_lap == 0
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

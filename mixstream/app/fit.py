@@ -169,7 +169,7 @@ def fit_to_dir(
     scheduler: str | None = None,
     n_workers: int | None = None,
     publisher: Publisher | None = None,
-    on_phase: Callable[[str], None] | None = None,
+    on_start: Callable[[Any], None] | None = None,
 ) -> dict[str, Any]:
     """Fit ``options`` to the store ``data`` into the run directory ``out``, in this process.
 
@@ -188,9 +188,9 @@ def fit_to_dir(
         mixstream chooses (in-process for small data).
     publisher : Publisher, optional
         Where the artifacts go (the dashboard's link, progress, tables, the report).
-    on_phase : callable(str), optional
-        Called with "init" before a fresh fit initialises and "lap <n>" before the laps run
-        (progress displays name the passes over the data with it).
+    on_start : callable(FitRun), optional
+        Called once the run is initialised or resumed, before its laps (``resumed_from_lap``
+        and ``laps_done`` say where it starts).
 
     Returns
     -------
@@ -205,11 +205,9 @@ def fit_to_dir(
     engine = "dask" if (n_workers or resolve_scheduler(scheduler)) else "auto"
     with open_executor(source, scheduler, n_workers or 2, engine) as executor:
         dashboard = dashboard_of(executor)
-        if on_phase is not None:
-            on_phase("init")
         run = start_run(options, executor, out / CHECKPOINT_DIR, publisher)
-        if on_phase is not None:
-            on_phase(f"lap {run.laps_done + 1}")
+        if on_start is not None:
+            on_start(run)
         while not run.done:
             run_lap(run, run.laps_done + 1, publisher)
         finish_run(run)

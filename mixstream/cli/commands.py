@@ -63,6 +63,14 @@ def fit(args: argparse.Namespace) -> int:
     )
     if args.no_prefect:
         with fit_progress(batches, resumed + 1, args.verbose) as progress:
+            if not resumed:
+                progress.begin("init")
+
+            def started(run: Any) -> None:
+                if run.resumed_from_lap:
+                    say(f"resuming from the checkpoint after lap {run.resumed_from_lap}")
+                progress.begin(f"lap {run.laps_done + 1}")
+
             summary = app.fit_to_dir(
                 args.data,
                 out,
@@ -70,10 +78,8 @@ def fit(args: argparse.Namespace) -> int:
                 args.scheduler,
                 args.workers,
                 ConsolePublisher(args.verbose),
-                on_phase=None if resumed else progress.begin,
+                on_start=started,
             )
-        if summary["resumed_from_lap"]:
-            say(f"resumed from the checkpoint after lap {summary['resumed_from_lap']}")
         print_fit(summary)
         return 0
 
