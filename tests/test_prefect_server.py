@@ -157,8 +157,9 @@ def test_temporary_server_is_prefect_server_start_and_stops_cleanly(tmp_path, mo
     server = TemporaryServer()
     proc = psutil.Process(server.process.pid)
     try:
-        assert "server start" in " ".join(proc.cmdline())
         url = server.wait(timeout=120)
+        # read once it answers: right after the fork the command line may not be set yet
+        assert "server start" in " ".join(proc.cmdline())
         assert url == f"http://127.0.0.1:{server.port}/api"
         assert httpx.get(f"{url}/health", timeout=5).status_code == 200
         children = proc.children(recursive=True)
