@@ -4,7 +4,7 @@
     flows/score.py:score_flow    labels and per-row log-likelihoods of a store, into Zarr
     flows/ingest.py:ingest_flow  .npy / CSV / Parquet -> a chunked Zarr store
 
-``flows.pipeline`` holds the steps themselves without Prefect (``mixstream fit --no-prefect``
-runs them directly). Nothing is imported here, so ``import flows.pipeline`` does not import
-Prefect.
+Thin wrappers: each task is one step of the application layer (``mixstream.app``), which the
+command line runs without Prefect (``mixstream fit --no-prefect``); flows/_artifacts.py
+publishes the app's artifacts as Prefect artifacts.
 """

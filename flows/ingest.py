@@ -11,32 +11,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect import flow, task
 from prefect.cache_policies import NONE
 
-ARTIFACT_KEY = "mixstream-ingest"
+from flows._artifacts import PrefectArtifacts
+from mixstream import app
 
 
 @task(name="ingest", task_run_name="ingest", cache_policy=NONE, persist_result=False)
 def ingest_task(
     src: str, dest: str, chunk_rows: int | None, shard_rows: int | None, overwrite: bool
 ) -> dict[str, Any]:
-    import zarr
-
-    from mixstream.data.ingest import ingest
-
-    path = ingest(src, dest, chunk_rows=chunk_rows, shard_rows=shard_rows, overwrite=overwrite)
-    X = zarr.open_group(path, mode="r")["X"]
-    info = {
-        "dest": path,
-        "shape": [int(n) for n in X.shape],
-        "dtype": str(X.dtype),
-        "chunks": [int(n) for n in X.chunks],
-        "shards": None if X.shards is None else [int(n) for n in X.shards],
-    }
-    get_run_logger().info("%s -> %s: %s %s", src, path, tuple(info["shape"]), info["dtype"])
-    return info
+    return app.ingest_to_store(src, dest, chunk_rows, shard_rows, overwrite)
 
 
 @flow(name="ingest-flow", persist_result=False)
@@ -52,19 +38,5 @@ def ingest_flow(
     Returns the absolute path of ``dest``.
     """
     info = ingest_task(src, dest, chunk_rows, shard_rows, overwrite)
-    create_markdown_artifact(
-        markdown="\n".join(
-            [
-                "# mixstream ingest",
-                "",
-                f"- source: `{src}`",
-                f"- store: `{info['dest']}` (array `X`)",
-                f"- shape: {tuple(info['shape'])}, dtype {info['dtype']}",
-                f"- chunks: {tuple(info['chunks'])}, shards: "
-                f"{'none' if info['shards'] is None else tuple(info['shards'])}",
-            ]
-        ),
-        key=ARTIFACT_KEY,
-        description=f"Zarr store written from {src}",
-    )
+    app.publish_ingest(PrefectArtifacts(), src, info)
     return info["dest"]

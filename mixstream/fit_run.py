@@ -1,8 +1,11 @@
 """FitRun: a fit driven one lap at a time, with a checkpoint after every lap.
 
-``MixtureModel.fit`` runs ``FitRun`` to the end in one call; the Prefect flows drive the same
-object lap by lap (one task per lap) and publish what each lap recorded. Restarts (``n_init``)
-run one after the other; the best final objective wins.
+The one lap driver of mixstream: ``MixtureModel.fit`` runs a ``FitRun`` to the end in one call;
+the application layer (``mixstream.app``, used by the command line) and the Prefect flows drive
+the same object lap by lap with ``ensure_lap`` (one task per lap), which is safe to retry.
+Restarts (``n_init``) run one after the other; the best final objective wins. Every completed
+lap is reported to ``on_lap`` and to the lap listeners in context
+(``mixstream.engine.progress.lap_listener``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from mixstream.engine.checkpoint import (
     save_checkpoint,
     unprefixed,
 )
+from mixstream.engine.progress import notify_lap
 from mixstream.learn.executor import Executor
 from mixstream.learn.history import FitResult
 from mixstream.learn.init import initialize
@@ -56,13 +60,20 @@ class FitRun:
         self.checkpoint_dir = checkpoint_dir
         self.fingerprint = fingerprint or {}
         self.on_lap = on_lap
-        self.rng = np.random.default_rng(seed_of(est.random_state))
+        self.resumed_from_lap = 0
+        self.attempts = 0  # laps started by ensure_lap, retries included
+        self._reset()
+
+    def _reset(self) -> None:
+        self.rng = np.random.default_rng(seed_of(self.est.random_state))
         self.restart = 0
         self.model: Model | None = None
         self.result = FitResult()
         self.state: Any = None  # algorithm state carried between laps (moVB memo, soVB t)
         self.best: tuple[float, Model, FitResult] | None = None
-        self.resumed_from_lap = 0
+        # set while a lap changes the in-memory state, cleared once its checkpoint is written:
+        # a lap that failed in between left a half-updated state behind
+        self._dirty = False
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> FitRun:
@@ -71,9 +82,21 @@ class FitRun:
             found = load_checkpoint(self.checkpoint_dir, self.fingerprint)
             if found is not None:
                 self._restore(*found)
+                self.resumed_from_lap = self.laps_done
                 return self
         self._begin_restart()
         return self
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """The history records of the laps done (the best restart's once the fit is done)."""
+        if self.restart >= self.n_restarts:
+            return list(self.best[2].history) if self.best is not None else []
+        return list(self.result.history)
+
+    @property
+    def laps_done(self) -> int:
+        return len(self.history)
 
     @property
     def n_restarts(self) -> int:
@@ -82,7 +105,7 @@ class FitRun:
 
     @property
     def done(self) -> bool:
-        return self.restart >= self.n_restarts
+        return self.restart >= self.n_restarts and not self._dirty
 
     def _warm_model(self) -> Model | None:
         est = self.est
@@ -96,6 +119,7 @@ class FitRun:
             raise RuntimeError("this fit has finished; call finish()")
         from mixstream.learn import algorithms
 
+        self._dirty = True
         self.result, self.state = algorithms.advance(
             self.est, self.model, self.executor, self.result, self.state, self.rng
         )
@@ -103,9 +127,41 @@ class FitRun:
         if self.result.converged or self.result.n_iter >= self._lap_limit():
             self._end_restart()
         self._checkpoint()
+        self._dirty = False
+        # after the checkpoint: a listener that raises stops the fit with this lap kept
         if self.on_lap is not None:
             self.on_lap(record)
+        notify_lap(record, self.est.max_laps)
         return record
+
+    def ensure_lap(self, lap: int) -> dict:
+        """Make sure lap ``lap`` is done; its history record. Safe to retry.
+
+        If an earlier attempt failed part-way through a lap (a worker lost beyond Dask's own
+        retries, a connection dropped), the in-memory state may be half-updated: the state is
+        rebuilt from the last checkpoint (the state after lap ``lap - 1``, or the
+        initialisation, which is deterministic given the seed) and the lap recomputed, so a
+        retried lap is never applied twice. A lap whose checkpoint was written is not rerun.
+        """
+        if self._dirty:
+            self._reload()
+        done = self.laps_done
+        if lap <= done:
+            return self.history[lap - 1]
+        if self.done:
+            raise RuntimeError(f"the fit finished after lap {done}; there is no lap {lap}")
+        if lap != done + 1:
+            raise RuntimeError(f"lap {lap} asked for, but only {done} lap(s) are done")
+        self.attempts += 1
+        return self.step()
+
+    def _reload(self) -> None:
+        if self.checkpoint_dir is None:
+            raise RuntimeError("a lap failed part-way and there is no checkpoint to rebuild from")
+        resumed = self.resumed_from_lap
+        self._reset()
+        self.start()
+        self.resumed_from_lap = resumed  # where this process began, not where it reloaded
 
     def run(self) -> FitRun:
         while not self.done:
@@ -114,6 +170,8 @@ class FitRun:
 
     def finish(self) -> tuple[Model, FitResult]:
         """The best restart's model and result."""
+        if self._dirty:
+            self._reload()
         if not self.done:
             raise RuntimeError("the fit has laps left; call step() or run() first")
         _, model, result = self.best
@@ -182,7 +240,6 @@ class FitRun:
             self.model.set_state(unprefixed("model", arrays))
             self.result = _result_from_meta(meta["result"])
             self.state = algorithms.state_from_arrays(self.est, unprefixed("state", arrays))
-        self.resumed_from_lap = self.result.n_iter
 
 
 def _result_meta(result: FitResult) -> dict[str, Any]:

@@ -171,7 +171,7 @@ def test_cli_fit_on_a_local_cluster_killed_mid_fit_resumes_from_its_last_lap(tmp
     import psutil
     from conftest import TrackedRun, subprocess_env
 
-    from flows import pipeline
+    from mixstream import app as pipeline
     from mixstream.data.synthetic import write_synthetic_zarr
     from mixstream.io import read_model_file
 

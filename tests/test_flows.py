@@ -160,7 +160,7 @@ def test_fit_flow_equals_the_estimator_and_publishes(fitted, store):
 
 def test_interrupted_fit_resumes_from_its_checkpoint(store, dask_cluster, tmp_path):
     from flows.fit import fit_flow
-    from flows.pipeline import lap_listener
+    from mixstream.engine.progress import lap_listener
 
     out = tmp_path / "run"
     options = {**OPTIONS, "max_laps": 6, "tol": 0.0}  # tol 0: all six laps run
@@ -189,7 +189,7 @@ def test_lap_retried_after_a_transient_failure_is_not_applied_twice(store, dask_
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     from flows.fit import fit_flow
-    from flows.pipeline import lap_listener
+    from mixstream.engine.progress import lap_listener
 
     failures = []
 
@@ -220,24 +220,25 @@ def test_lap_retried_after_a_transient_failure_is_not_applied_twice(store, dask_
 
 
 def test_a_lap_failing_part_way_is_recomputed_from_the_checkpoint(store, tmp_path):
-    """FitDriver (the lap task's body): a lap that failed after changing the in-memory state
-    is recomputed from the checkpoint, never applied on top of the half-changed state."""
-    from flows import pipeline
+    """FitRun.ensure_lap (the lap task's body): a lap that failed after changing the in-memory
+    state is recomputed from the checkpoint, never applied on top of the half-changed state."""
+    from mixstream import app
 
-    options = pipeline.fit_options(**{**OPTIONS, "max_laps": 5, "tol": 0.0})
-    est = pipeline.make_estimator(options, tmp_path / "ckpt")
-    source, _ = pipeline.describe_data(store, options["batch_size"])
-    with pipeline.open_executor(source, engine="local") as executor:
-        driver = pipeline.FitDriver(est, executor)
+    options = app.fit_options(**{**OPTIONS, "max_laps": 5, "tol": 0.0})
+    source, _ = app.describe_data(store, options["batch_size"])
+    with app.open_executor(source, engine="local") as executor:
+        driver = app.start_run(options, executor, tmp_path / "ckpt")
+        est = driver.est
         driver.ensure_lap(1)
         driver.ensure_lap(2)
         # lap 3 runs in memory, then "fails" before its checkpoint is written
-        driver.run.checkpoint_dir = None
-        driver.run.step()
+        checkpoint_dir, driver.checkpoint_dir = driver.checkpoint_dir, None
+        driver.step()
+        driver.checkpoint_dir = checkpoint_dir
         driver._dirty = True
         assert driver.ensure_lap(3)["lap"] == 3  # rebuilt from lap 2's checkpoint, then lap 3
         assert driver.attempts == 3
-        driver.run_to_end().finish()
+        app.finish_run(driver.run())
     _assert_same_fit(est, _reference(store, max_laps=5, tol=0.0))
 
 

@@ -145,3 +145,42 @@ def test_fit_flow_runs_against_a_prefect_server(tmp_path):
     assert server.returncode is not None
     assert alive == [], f"processes of the Prefect server left running: {alive}"
     assert not psutil.pid_exists(server.pid) or psutil.Process(server.pid).status() == "zombie"
+
+
+def test_temporary_server_is_prefect_server_start_and_stops_cleanly(tmp_path, monkeypatch):
+    """mixstream.cli.prefect_server.TemporaryServer: Prefect's documented `prefect server start`
+    on 127.0.0.1 and a free port, healthy on /api/health, and gone (with any children) after
+    stop()."""
+    from mixstream.cli.prefect_server import TemporaryServer
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
+    server = TemporaryServer()
+    proc = psutil.Process(server.process.pid)
+    try:
+        url = server.wait(timeout=120)
+        # read once it answers: right after the fork the command line may not be set yet
+        assert "server start" in " ".join(proc.cmdline())
+        assert url == f"http://127.0.0.1:{server.port}/api"
+        assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+        children = proc.children(recursive=True)
+    finally:
+        server.stop()
+    _, alive = psutil.wait_procs([proc, *children], timeout=15)
+    assert alive == []
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{url}/health", timeout=2)
+
+
+def test_cli_fit_with_prefect_runs_on_a_temporary_server_and_leaves_nothing(tmp_path):
+    """`mixstream fit` without --no-prefect and without PREFECT_API_URL: fit_flow runs against
+    a temporary `prefect server start`, which is stopped afterwards with the flow's cluster."""
+    store = write_synthetic_zarr(tmp_path / "points.zarr", 3000, 2, 3, chunk_rows=500, seed=1)
+    env = subprocess_env(PREFECT_API_URL=None, PREFECT_HOME=str(tmp_path / "prefect-home"))
+    cmd = [sys.executable, "-m", "mixstream.cli", "fit", store, "--out", str(tmp_path / "run")]
+    run = TrackedRun([*cmd, "--max-laps", "3", "--workers", "1"], env, cwd=tmp_path).run(300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Prefect          flow runs fit-flow (" in run.stdout
+    assert (tmp_path / "run" / "model.msz").exists()
+    started = " | ".join(run.cmdlines.values())
+    assert "prefect server start --host 127.0.0.1 --port" in started, started
+    assert run.survivors() == []

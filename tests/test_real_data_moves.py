@@ -12,9 +12,9 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.metrics import adjusted_rand_score
 
-from flows.pipeline import fit_options
 from mixstream import MixtureModel
 from mixstream.alloc import DPAlloc
+from mixstream.app import fit_options
 from mixstream.data.array_source import ArraySource
 from mixstream.engine.local import LocalExecutor
 from mixstream.learn.init import initialize

@@ -1,4 +1,6 @@
-"""Per-batch progress: executors report every batch they finish to the listeners in context.
+"""Progress: executors report every finished batch, fits every finished lap, to listeners.
+
+Per-batch progress: executors report every batch they finish to the listeners in context.
 
 The algorithms in ``mixstream.learn`` know nothing of it: the executors (``LocalExecutor``,
 ``DaskExecutor``) call ``notify`` as each batch function returns (in-process) or as each batch
@@ -104,4 +106,34 @@ class BatchReporter:
                     logger.warning("a batch progress listener failed: %s", e)
 
 
-__all__ = ["BatchDone", "BatchReporter", "batch_listener"]
+# ---------------------------------------------------------------------- lap listeners
+LapCallback = Callable[[dict, int], None]
+
+_LAP_LISTENERS: contextvars.ContextVar[tuple[LapCallback, ...]] = contextvars.ContextVar(
+    "mixstream_lap_listeners", default=()
+)
+
+
+@contextlib.contextmanager
+def lap_listener(callback: LapCallback) -> Iterator[None]:
+    """Call ``callback(record, max_laps)`` after every lap a ``FitRun`` completes in this context.
+
+    Applies to every fit driven in this thread (``MixtureModel.fit``, the application layer,
+    ``fit_flow`` called here, whose task runs copy the context). Unlike a batch listener's, a
+    lap listener's exception propagates: it stops the fit after that lap's checkpoint, like an
+    interruption, and the next run on the same output resumes there.
+    """
+    token = _LAP_LISTENERS.set((*_LAP_LISTENERS.get(), callback))
+    try:
+        yield
+    finally:
+        _LAP_LISTENERS.reset(token)
+
+
+def notify_lap(record: dict, max_laps: int) -> None:
+    """Tell the lap listeners in context that a lap completed (its history record)."""
+    for callback in _LAP_LISTENERS.get():
+        callback(record, max_laps)
+
+
+__all__ = ["BatchDone", "BatchReporter", "batch_listener", "lap_listener", "notify_lap"]

@@ -1,0 +1,265 @@
+"""What a finished fit writes into its run directory: model, report, figures, run.json.
+
+Every file is written to a temporary name and renamed into place, so a reader never sees a
+partial file and a failed publish leaves the previous one.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mixstream.app.rundir import (
+    FIGURES_DIR,
+    MODEL_FILE,
+    OPTION_NAMES,
+    REPORT_FILE,
+    RUN_FILE,
+)
+
+#: rows of the data drawn in the report's PCA plane
+SAMPLE_ROWS = 5000
+
+
+def read_sample(source: Any, n: int = SAMPLE_ROWS) -> np.ndarray:
+    """About ``n`` rows of a store for the report, read from at most 10 chunks spread over it."""
+    n_rows = int(source.n_rows)
+    chunk = int(getattr(source, "chunk_rows", 0) or 0)
+    try:
+        import zarr
+
+        kw: dict[str, Any] = {"mode": "r"}
+        if getattr(source, "array_path", ""):
+            kw["path"] = source.array_path
+        if getattr(source, "storage_options", None):
+            kw["storage_options"] = source.storage_options
+        arr = zarr.open_array(source.url, **kw)
+        if n_rows <= n or chunk <= 0:
+            X = np.asarray(arr[: min(n, n_rows)])
+        else:
+            n_chunks = math.ceil(n_rows / chunk)
+            pieces = min(10, n_chunks)
+            per = min(chunk, math.ceil(n / pieces))
+            starts = [int(c) * chunk for c in np.linspace(0, n_chunks - 1, pieces).round()]
+            X = np.concatenate([np.asarray(arr[s : min(s + per, n_rows)]) for s in starts])
+    except Exception:  # any other source: the first batch
+        X = np.asarray(source.read(0))[:n]
+    return np.asarray(X, dtype=np.float64)
+
+
+def _report_arrays(est: Any) -> dict[str, Any]:
+    gauss = est.likelihood in ("gauss", "zero_mean_gauss")
+    means = getattr(est, "means_", None)
+    return {
+        "means": means,
+        "covariances": getattr(est, "covariances_", None) if gauss and means is not None else None,
+        "covariance_type": est.covariance_type if est.likelihood == "gauss" else None,
+    }
+
+
+def write_report_for(
+    est: Any,
+    path: str | os.PathLike,
+    X_sample: np.ndarray | None = None,
+    n_rows: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """report.html of a fitted estimator (with the sample drawn in the PCA plane if given)."""
+    from mixstream.report import write_report
+
+    arrays = _report_arrays(est)
+    labels = None
+    if X_sample is not None and (arrays["means"] is None or est.likelihood != "gauss"):
+        X_sample = None  # the PCA view draws Gaussian ellipses around means
+    if X_sample is not None:
+        labels = est.predict(X_sample)
+    counts = None if n_rows is None else np.asarray(est.weights_) * n_rows
+    return write_report(
+        path,
+        est.history_,
+        est.weights_,
+        arrays["means"],
+        arrays["covariances"],
+        arrays["covariance_type"],
+        X_sample=X_sample,
+        labels=labels,
+        title=f"mixstream fit: K={est.n_components_}",
+        extra=extra,
+        counts=counts,
+    )
+
+
+def write_figures(
+    est: Any, directory: str | os.PathLike, X_sample: np.ndarray | None = None
+) -> dict[str, Path]:
+    """The report's figures as PNG files: ELBO and K per lap, the weights, and (for a Gaussian
+    fit, given a sample of the data) the sample in its PCA plane with the components' ellipses.
+    """
+    from mixstream.report import figure_png, plot_elbo, plot_k, plot_projection, plot_weights
+
+    draws = {
+        "elbo": lambda ax: plot_elbo(est.history_, ax),
+        "k": lambda ax: plot_k(est.history_, ax),
+        "weights": lambda ax: plot_weights(est.weights_, ax),
+    }
+    arrays = _report_arrays(est)
+    if X_sample is not None and arrays["means"] is not None and est.likelihood == "gauss":
+        labels = est.predict(X_sample)
+        draws["projection"] = lambda ax: plot_projection(
+            X_sample,
+            labels,
+            arrays["means"],
+            arrays["covariances"],
+            arrays["covariance_type"],
+            ax=ax,
+        )
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, draw in draws.items():
+        png = figure_png(draw)
+        path = directory / f"{name}.png"
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        tmp.write_bytes(png)
+        os.replace(tmp, path)
+        out[name] = path
+    return out
+
+
+def write_json(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
+    from mixstream.report import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(payload, indent=1, default=str) + "\n")
+
+
+def write_run_dir(
+    est: Any,
+    out: str | os.PathLike,
+    data: str,
+    source: Any,
+    plan: dict[str, Any],
+    resumed_from_lap: int = 0,
+    dashboard: str | None = None,
+) -> dict[str, Any]:
+    """Save the model, write report.html, the figures and run.json into ``out``.
+
+    Returns
+    -------
+    dict
+        The summary also written to run.json: out, model, report, figures, data, n_rows,
+        n_features, n_components_, lower_bound_, converged_, laps, resumed_from_lap,
+        dashboard, options.
+    """
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    model_path = Path(est.save(out / MODEL_FILE))
+    extra = {
+        "data": plan.get("data", data),
+        "rows x features": f"{plan['n_rows']} x {plan['n_features']}",
+        "batches": f"{plan['n_batches']} x {plan['batch_rows']} rows",
+        "algorithm": est.algorithm,
+        "allocation": est.allocation,
+        "likelihood": est.likelihood,
+        "covariance_type": est.covariance_type,
+        "moves": ", ".join(est.moves) or "none",
+        "laps": len(est.history_),
+        "resumed from lap": resumed_from_lap,
+        "model": str(model_path),
+    }
+    sample = read_sample(source)
+    report_path = write_report_for(est, out / REPORT_FILE, sample, plan["n_rows"], extra)
+    figures = write_figures(est, out / FIGURES_DIR, sample)
+    summary = {
+        "out": str(out),
+        "model": str(model_path),
+        "report": str(report_path),
+        "figures": {k: str(v) for k, v in figures.items()},
+        "data": data,
+        "n_rows": plan["n_rows"],
+        "n_features": plan["n_features"],
+        "n_components_": int(est.n_components_),
+        "lower_bound_": float(est.lower_bound_),
+        "converged_": bool(est.converged_),
+        "laps": len(est.history_),
+        "resumed_from_lap": int(resumed_from_lap),
+        "dashboard": dashboard,
+        "options": {
+            k: (list(v) if isinstance(v, tuple) else v)
+            for k, v in est.get_params().items()
+            if k in OPTION_NAMES
+        },
+    }
+    write_json(out / RUN_FILE, summary)
+    return summary
+
+
+def _png_markdown(path: str, alt: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f"![{alt}](data:image/png;base64,{data})"
+
+
+def report_markdown(summary: dict[str, Any]) -> str:
+    """A fit's report as markdown: where the outputs are, and the report's plots inline."""
+    report = Path(summary["report"])
+    lines = [
+        f"# mixstream fit: K = {summary['n_components_']}",
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| data | `{summary['data']}` ({summary['n_rows']} x {summary['n_features']}) |",
+        f"| ELBO per point | {summary['lower_bound_']:.8g} |",
+        f"| laps | {summary['laps']} (resumed from lap {summary['resumed_from_lap']}) |",
+        f"| converged | {summary['converged_']} |",
+        f"| model | `{summary['model']}` |",
+        f"| report | [{report.name}]({report.as_uri()}) `{report}` |",
+        f"| Dask dashboard | {summary['dashboard'] or 'none'} |",
+        "",
+    ]
+    titles = {
+        "elbo": "ELBO per lap",
+        "k": "K per lap",
+        "weights": "cluster weights",
+        "projection": "the data in its PCA plane, by cluster",
+    }
+    for name, path in summary["figures"].items():
+        alt = titles.get(name, name)
+        lines += [f"**{alt}** (`{path}`)", "", _png_markdown(path, alt), ""]
+    return "\n".join(lines)
+
+
+def rewrite_report(
+    model_dir: str | os.PathLike, data: str | None = None, out: str | os.PathLike | None = None
+) -> tuple[Path, str | None]:
+    """Rewrite the report of a fit from its model file, with a sample of ``data`` (else of the
+    store named in its run.json).
+
+    Returns
+    -------
+    (Path, str or None)
+        The report written, and a note when the fitted data is gone (no data view).
+    """
+    from mixstream import MixtureModel
+    from mixstream.app.rundir import describe_data, model_path, read_run_file
+
+    path = model_path(model_dir)
+    est = MixtureModel.load(path)
+    run = read_run_file(path.parent)
+    store = data or run.get("data")
+    X_sample, n_rows, note = None, None, None
+    if store and data is None and not os.path.exists(store) and "://" not in store:
+        note = f"the fitted data {store} is gone; the report has no data view (give --data)"
+        store = None
+    if store:
+        source, plan = describe_data(store)
+        X_sample, n_rows = read_sample(source), plan["n_rows"]
+    extra = {"model": str(path.resolve()), "data": store or "(none)"}
+    extra.update(dict(run.get("options", {})))
+    target = Path(out) if out else path.parent / REPORT_FILE
+    return write_report_for(est, target, X_sample, n_rows, extra), note

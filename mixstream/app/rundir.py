@@ -1,0 +1,201 @@
+"""A fit's run directory, its options, its data and the cluster it runs on (no Prefect).
+
+    options = fit_options(n_components=1, algorithm="movb", moves=None)
+    est = make_estimator(options, checkpoint_dir="out/checkpoints")     # validated
+    source, plan = describe_data("data.zarr", options["batch_size"])
+    with open_executor(source, scheduler=None, n_workers=2) as executor:
+        ...
+
+A run directory holds model.msz, report.html, figures/*.png, run.json and, while a fit is
+unfinished, checkpoints/checkpoint.msz (a fit run again into the same directory resumes it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+#: environment variable naming the Dask scheduler when no address is given
+SCHEDULER_ENV = "MIXSTREAM_SCHEDULER"
+#: file names inside a fit's output directory
+MODEL_FILE = "model.msz"
+REPORT_FILE = "report.html"
+RUN_FILE = "run.json"
+CHECKPOINT_DIR = "checkpoints"
+FIGURES_DIR = "figures"
+
+
+def fit_options(
+    n_components: int = 1,
+    allocation: str = "dp",
+    likelihood: str = "gauss",
+    covariance_type: str = "full",
+    algorithm: str = "movb",
+    moves: Any = None,
+    batch_size: int | None = None,
+    max_laps: int = 50,
+    tol: float = 1e-4,
+    random_state: int = 0,
+) -> dict[str, Any]:
+    """MixtureModel options of a fit; ``moves=None`` means all moves for moVB, none otherwise."""
+    from mixstream.learn.moves import default_moves
+
+    if moves is None:
+        moves = list(default_moves(algorithm))
+    elif isinstance(moves, str):
+        moves = [m for m in moves.replace(",", " ").split() if m]
+    return {
+        "n_components": n_components,
+        "allocation": allocation,
+        "likelihood": likelihood,
+        "covariance_type": covariance_type,
+        "algorithm": algorithm,
+        "moves": tuple(moves),
+        "batch_size": batch_size,
+        "max_laps": max_laps,
+        "tol": tol,
+        "random_state": random_state,
+    }
+
+
+#: the option names a run.json records
+OPTION_NAMES = tuple(inspect.signature(fit_options).parameters)
+
+
+def make_estimator(options: dict[str, Any], checkpoint_dir: Any = None) -> Any:
+    """A MixtureModel with ``options``, validated (ValueError names the bad option)."""
+    from mixstream import MixtureModel
+
+    est = MixtureModel(
+        **options, checkpoint_dir=None if checkpoint_dir is None else str(checkpoint_dir)
+    )
+    est._validate_params()
+    return est
+
+
+def describe_data(data: str, batch_size: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """Open ``data`` (a Zarr store's path or URL), check it and plan its batches.
+
+    Returns
+    -------
+    (BatchSource, dict)
+        The source and a small JSON-able description of it (rows, features, batches).
+    """
+    from mixstream.data.sources import open_source
+
+    if not isinstance(data, str | os.PathLike):
+        raise ValueError(f"data must be the path or URL of a Zarr store, got {type(data).__name__}")
+    source = open_source(os.fspath(data), batch_size)
+    plan = {
+        "data": getattr(source, "name", os.fspath(data)),
+        "n_rows": int(source.n_rows),
+        "n_features": int(source.n_features),
+        "dtype": str(getattr(source, "dtype", "")),
+        "n_batches": len(source.batches),
+        "batch_rows": int(source.batches[0][1] - source.batches[0][0]),
+        "chunk_rows": getattr(source, "chunk_rows", None),
+        "shard_rows": getattr(source, "shard_rows", None),
+        "nbytes": int(getattr(source, "nbytes", 0)),
+    }
+    return source, plan
+
+
+def resolve_scheduler(scheduler: str | None) -> str | None:
+    """The Dask scheduler address: ``scheduler``, else $MIXSTREAM_SCHEDULER, else None."""
+    address = scheduler or os.environ.get(SCHEDULER_ENV) or None
+    if address is not None and "://" not in address:
+        where = "scheduler" if scheduler else f"${SCHEDULER_ENV}"
+        raise ValueError(
+            f"{where} must be a Dask scheduler address such as tcp://host:8786, got {address!r}"
+        )
+    return address
+
+
+def open_executor(
+    source: Any,
+    scheduler: str | None = None,
+    n_workers: int | None = 2,
+    engine: str = "dask",
+) -> Any:
+    """The executor a fit runs on (a context manager; closing it stops what it started).
+
+    A scheduler address (``scheduler`` or $MIXSTREAM_SCHEDULER) connects to that cluster;
+    otherwise, with ``engine="dask"``, a LocalCluster of ``n_workers`` single-threaded worker
+    processes is started; ``engine="auto"`` lets mixstream choose (in-process for small data).
+    """
+    from mixstream.engine.factory import make_executor
+
+    address = resolve_scheduler(scheduler)
+    if address is not None:
+        return make_executor(source, client=address, engine="dask")
+    if engine == "dask":
+        if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
+            raise ValueError(f"n_workers must be a positive integer, got {n_workers!r}")
+        return make_executor(source, engine="dask", n_workers=n_workers, threads_per_worker=1)
+    return make_executor(source, engine=engine)
+
+
+def dashboard_of(executor: Any) -> str | None:
+    """The Dask dashboard's address of an executor (None in-process)."""
+    return getattr(executor, "dashboard_link", None)
+
+
+def checkpoint_lap(directory: str | os.PathLike) -> int:
+    """Laps done in the checkpoint in ``directory``, for progress displays only (0 when there
+    is none or it is unreadable: the fit itself then reports the problem).
+
+    Reads the file's meta.json alone (see mixstream.io): a moVB checkpoint also holds every
+    batch's statistics, which need not be loaded twice.
+    """
+    from mixstream.engine.checkpoint import checkpoint_path
+
+    path = checkpoint_path(directory)
+    if not path.exists():
+        return 0
+    try:
+        with zipfile.ZipFile(path) as zf:
+            header = json.loads(zf.read("meta.json"))
+        return int(header["meta"]["result"]["n_iter"])
+    except Exception:
+        return 0
+
+
+def has_checkpoint(directory: str | os.PathLike) -> bool:
+    from mixstream.engine.checkpoint import checkpoint_path
+
+    return checkpoint_path(directory).exists()
+
+
+def remove_checkpoint(checkpoint_dir: str | os.PathLike) -> None:
+    """Drop a finished fit's checkpoint (the model file holds the result), so that the next
+    fit into the same output starts afresh instead of resuming a finished one."""
+    from mixstream.engine.checkpoint import checkpoint_path
+
+    checkpoint_path(checkpoint_dir).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        Path(checkpoint_dir).rmdir()  # only when empty
+
+
+def check_output(out: str | os.PathLike, overwrite: bool) -> Path:
+    """``out`` made absolute; FileExistsError when it exists and may not be replaced."""
+    out = Path(out).resolve()
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass overwrite to replace it")
+    return out
+
+
+def model_path(model: str | os.PathLike) -> Path:
+    """A model file, or the model file in a fit's output directory."""
+    path = Path(model)
+    return path / MODEL_FILE if path.is_dir() else path
+
+
+def read_run_file(directory: str | os.PathLike) -> dict[str, Any]:
+    """The run.json of a run directory ({} when there is none)."""
+    path = Path(directory) / RUN_FILE
+    return json.loads(path.read_text()) if path.exists() else {}

@@ -1,0 +1,121 @@
+"""Scoring a store with a fitted model into a Zarr group, and copying files into stores.
+
+result = score_to_store("runs/today", "new.zarr", "runs/today/labels.zarr")
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from typing import Any
+
+import numpy as np
+
+from mixstream.app.rundir import (
+    check_output,
+    describe_data,
+    model_path,
+    open_executor,
+    resolve_scheduler,
+)
+
+
+def load_for_scoring(model: str | os.PathLike, data: str) -> tuple[Any, Any]:
+    """The fitted MixtureModel in ``model`` (a file or a run directory) and the source of
+    ``data``, checked to have the model's features."""
+    from mixstream import MixtureModel
+
+    est = MixtureModel.load(model_path(model))
+    source, _ = describe_data(data, est.batch_size)
+    if source.n_features != est.n_features_in_:
+        raise ValueError(
+            f"{data} has {source.n_features} features; the model was fitted with "
+            f"{est.n_features_in_}"
+        )
+    return est, source
+
+
+def score_into(
+    est: Any, data: str, out: str | os.PathLike, overwrite: bool = False, proba: bool = False
+) -> dict[str, Any]:
+    """Labels and per-row log-likelihoods of ``data`` into the Zarr group ``out``.
+
+    Written under a temporary name and renamed into place; with ``overwrite`` an existing
+    ``out`` is replaced only once the new one is complete.
+
+    Returns
+    -------
+    dict
+        out, model_K, n_rows, mean_log_likelihood, counts (rows per cluster).
+    """
+    out = check_output(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fresh = out.with_name(f".{out.name}.new-{secrets.token_hex(4)}")
+    try:
+        result = est.score_store(data, fresh, proba=proba)
+        result.pop("group", None)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{secrets.token_hex(4)}")
+            os.rename(out, old)
+            os.rename(fresh, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(fresh, out)
+    finally:
+        if fresh.exists():
+            shutil.rmtree(fresh, ignore_errors=True)
+    counts = np.asarray(result.get("counts", []), dtype=np.float64)
+    return {
+        "out": str(out),
+        "model_K": int(est.n_components_),
+        "n_rows": int(counts.sum()) if counts.size else None,
+        "mean_log_likelihood": float(result["mean_log_likelihood"]),
+        "counts": [int(c) for c in counts],
+    }
+
+
+def score_to_store(
+    model: str | os.PathLike,
+    data: str,
+    out: str | os.PathLike,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    overwrite: bool = False,
+    proba: bool = False,
+) -> dict[str, Any]:
+    """Score ``data`` with ``model`` into ``out`` in this process (see ``score_into``); on a
+    Dask cluster when a scheduler or ``n_workers`` is given, else where mixstream chooses."""
+    est, source = load_for_scoring(model, data)
+    check_output(out, overwrite)
+    engine = "dask" if (n_workers or resolve_scheduler(scheduler)) else "auto"
+    with open_executor(source, scheduler, n_workers or 2, engine) as executor:
+        est.client = getattr(executor, "client", None)
+        try:
+            return score_into(est, data, out, overwrite, proba)
+        finally:
+            est.client = None
+
+
+def ingest_to_store(
+    src: str,
+    dest: str,
+    chunk_rows: int | None = None,
+    shard_rows: int | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Copy a .npy, CSV or Parquet file into the Zarr store ``dest`` (array "X"); what was
+    written: dest, shape, dtype, chunks, shards."""
+    import zarr
+
+    from mixstream.data.ingest import ingest
+
+    path = ingest(src, dest, chunk_rows=chunk_rows, shard_rows=shard_rows, overwrite=overwrite)
+    X = zarr.open_group(path, mode="r")["X"]
+    return {
+        "dest": path,
+        "shape": [int(n) for n in X.shape],
+        "dtype": str(X.dtype),
+        "chunks": [int(n) for n in X.chunks],
+        "shards": None if X.shards is None else [int(n) for n in X.shards],
+    }

@@ -1,0 +1,193 @@
+"""The commands fit, predict, score, ingest and report: argument handling and output lines
+over the application layer (mixstream.app) and, unless --no-prefect, the Prefect flows.
+
+With --no-prefect (and for predict, ingest, report) nothing here imports Prefect.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from mixstream.cli.progress import ConsolePublisher, fit_progress, say, want_batch_progress
+
+
+def options_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The fit options of a parsed ``fit`` command line."""
+    from mixstream.app import fit_options
+
+    return fit_options(
+        n_components=args.n_components,
+        allocation=args.allocation,
+        likelihood=args.likelihood,
+        covariance_type=args.covariance_type,
+        algorithm=args.algorithm,
+        moves=args.moves,
+        batch_size=args.batch_size,
+        max_laps=args.max_laps,
+        tol=args.tol,
+        random_state=args.seed,
+    )
+
+
+def print_fit(summary: dict[str, Any]) -> None:
+    converged = "converged" if summary["converged_"] else "not converged (raise --max-laps)"
+    print(f"K                {summary['n_components_']}")
+    print(
+        f"ELBO per point   {summary['lower_bound_']:.8g} after {summary['laps']} laps, {converged}"
+    )
+    if summary.get("resumed_from_lap"):
+        print(f"resumed          from the checkpoint after lap {summary['resumed_from_lap']}")
+    print(f"model            {summary['model']}")
+    print(f"report           {summary['report']}")
+
+
+def fit(args: argparse.Namespace) -> int:
+    from mixstream import app
+
+    options = options_of(args)
+    app.make_estimator(options)  # bad options fail here, before anything starts
+    _, plan = app.describe_data(args.data, args.batch_size)
+    app.resolve_scheduler(args.scheduler)
+    out = Path(args.out).resolve()
+    checkpoints = out / app.CHECKPOINT_DIR
+    resumed = 0
+    if app.has_checkpoint(checkpoints):
+        say(f"{checkpoints} holds a checkpoint: the fit resumes from it")
+        resumed = app.checkpoint_lap(checkpoints)
+    batches = want_batch_progress(args.progress)
+    say(
+        f"fitting {plan['data']} ({plan['n_rows']} x {plan['n_features']}, {plan['n_batches']} "
+        f"batch(es)) with {options['algorithm']} into {out}"
+    )
+    if args.no_prefect:
+        with fit_progress(batches, resumed + 1, args.verbose) as progress:
+            if not resumed:
+                progress.begin("init")
+
+            def started(run: Any) -> None:
+                if run.resumed_from_lap:
+                    say(f"resuming from the checkpoint after lap {run.resumed_from_lap}")
+                progress.begin(f"lap {run.laps_done + 1}")
+
+            summary = app.fit_to_dir(
+                args.data,
+                out,
+                options,
+                args.scheduler,
+                args.workers,
+                ConsolePublisher(args.verbose),
+                on_start=started,
+            )
+        print_fit(summary)
+        return 0
+
+    from mixstream.cli.prefect_server import PrefectAPI, run_flow
+
+    api = PrefectAPI()
+    try:
+        api.wait()
+        from flows.fit import fit_flow
+
+        with fit_progress(batches, resumed + 1, args.verbose):
+            summary, run = run_flow(
+                fit_flow,
+                data=args.data,
+                out=str(out),
+                **{k: (list(v) if k == "moves" else v) for k, v in options.items()},
+                scheduler=args.scheduler,
+                n_workers=args.workers or 2,
+            )
+        from mixstream.cli.progress import dashboard_note
+
+        print_fit(summary)
+        print(f"Dask dashboard   {dashboard_note(summary.get('dashboard'))} (during the run)")
+        for line in api.describe([run]):
+            print(f"Prefect          {line}")
+    finally:
+        api.close()
+    return 0
+
+
+def print_scores(result: dict[str, Any]) -> None:
+    print(f"labels           {result['out']} (arrays labels, log_likelihood)")
+    print(f"rows             {result['n_rows']}")
+    print(f"mean log-lik.    {result['mean_log_likelihood']:.8g}")
+    print(f"rows per cluster {result['counts']}")
+
+
+def predict(args: argparse.Namespace) -> int:
+    from mixstream import app
+
+    result = app.score_to_store(
+        args.model, args.data, args.out, args.scheduler, args.workers, args.overwrite, args.proba
+    )
+    app.publish_scores(ConsolePublisher(args.verbose), result, args.model, args.data)
+    print_scores(result)
+    return 0
+
+
+def score(args: argparse.Namespace) -> int:
+    if args.no_prefect:
+        return predict(args)
+    from mixstream import app
+
+    app.load_for_scoring(args.model, args.data)  # a bad model or store fails before the flow
+    app.check_output(args.out, args.overwrite)
+    from mixstream.cli.prefect_server import PrefectAPI, run_flow
+
+    api = PrefectAPI()
+    try:
+        api.wait()
+        from flows.score import score_flow
+
+        result, run = run_flow(
+            score_flow,
+            model=str(app.model_path(args.model).resolve()),
+            data=args.data,
+            out=args.out,
+            scheduler=args.scheduler,
+            n_workers=args.workers or 2,
+            overwrite=args.overwrite,
+            proba=args.proba,
+        )
+        print_scores(result)
+        for line in api.describe([run]):
+            print(f"Prefect          {line}")
+    finally:
+        api.close()
+    return 0
+
+
+def ingest(args: argparse.Namespace) -> int:
+    from mixstream.app import ingest_to_store
+
+    info = ingest_to_store(args.src, args.dest, args.chunk_rows, args.shard_rows, args.overwrite)
+    print(
+        f"{info['dest']}: array X {tuple(info['shape'])} {info['dtype']}, "
+        f"chunks {tuple(info['chunks'])}"
+    )
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    from mixstream.app import rewrite_report
+
+    path, note = rewrite_report(args.model_dir, args.data, args.out)
+    if note:
+        say(note)
+    print(f"report           {path.resolve()}")
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    from mixstream.cli.demo import run_demo
+
+    return run_demo(args)
+
+
+def bench(args: argparse.Namespace) -> int:
+    from mixstream.cli.bench import run_bench
+
+    return run_bench(args.name, args.args)
