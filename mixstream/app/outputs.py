@@ -10,7 +10,6 @@ import base64
 import json
 import math
 import os
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from mixstream.app.rundir import (
     REPORT_FILE,
     RUN_FILE,
 )
+from mixstream.atomic import atomic_write_bytes, atomic_write_text
 
 #: rows of the data drawn in the report's PCA plane
 SAMPLE_ROWS = 5000
@@ -126,16 +126,12 @@ def write_figures(
     for name, draw in draws.items():
         png = figure_png(draw)
         path = directory / f"{name}.png"
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        tmp.write_bytes(png)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, png)
         out[name] = path
     return out
 
 
 def write_json(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
-    from mixstream.report import atomic_write_text
-
     return atomic_write_text(path, json.dumps(payload, indent=1, default=str) + "\n")
 
 

@@ -6,8 +6,6 @@ result = score_to_store("runs/today", "new.zarr", "runs/today/labels.zarr")
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
 from typing import Any
 
 import numpy as np
@@ -19,6 +17,7 @@ from mixstream.app.rundir import (
     open_executor,
     resolve_scheduler,
 )
+from mixstream.atomic import atomic_directory
 
 
 def load_for_scoring(model: str | os.PathLike, data: str) -> tuple[Any, Any]:
@@ -50,21 +49,9 @@ def score_into(
         out, model_K, n_rows, mean_log_likelihood, counts (rows per cluster).
     """
     out = check_output(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fresh = out.with_name(f".{out.name}.new-{secrets.token_hex(4)}")
-    try:
+    with atomic_directory(out, overwrite=True) as fresh:
         result = est.score_store(data, fresh, proba=proba)
         result.pop("group", None)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{secrets.token_hex(4)}")
-            os.rename(out, old)
-            os.rename(fresh, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(fresh, out)
-    finally:
-        if fresh.exists():
-            shutil.rmtree(fresh, ignore_errors=True)
     counts = np.asarray(result.get("counts", []), dtype=np.float64)
     return {
         "out": str(out),
