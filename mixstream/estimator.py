@@ -427,7 +427,9 @@ class MixtureModel(DensityMixin, BaseEstimator):
                 )
             run = self.start_fit(executor).run()
             self.model_, result = run.finish()
-        for message in move_warnings(result.history, self.allocation, self._moves(), self.tol):
+        for message in move_warnings(
+            result.history, self.allocation, self._moves(), self.tol, result.converged
+        ):
             warnings.warn(f"{type(self).__name__}: {message}", UserWarning, stacklevel=2)
         if not result.converged and self.algorithm != "kmeans":
             warnings.warn(

@@ -17,6 +17,7 @@ from mixstream.alloc import DPAlloc
 from mixstream.app import fit_options
 from mixstream.data.array_source import ArraySource
 from mixstream.engine.local import LocalExecutor
+from mixstream.learn.history import move_warnings
 from mixstream.learn.init import initialize
 from mixstream.learn.movb import MemoState, fit_movb
 from mixstream.learn.moves import DEFAULT_MOVES
@@ -146,3 +147,14 @@ def test_dp_fit_stuck_at_one_component_warns():
     X = np.random.default_rng(0).normal(size=(400, 3))  # one Gaussian: K=1 is the answer
     with pytest.warns(UserWarning, match="ended at K=1"):
         MixtureModel(1, algorithm="movb", batch_size=200, max_laps=10, random_state=0).fit(X)
+
+
+def test_stall_warning_only_for_fits_that_did_not_converge():
+    """A converged fit's last laps have a flat ELBO and rejected moves: no stall warning; the
+    same history cut short of convergence gets one."""
+    lap = {"K": 3, "moves_tried": {"merge": 2}, "moves_accepted": {"merge": 0}}
+    history = [{**lap, "lap": i, "elbo": -10.0, "moves_rejected": {}} for i in (1, 2, 3)]
+    moves = ("birth", "merge", "delete")
+    assert move_warnings(history, "dp", moves, 1e-3, converged=True) == []
+    (msg,) = move_warnings(history, "dp", moves, 1e-3, converged=False)
+    assert "stalled" in msg
