@@ -351,7 +351,7 @@ def fit_proposal(
         sub = _fit_pieces(model, Xs, ws, labels, target, new, amp, opts, hard)
         if opts["cleanup"] and sub.K > 1:
             _cleanup(sub, Xs, ws, hard, amp)
-        held = heldout_score(sub, Xt, wt, hard) if opts["heldout"] else 0.0
+        held = heldout_score(sub, Xt, wt) if opts["heldout"] else 0.0
         if held > best_score:
             best, best_score = sub, held
     if best is None or best.K < 2:
@@ -378,7 +378,7 @@ def _prune(
         sub.global_step(kept.scale(amp))
 
 
-def heldout_score(sub: Model, X: Any, w: Any, hard: bool) -> float:
+def heldout_score(sub: Model, X: Any, w: Any) -> float:
     """sum_n w_n log p(x_n) under the pieces, on rows they were not fitted to: a score that
     does not reward pieces for fitting their own rows' noise.
 
@@ -580,19 +580,26 @@ def fold(ss: SuffStats, target: int, new: list[int], entropy: float) -> SuffStat
     return out
 
 
+def target_mass(state: Any, targets: list[int]) -> dict[int, float]:
+    """The targets' cached mass in each batch of the memo, by batch id."""
+    tset = np.asarray(targets, np.int64)
+    return {
+        b: float(np.maximum(ss.N[np.isin(ss.uids, tset)], 0.0).sum())
+        for b, ss in state.cache.items()
+    }
+
+
 def choose_batch(state: Any, targets: list[int], rng: np.random.Generator) -> int:
     """The birth batch: drawn with probability proportional to the targets' cached mass in it.
 
-    The proposal is fitted to the target's rows of this one batch, so it must hold many of
-    them: a batch drawn uniformly may be a short last batch (one row of 1,293 on digits with
-    batch_size=323, where every birth from K=1 then failed) or hold little of a target.
+    The proposals start from this batch's target rows (``gather_batches`` adds others only
+    while they are short), so it must hold many of them: a batch drawn uniformly may be a short
+    last batch (one row of 1,293 on digits with batch_size=323, where every birth from K=1 then
+    failed) or hold little of a target.
     """
-    ids = sorted(state.cache)
-    mass = np.zeros(len(ids))
-    for i, b in enumerate(ids):
-        ss = state.cache[b]
-        hit = np.isin(ss.uids, np.asarray(targets, np.int64))
-        mass[i] = float(np.maximum(ss.N[hit], 0.0).sum())
+    held = target_mass(state, targets)
+    ids = sorted(held)
+    mass = np.array([held[b] for b in ids])
     if not mass.sum() > 0:
         return int(rng.choice(ids))
     return int(ids[rng.choice(len(ids), p=mass / mass.sum())])
@@ -608,20 +615,15 @@ def gather_batches(state: Any, targets: list[int], b0: int, opts: dict[str, Any]
     digits (full covariances) ended 2-4 nats per row below DP from K=10; with its rows from
     every batch it ends level or above.
     """
-    tset = np.asarray(targets, np.int64)
-
-    def held(b: int) -> float:
-        ss = state.cache[b]
-        return float(np.maximum(ss.N[np.isin(ss.uids, tset)], 0.0).sum())
-
-    others = sorted((b for b in state.cache if b != b0), key=lambda b: (-held(b), b))
-    chosen, have = [b0], held(b0)
+    held = target_mass(state, targets)
+    others = sorted((b for b in held if b != b0), key=lambda b: (-held[b], b))
+    chosen, have = [b0], held[b0]
     need = opts["max_rows"] * len(targets)
     for b in others:
         if have >= need or len(chosen) >= opts["gather_batches"]:
             break
         chosen.append(b)
-        have += held(b)
+        have += held[b]
     return chosen
 
 
