@@ -15,8 +15,7 @@ import numpy as np
 import scipy.special as _sps
 
 from mixstream import _kernels
-
-BACKENDS = ("numpy", "cupy", "auto")
+from mixstream.vocabulary import BACKENDS
 
 
 def _cupy() -> ModuleType | None:

@@ -23,17 +23,14 @@ from mixstream.data.array_source import ArraySource
 from mixstream.fit_run import FitRun, seed_of
 from mixstream.learn.executor import Executor
 from mixstream.learn.history import FitResult, move_warnings
-from mixstream.learn.init import INIT_METHODS
 from mixstream.learn.moves import default_moves
 from mixstream.model import Model
 from mixstream.obs.gauss import ALIASES as COVARIANCE_ALIASES
-from mixstream.obs.gauss import COMPUTE_DTYPES, canonical_covariance_type, covariance_strategy
 from mixstream.obs.gauss import COVARIANCE_TYPES as GAUSS_COVARIANCE_TYPES
+from mixstream.obs.gauss import canonical_covariance_type, covariance_strategy
 from mixstream.obs.registry import OBSERVATIONS
+from mixstream.vocabulary import ALGORITHMS, COMPUTE_DTYPES, ENGINES, INIT_METHODS, MOVES
 
-ALGORITHMS = ("em", "vb", "kmeans", "cem", "sovb", "movb")
-MOVES = ("birth", "merge", "delete")
-ENGINES = ("auto", "local", "dask")
 #: the Gaussian covariance types and scikit-learn's aliases, from the obs.gauss registry
 COVARIANCE_TYPES = (*GAUSS_COVARIANCE_TYPES, *COVARIANCE_ALIASES)
 #: Gaussian prior options, passed through to GaussObs

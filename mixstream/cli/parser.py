@@ -11,13 +11,11 @@ import argparse
 import math
 from collections.abc import Sequence
 
-#: the estimator's option values, repeated here so that `--help` does not import scikit-learn
-#: (tests/test_cli.py checks that they match mixstream.estimator's)
-ALLOCATIONS = ("dp", "finite")
-LIKELIHOODS = ("gauss", "zero_mean_gauss", "bernoulli", "multinomial")
-ALGORITHMS = ("em", "vb", "kmeans", "cem", "sovb", "movb")
-COVARIANCE_TYPES = ("full", "diag", "spherical", "tied_full", "tied_diag", "tied_spherical", "tied")
-MOVES = ("birth", "merge", "delete")
+from mixstream.vocabulary import ALGORITHMS, ALLOCATIONS, COVARIANCE_ALIASES, LIKELIHOODS, MOVES
+from mixstream.vocabulary import COVARIANCE_TYPES as _COVARIANCE_TYPES
+
+#: covariance type choices: ours and scikit-learn's aliases
+COVARIANCE_TYPES = (*_COVARIANCE_TYPES, *COVARIANCE_ALIASES)
 
 
 class UsageError(Exception):

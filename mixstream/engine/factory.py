@@ -6,10 +6,10 @@ from typing import Any
 
 from mixstream.data.sources import open_source
 from mixstream.learn.executor import BatchSource
+from mixstream.vocabulary import ENGINES
 
 #: a Zarr store bigger than this (uncompressed) gets a Dask LocalCluster under engine="auto"
 DASK_THRESHOLD_BYTES = 2 * 1024**3
-ENGINES = ("auto", "local", "dask")
 
 
 def as_source(data: Any, batch_size: int | None = None, **source_kw: Any) -> BatchSource:

@@ -17,8 +17,8 @@ from mixstream.engine.local import LocalExecutor
 from mixstream.learn.executor import Executor
 from mixstream.learn.kmeans import kmeans_plusplus, lloyd, nearest
 from mixstream.model import Model
+from mixstream.vocabulary import INIT_METHODS
 
-INIT_METHODS = ("kmeans++", "random", "random_from_data", "kmeans")
 #: rows read for initialisation when the data is larger
 DEFAULT_SAMPLE_ROWS = 200_000
 

@@ -151,9 +151,8 @@ from mixstream.obs.gauss.types import (
 #: this package, so that it can be lowered here (tests cut blocks into sub-blocks with it)
 _FEATURE_BUDGET = 1 << 25
 #: precisions the local step's features and GEMMs may run in
-COMPUTE_DTYPES = ("float64", "float32")
-
 from mixstream.obs.gauss.model import GaussObs  # noqa: E402  (needs the constants above)
+from mixstream.vocabulary import COMPUTE_DTYPES  # noqa: E402
 
 __all__ = [
     "ALIASES",

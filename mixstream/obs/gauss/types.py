@@ -5,10 +5,9 @@ from __future__ import annotations
 from mixstream.obs.gauss.full import FullCovariance
 from mixstream.obs.gauss.gamma import DiagCovariance, SphericalCovariance
 from mixstream.obs.gauss.structure import CovarianceStructure
+from mixstream.vocabulary import COVARIANCE_ALIASES, COVARIANCE_TYPES
 
-COVARIANCE_TYPES = ("full", "diag", "spherical", "tied_full", "tied_diag", "tied_spherical")
-#: scikit-learn's names that mean one of ours
-ALIASES = {"tied": "tied_full"}
+ALIASES = COVARIANCE_ALIASES
 
 _STRATEGIES: dict[str, CovarianceStructure] = {
     s.name: s
