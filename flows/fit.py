@@ -1,9 +1,7 @@
 """fit_flow: fit a mixture to a Zarr store, one Prefect task per lap, resumable.
 
     from flows.fit import fit_flow
-    fit_flow("data.zarr", "runs/today")                      # DP moVB + birth/merge/delete, K=1
-    fit_flow("data.zarr", "runs/today", algorithm="vb", n_components=8, moves=[])
-
+    fit_flow("data.zarr", "runs/vb", algorithm="vb", n_components=8, moves=[])
 Each task is one step of mixstream.app.fit (coarse on purpose: one task per lap, never per
 batch): ``validate`` (options, store, batch plan), ``init`` (the FitRun, resumed from
 <out>/checkpoints when there is one), ``lap-<n>`` (every batch on the Dask workers, then a
@@ -23,6 +21,8 @@ from prefect.cache_policies import NONE
 
 from flows._artifacts import PrefectArtifacts
 from mixstream import app
+from mixstream.options import RUN_DEFAULTS as D
+from mixstream.options import Algorithm, Allocation, CovarianceType, Likelihood, Move
 
 _TASK = {"cache_policy": NONE, "persist_result": False}
 
@@ -60,7 +60,7 @@ def init(options: dict[str, Any], executor: Any, checkpoint_dir: str, artifacts:
 )
 def run_lap(run: Any, lap: int, artifacts: Any) -> dict[str, Any]:
     record = app.run_lap(run, lap, artifacts)
-    get_run_logger().info(app.lap_line(record, run.est.max_laps))
+    get_run_logger().info(app.lap_line(record, run.options.max_laps))
     return record
 
 
@@ -84,16 +84,16 @@ def publish(run: Any, data: str, out: str, plan: dict, dashboard: Any, artifacts
 def fit_flow(
     data: str,
     out: str,
-    n_components: int = 1,
-    allocation: str = "dp",
-    likelihood: str = "gauss",
-    covariance_type: str = "full",
-    algorithm: str = "movb",
-    moves: list[str] | None = None,
-    batch_size: int | None = None,
-    max_laps: int = 50,
-    tol: float = 1e-4,
-    random_state: int = 0,
+    n_components: int = D.n_components,
+    allocation: Allocation = D.allocation,
+    likelihood: Likelihood = D.likelihood,
+    covariance_type: CovarianceType = D.covariance_type,
+    algorithm: Algorithm = D.algorithm,
+    moves: list[Move] | None = D.moves,
+    batch_size: int | None = D.batch_size,
+    max_laps: int = D.max_laps,
+    tol: float = D.tol,
+    random_state: int = D.random_state,
     scheduler: str | None = None,
     n_workers: int = 2,
 ) -> dict[str, Any]:
@@ -104,7 +104,7 @@ def fit_flow(
     data : path or URL of a Zarr store (a group with the array "X"), readable by every worker
     out : the run directory: model.msz, report.html, figures/, run.json, checkpoints/
     n_components, allocation, likelihood, covariance_type, algorithm, moves, batch_size,
-    max_laps, tol, random_state : MixtureModel options (mixstream.app.fit_options)
+    max_laps, tol, random_state : MixtureModel options (words, defaults: mixstream.options)
     scheduler : Dask scheduler address; None: $MIXSTREAM_SCHEDULER, else a LocalCluster of
         ``n_workers`` single-threaded workers started and closed by this run
 

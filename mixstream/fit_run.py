@@ -6,12 +6,17 @@ the same object lap by lap with ``ensure_lap`` (one task per lap), which is safe
 Restarts (``n_init``) run one after the other; the best final objective wins. Every completed
 lap is reported to ``on_lap`` and to the lap listeners in context
 (``mixstream.engine.progress.lap_listener``).
+
+A FitRun reads its options from a ``FitOptions`` (mixstream.options) and builds its models with
+a factory (``mixstream.build.build_model`` by default); it knows nothing of the estimator, which
+copies the result of ``finish`` onto itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -26,18 +31,16 @@ from mixstream.learn.executor import Executor
 from mixstream.learn.history import FitResult
 from mixstream.learn.init import initialize
 from mixstream.model import Model
-
-if TYPE_CHECKING:
-    from mixstream.estimator import MixtureModel
+from mixstream.options import FitOptions
 
 
 class FitRun:
-    """One fit of ``est`` over the data behind ``executor``.
+    """One fit with ``options`` over the data behind ``executor``.
 
     Parameters
     ----------
-    est : MixtureModel
-        Supplies the options (validated) and receives the fitted attributes in ``finish``.
+    options : FitOptions
+        The fit's options, validated.
     executor : Executor
     checkpoint_dir : path, optional
         Where the checkpoint lives; an existing one for the same fit is resumed.
@@ -45,17 +48,36 @@ class FitRun:
         What identifies this fit (data shape, batch plan, options) for resuming safely.
     on_lap : callable(record), optional
         Called after each lap with its history record (progress bars, artifacts).
+    build_model : callable() -> Model, optional
+        Makes a fresh model (each restart, and when resuming); default
+        ``mixstream.build.build_model(options)``.
+    warm_model : Model, optional
+        A fitted model to continue from (``warm_start``): one run starting from a copy of it.
+    owner : optional
+        What the fit is for (the estimator), kept as ``est`` for drivers that copy the result
+        onto it; the run itself never reads it.
     """
 
     def __init__(
         self,
-        est: MixtureModel,
+        options: FitOptions,
         executor: Executor,
         checkpoint_dir: Any = None,
         fingerprint: dict[str, Any] | None = None,
         on_lap: Callable[[dict], None] | None = None,
+        *,
+        build_model: Callable[[], Model] | None = None,
+        warm_model: Model | None = None,
+        owner: Any = None,
     ) -> None:
-        self.est = est
+        if build_model is None:
+            from mixstream.build import build_model as factory
+
+            build_model = partial(factory, options)
+        self.options = options
+        self.build_model = build_model
+        self.warm_model = warm_model
+        self.est = owner
         self.executor = executor
         self.checkpoint_dir = checkpoint_dir
         self.fingerprint = fingerprint or {}
@@ -65,7 +87,7 @@ class FitRun:
         self._reset()
 
     def _reset(self) -> None:
-        self.rng = np.random.default_rng(seed_of(self.est.random_state))
+        self.rng = np.random.default_rng(seed_of(self.options.random_state))
         self.restart = 0
         self.model: Model | None = None
         self.result = FitResult()
@@ -101,17 +123,11 @@ class FitRun:
     @property
     def n_restarts(self) -> int:
         # warm starts continue the previous solution: one run, as in scikit-learn
-        return 1 if self._warm_model() is not None else self.est.n_init
+        return 1 if self.warm_model is not None else self.options.n_init
 
     @property
     def done(self) -> bool:
         return self.restart >= self.n_restarts and not self._dirty
-
-    def _warm_model(self) -> Model | None:
-        est = self.est
-        if getattr(est, "warm_start", False) and getattr(est, "model_", None) is not None:
-            return est.model_
-        return None
 
     def step(self) -> dict:
         """Run one lap of the current restart; returns its history record."""
@@ -121,7 +137,7 @@ class FitRun:
 
         self._dirty = True
         self.result, self.state = algorithms.advance(
-            self.est, self.model, self.executor, self.result, self.state, self.rng
+            self.options, self.model, self.executor, self.result, self.state, self.rng
         )
         record = self.result.history[-1]
         if self.result.converged or self.result.n_iter >= self._lap_limit():
@@ -131,7 +147,7 @@ class FitRun:
         # after the checkpoint: a listener that raises stops the fit with this lap kept
         if self.on_lap is not None:
             self.on_lap(record)
-        notify_lap(record, self.est.max_laps)
+        notify_lap(record, self.options.max_laps)
         return record
 
     def ensure_lap(self, lap: int) -> dict:
@@ -179,20 +195,19 @@ class FitRun:
 
     # ------------------------------------------------------------------ restarts
     def _lap_limit(self) -> int:
-        return 1 if self.est.algorithm == "kmeans" else self.est.max_laps
+        return 1 if self.options.algorithm == "kmeans" else self.options.max_laps
 
     def _begin_restart(self) -> None:
-        warm = self._warm_model()
-        if warm is not None:
-            self.model = warm.copy()
+        if self.warm_model is not None:
+            self.model = self.warm_model.copy()
             self.result = FitResult()
             self.state = None
             return
-        self.model = self.est._build_model()
-        init = self.est.init
+        self.model = self.build_model()
+        init = self.options.init
         if isinstance(init, list | tuple):
             init = np.asarray(init, dtype=np.float64)
-        initialize(self.model, self.executor, self.est.n_components, init, self.rng)
+        initialize(self.model, self.executor, self.options.n_components, init, self.rng)
         self.result = FitResult()
         self.state = None
 
@@ -231,15 +246,15 @@ class FitRun:
         self.restart = int(meta["restart"])
         self.rng.bit_generator.state = meta["rng"]
         if meta["best"] is not None:
-            best_model = self.est._build_model()
+            best_model = self.build_model()
             best_model.set_state(unprefixed("best", arrays))
             best_result = _result_from_meta(meta["best"])
             self.best = (best_result.lower_bound, best_model, best_result)
         if not self.done:
-            self.model = self.est._build_model()
+            self.model = self.build_model()
             self.model.set_state(unprefixed("model", arrays))
             self.result = _result_from_meta(meta["result"])
-            self.state = algorithms.state_from_arrays(self.est, unprefixed("state", arrays))
+            self.state = algorithms.state_from_arrays(self.options, unprefixed("state", arrays))
 
 
 def _result_meta(result: FitResult) -> dict[str, Any]:

@@ -20,6 +20,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from mixstream.options import RUN_DEFAULTS, FitOptions, default_moves, split_moves
+
 #: environment variable naming the Dask scheduler when no address is given
 SCHEDULER_ENV = "MIXSTREAM_SCHEDULER"
 #: file names inside a fit's output directory
@@ -31,24 +33,24 @@ FIGURES_DIR = "figures"
 
 
 def fit_options(
-    n_components: int = 1,
-    allocation: str = "dp",
-    likelihood: str = "gauss",
-    covariance_type: str = "full",
-    algorithm: str = "movb",
-    moves: Any = None,
-    batch_size: int | None = None,
-    max_laps: int = 50,
-    tol: float = 1e-4,
-    random_state: int = 0,
+    n_components: int = RUN_DEFAULTS.n_components,
+    allocation: str = RUN_DEFAULTS.allocation,
+    likelihood: str = RUN_DEFAULTS.likelihood,
+    covariance_type: str = RUN_DEFAULTS.covariance_type,
+    algorithm: str = RUN_DEFAULTS.algorithm,
+    moves: Any = RUN_DEFAULTS.moves,
+    batch_size: int | None = RUN_DEFAULTS.batch_size,
+    max_laps: int = RUN_DEFAULTS.max_laps,
+    tol: float = RUN_DEFAULTS.tol,
+    random_state: int = RUN_DEFAULTS.random_state,
 ) -> dict[str, Any]:
-    """MixtureModel options of a fit; ``moves=None`` means all moves for moVB, none otherwise."""
-    from mixstream.learn.moves import default_moves
-
+    """The options of a fit into a run directory (JSON-able, for run.json and flow tasks);
+    the defaults are ``mixstream.options.RUN_DEFAULTS``; ``moves=None`` means the algorithm's
+    default moves (all for moVB, none otherwise), a string is split ("birth,merge", "none")."""
     if moves is None:
-        moves = list(default_moves(algorithm))
+        moves = default_moves(algorithm)
     elif isinstance(moves, str):
-        moves = [m for m in moves.replace(",", " ").split() if m]
+        moves = split_moves(moves)
     return {
         "n_components": n_components,
         "allocation": allocation,
@@ -71,11 +73,9 @@ def make_estimator(options: dict[str, Any], checkpoint_dir: Any = None) -> Any:
     """A MixtureModel with ``options``, validated (ValueError names the bad option)."""
     from mixstream import MixtureModel
 
-    est = MixtureModel(
-        **options, checkpoint_dir=None if checkpoint_dir is None else str(checkpoint_dir)
-    )
-    est._validate_params()
-    return est
+    checkpoint_dir = None if checkpoint_dir is None else str(checkpoint_dir)
+    fit = FitOptions(**options, checkpoint_dir=checkpoint_dir).validated()
+    return MixtureModel(**fit.params())
 
 
 def describe_data(data: str, batch_size: int | None = None) -> tuple[Any, dict[str, Any]]:

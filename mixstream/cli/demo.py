@@ -28,7 +28,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from mixstream import app
     from mixstream.cli.prefect_server import PrefectAPI, run_flow
     from mixstream.data.synthetic import write_synthetic_zarr
-    from mixstream.learn.moves import DEFAULT_MOVES
+    from mixstream.options import RUN_DEFAULTS, default_moves
 
     t0 = time.perf_counter()
     out = Path(args.out).resolve()
@@ -70,12 +70,12 @@ def run_demo(args: argparse.Namespace) -> int:
                     fit_flow,
                     data=str(data),
                     out=str(out),
-                    n_components=1,
-                    algorithm="movb",
-                    moves=list(DEFAULT_MOVES),
+                    n_components=RUN_DEFAULTS.n_components,
+                    algorithm=RUN_DEFAULTS.algorithm,
+                    moves=list(default_moves(RUN_DEFAULTS.algorithm)),
                     batch_size=batch,
                     max_laps=args.max_laps,
-                    tol=1e-4,
+                    tol=RUN_DEFAULTS.tol,
                     random_state=args.seed,
                     scheduler=address,
                 )

@@ -11,11 +11,11 @@ import argparse
 import math
 from collections.abc import Sequence
 
-from mixstream.vocabulary import ALGORITHMS, ALLOCATIONS, COVARIANCE_ALIASES, LIKELIHOODS, MOVES
-from mixstream.vocabulary import COVARIANCE_TYPES as _COVARIANCE_TYPES
+from mixstream.options import COVARIANCE_TYPES, RUN_DEFAULTS, split_moves, unknown_moves
+from mixstream.vocabulary import ALGORITHMS, ALLOCATIONS, LIKELIHOODS, MOVES
 
-#: covariance type choices: ours and scikit-learn's aliases
-COVARIANCE_TYPES = (*_COVARIANCE_TYPES, *COVARIANCE_ALIASES)
+#: the defaults of ``mixstream fit`` (those of a fit into a run directory)
+_D = RUN_DEFAULTS
 
 
 class UsageError(Exception):
@@ -59,16 +59,13 @@ def _scheduler(text: str) -> str:
 
 
 def parse_moves(values: Sequence[str]) -> list[str]:
-    names = [m for v in values for m in v.replace(",", " ").split() if m]
-    if names in (["none"], []):
-        return []
-    for name in names:
-        if name not in MOVES:
-            raise UsageError(
-                f"argument --moves: unknown move {name!r}; choose from {', '.join(MOVES)} "
-                "(comma-separated) or 'none' (see 'mixstream fit --help')"
-            )
-    return names
+    names = split_moves(values)
+    for name in unknown_moves(names)[:1]:
+        raise UsageError(
+            f"argument --moves: unknown move {name!r}; choose from {', '.join(MOVES)} "
+            "(comma-separated) or 'none' (see 'mixstream fit --help')"
+        )
+    return list(names)
 
 
 # ---------------------------------------------------------------------- the parser
@@ -159,32 +156,38 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--n-components",
         type=_positive_int,
-        default=1,
+        default=_D.n_components,
         metavar="K",
-        help="starting number of components (the truncation for VB without moves) (1)",
+        help="starting number of components (the truncation for VB without moves) (%(default)s)",
     )
-    fit.add_argument("--allocation", choices=ALLOCATIONS, default="dp", help="(dp)")
-    fit.add_argument("--likelihood", choices=LIKELIHOODS, default="gauss", help="(gauss)")
-    fit.add_argument("--covariance-type", choices=COVARIANCE_TYPES, default="full", help="(full)")
-    fit.add_argument("--algorithm", choices=ALGORITHMS, default="movb", help="(movb)")
+    for flag, choices in (
+        ("--allocation", ALLOCATIONS),
+        ("--likelihood", LIKELIHOODS),
+        ("--covariance-type", COVARIANCE_TYPES),
+        ("--algorithm", ALGORITHMS),
+    ):
+        default = getattr(_D, flag[2:].replace("-", "_"))
+        fit.add_argument(flag, choices=choices, default=default, help="(%(default)s)")
     fit.add_argument(
         "--moves",
         nargs="+",
         metavar="MOVE",
-        help="moVB moves, comma- or space-separated: birth,merge,delete (the default for "
+        help=f"moVB moves, comma- or space-separated: {','.join(MOVES)} (the default for "
         "movb) or none",
     )
     fit.add_argument(
         "--batch-size", type=_positive_int, metavar="ROWS", help="rows per batch (~128 MiB)"
     )
-    fit.add_argument("--max-laps", type=_positive_int, default=50, metavar="N", help="(50)")
+    fit.add_argument(
+        "--max-laps", type=_positive_int, default=_D.max_laps, metavar="N", help="(%(default)s)"
+    )
     fit.add_argument(
         "--tol",
         type=_non_negative_float,
-        default=1e-4,
-        help="stop when the ELBO per point changes less than this over a lap (1e-4)",
+        default=_D.tol,
+        help="stop when the ELBO per point changes less than this over a lap (%(default)s)",
     )
-    fit.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    fit.add_argument("--seed", type=int, default=_D.random_state, help="random seed (%(default)s)")
     _add_cluster_args(fit, "default 2 with Prefect; in-process for small data with --no-prefect")
     fit.add_argument(
         "--progress",

@@ -24,17 +24,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mixstream.learn.moves import birth, delete, merge
+from mixstream.options import DEFAULT_MOVES, default_moves  # the moves=None rule lives there
 
 #: the moves by name, each a module with its DEFAULTS
 MOVES = {"birth": birth, "merge": merge, "delete": delete}
-#: the moves memoized VB runs when none are named (moves=None); other algorithms run none
-DEFAULT_MOVES: tuple[str, ...] = ("birth", "merge", "delete")
-
-
-def default_moves(algorithm: str | None) -> tuple[str, ...]:
-    """The moves of ``moves=None``: all three for "movb", none for every other algorithm."""
-    return DEFAULT_MOVES if algorithm == "movb" else ()
-
 
 #: default options of each move
 DEFAULTS: dict[str, dict[str, Any]] = {name: dict(mod.DEFAULTS) for name, mod in MOVES.items()}

@@ -1,0 +1,53 @@
+"""The model factory: a ``Model`` (allocation + observation model) from ``FitOptions``.
+
+Used by the estimator, by the lap driver (``mixstream.fit_run``, which rebuilds models when it
+restarts or resumes from a checkpoint) and by ``MixtureModel.load``. It sits just above
+``model.py`` and imports nothing from the estimator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from mixstream.alloc import ALLOCATIONS
+from mixstream.backend import resolve_backend
+from mixstream.model import Model
+from mixstream.obs.gauss import canonical_covariance_type
+from mixstream.obs.registry import OBSERVATIONS
+from mixstream.options import GAUSS_PRIORS, FitOptions
+
+
+def compute_dtype(options: FitOptions, data_dtype: Any = None) -> str:
+    """The local step's precision: ``dtype``, or float32 for float32 data on the GPU."""
+    if options.dtype is not None:
+        return options.dtype
+    on_gpu = options.backend != "numpy" and resolve_backend(options.backend) == "cupy"
+    float32 = data_dtype is not None and np.dtype(data_dtype) == np.float32
+    return "float32" if on_gpu and float32 else "float64"
+
+
+def build_model(options: FitOptions, data_dtype: Any = None) -> Model:
+    """A fresh (uninitialised) Model for ``options`` (validated); ``data_dtype`` is the
+    dtype of the data it will fit (it picks the Gaussian local step's precision)."""
+    inference = options.inference
+    alloc = ALLOCATIONS[options.allocation](alpha=options.alpha, inference=inference)
+    obs_options = dict(options.obs_prior or {})
+    if options.likelihood == "gauss":
+        obs_options.update(
+            covariance_type=canonical_covariance_type(options.covariance_type),
+            reg_covar=options.reg_covar,
+            map_prior=options.map_prior,
+            compute_dtype=compute_dtype(options, data_dtype),
+        )
+        obs_options.update({p: getattr(options, p) for p in GAUSS_PRIORS})
+    else:
+        obs_options["map_prior"] = options.map_prior
+        if options.likelihood == "zero_mean_gauss":
+            obs_options["reg_covar"] = options.reg_covar
+    obs = OBSERVATIONS[options.likelihood](inference=inference, **obs_options)
+    return Model(alloc, obs)
+
+
+__all__ = ["build_model", "compute_dtype"]
