@@ -389,7 +389,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
         from mixstream.engine.scoring import score_to_zarr
 
         self._check_fitted()
-        with self._open(X, reset=False) as executor:
+        with self._open(X) as executor:
             result = score_to_zarr(self.model_, executor, out, proba=proba)
         result["group"] = zarr.open_group(result["path"], mode="r")
         return result
@@ -418,7 +418,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
         if isinstance(source, ArraySource):
             return float(self.score_samples(X).mean())
         self._check_fitted()
-        with self._open(X, reset=False) as executor:
+        with self._open(X) as executor:
             SS = executor.map_sum(score_batch, self.model_)
         return SS.scalars["log_norm"] / SS.scalars["n_rows"]
 

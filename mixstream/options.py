@@ -60,27 +60,27 @@ GAUSS_PRIORS = (
 #: keys of an ``init`` dict
 INIT_KEYS = ("weights", "means", "covariances", "precisions", "resp")
 
-# ---------------------------------------------------------------------- moves by algorithm
-#: the moves each algorithm may run (algorithms not listed run none): memoized VB all of them;
-#: EM (DP MAP) and classification EM merge and delete, never birth (with point estimates every
-#: birth raises the objective, so K would grow without bound)
-ALLOWED_MOVES: dict[str, tuple[str, ...]] = {
-    "movb": MOVES,
-    "em": ("merge", "delete"),
-    "cem": ("merge", "delete"),
+# ---------------------------------------------------------------------- rules by algorithm
+#: the posterior each algorithm computes: variational ("vb") or point estimates ("em")
+INFERENCE: dict[str, str] = {
+    "em": "em",
+    "vb": "vb",
+    "kmeans": "em",
+    "cem": "em",
+    "sovb": "vb",
+    "movb": "vb",
 }
+#: the move that adds components: with point estimates every birth raises the objective, so
+#: K would grow without bound; only memoized VB may run it
+_BIRTH = "birth"
+_NO_BIRTH = tuple(m for m in MOVES if m != _BIRTH)
+#: the moves each algorithm may run (algorithms not listed run none): memoized VB all of them;
+#: EM (DP MAP) and classification EM merge and delete (memoized EM / CEM)
+ALLOWED_MOVES: dict[str, tuple[str, ...]] = {"movb": MOVES, "em": _NO_BIRTH, "cem": _NO_BIRTH}
 #: the moves an algorithm runs when none are named (moves=None): all for memoized VB
 MOVES_WHEN_NONE: dict[str, tuple[str, ...]] = {"movb": MOVES}
 #: the moves of memoized VB's moves=None
 DEFAULT_MOVES = MOVES_WHEN_NONE["movb"]
-#: why an algorithm outside ALLOWED_MOVES may not run a move
-_WHY_NOT = {
-    "birth": "with point estimates every birth raises the objective, so K would grow without bound",
-    "merge": "it needs a memoized loop",
-    "delete": "it needs a memoized loop",
-}
-#: the algorithms whose posterior is variational (the others give point estimates)
-VB_ALGORITHMS = ("vb", "sovb", "movb")
 
 
 def default_moves(algorithm: str | None) -> tuple[str, ...]:
@@ -90,7 +90,7 @@ def default_moves(algorithm: str | None) -> tuple[str, ...]:
 
 def inference_of(algorithm: str) -> str:
     """ "vb" for the variational algorithms, "em" for the point-estimate ones."""
-    return "vb" if algorithm in VB_ALGORITHMS else "em"
+    return INFERENCE[algorithm]
 
 
 def split_moves(values: str | Iterable[str]) -> tuple[str, ...]:
@@ -122,15 +122,19 @@ def check_moves(algorithm: str, moves: Any) -> tuple[str, ...]:
     if moves and not allowed:
         partial = " / ".join(repr(a) for a, m in ALLOWED_MOVES.items() if m != MOVES)
         raise ValueError(
-            f"moves={moves} need algorithm='movb' (or {partial} for merge and delete), "
+            f"moves={moves} need algorithm='movb' (or {partial} for {' and '.join(_NO_BIRTH)}), "
             f"got {algorithm!r}"
         )
     for move in moves:
         if move not in allowed:
             need = " / ".join(repr(a) for a, m in ALLOWED_MOVES.items() if move in m)
-            raise ValueError(
-                f"{move} moves need algorithm={need}, got {algorithm!r}: {_WHY_NOT[move]}"
+            why = (
+                ": with point estimates every birth raises the objective, so K would grow "
+                "without bound"
+                if move == _BIRTH
+                else ""
             )
+            raise ValueError(f"{move} moves need algorithm={need}, got {algorithm!r}{why}")
     return moves
 
 
