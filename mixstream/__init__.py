@@ -10,12 +10,13 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
+    "FitOptions": "mixstream.options",
     "MixtureModel": "mixstream.estimator",
     "Model": "mixstream.model",
     "SuffStats": "mixstream.suffstats",
 }
 
-__all__ = ["MixtureModel", "Model", "SuffStats", "__version__"]
+__all__ = ["FitOptions", "MixtureModel", "Model", "SuffStats", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

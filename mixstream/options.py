@@ -89,7 +89,7 @@ def default_moves(algorithm: str | None) -> tuple[str, ...]:
 
 
 def inference_of(algorithm: str) -> str:
-    """ "vb" for the variational algorithms, "em" for the point-estimate ones."""
+    """The posterior of ``algorithm``: "vb" (variational) or "em" (point estimates)."""
     return INFERENCE[algorithm]
 
 
