@@ -115,7 +115,7 @@ def run_lap(run: Any, lap: int, publisher: Publisher | None = None) -> dict[str,
     """Lap ``lap`` (every batch once on the workers, the global step, a checkpoint), unless it
     is done already; its history record. Safe to retry (``FitRun.ensure_lap``)."""
     record = run.ensure_lap(lap)
-    max_laps = run.est.max_laps
+    max_laps = run.options.max_laps
     (publisher or NullPublisher()).progress(
         ARTIFACT_KEYS["progress"], min(100.0, 100.0 * lap / max_laps), "Laps done out of max_laps"
     )
