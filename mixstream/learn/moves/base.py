@@ -11,18 +11,14 @@ keeps the memoized objective monotone.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from mixstream.learn.memo import FOLD_PREFIX, MemoState
 from mixstream.model import Model
 from mixstream.suffstats import SuffStats
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from mixstream.learn.movb import MemoState
-
-#: scalars whose name starts with this hold the merged entropy of a birth's group, per batch
-FOLD_PREFIX = "fold/"
 #: a move must raise the ELBO by more than this fraction of |ELBO| (and at least this much)
 REL_GAIN = 1e-9
 
@@ -48,12 +44,6 @@ def adopt(model: Model, other: Model) -> None:
     model.alloc, model.obs = other.alloc, other.obs
     model.uids = other.uids.copy()
     model.next_uid = next_uid
-
-
-def core(ss: SuffStats) -> SuffStats:
-    """Statistics without the lap's extras (merge-pair entropies, birth-group entropies)."""
-    scalars = {k: v for k, v in ss.scalars.items() if not k.startswith(FOLD_PREFIX)}
-    return SuffStats(ss.fields, ss.uids, scalars)
 
 
 def subset(ss: SuffStats, keep_uids: Any) -> SuffStats:

@@ -73,15 +73,8 @@ import numpy as np
 from mixstream.backend import get_namespace, to_device, to_host
 from mixstream.learn.init import canonical_rows
 from mixstream.learn.kmeans import kmeans_plusplus, weighted_lloyd
-from mixstream.learn.moves.base import (
-    FOLD_PREFIX,
-    LapContext,
-    adopt,
-    core,
-    memory_of,
-    min_gain,
-    score,
-)
+from mixstream.learn.memo import FOLD_PREFIX, core
+from mixstream.learn.moves.base import LapContext, adopt, memory_of, min_gain, score
 from mixstream.learn.moves.merge import pair_gains
 from mixstream.model import Model
 from mixstream.suffstats import NONADDITIVE, SuffStats
