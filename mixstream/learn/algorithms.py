@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from mixstream.backend import get_namespace
 from mixstream.learn.executor import Executor
 from mixstream.learn.history import FitResult, lap_record
 from mixstream.learn.kmeans import lloyd, memo_lloyd, nearest
@@ -159,10 +160,11 @@ def _kmeans(options: Any, model: Model, executor: Executor, rng: np.random.Gener
 def hard_nearest_stats(payload: tuple[Model, np.ndarray], X: Any, w: Any) -> SuffStats:
     """Statistics of one batch with each row assigned to its nearest centre."""
     model, centers = payload
-    labels = nearest(np.asarray(X), centers)
-    resp = np.zeros((X.shape[0], centers.shape[0]))
-    resp[np.arange(X.shape[0]), labels] = 1.0
-    LP = {"resp": resp, "log_norm": np.zeros(X.shape[0]), "hard": True}
+    xp = get_namespace(X)
+    labels = nearest(X, centers)  # on X's device
+    resp = xp.zeros((X.shape[0], centers.shape[0]))
+    resp[xp.arange(X.shape[0]), labels] = 1.0
+    LP = {"resp": resp, "log_norm": xp.zeros(X.shape[0]), "hard": True}
     return model.summarize(X, LP, sample_weight=w)
 
 
