@@ -62,8 +62,8 @@ from mixstream.backend import get_namespace, logsumexp_rows, to_host
 from mixstream.learn.executor import Executor
 from mixstream.learn.history import FitResult, lap_record
 from mixstream.learn.memo import FOLD_PREFIX, MemoState, core
-from mixstream.learn.moves import birth, delete, merge, resolve_moves
-from mixstream.learn.moves.base import LapContext, score
+from mixstream.learn.moves import MOVES, resolve_moves
+from mixstream.learn.moves.base import LapContext, LapPlan, score
 from mixstream.model import Model
 from mixstream.suffstats import SuffStats
 
@@ -253,12 +253,8 @@ def fit_movb(
     if batches_per_step < 1:
         raise ValueError(f"batches_per_step must be >= 1, got {batches_per_step}")
     moves, opts = resolve_moves(moves, move_options)
-    if "birth" in moves and model.inference == "em":
-        raise ValueError(
-            "birth moves need a VB model: the objective of point estimates (EM, DP MAP, "
-            "classification EM) rises with every extra component, so births would never stop; "
-            "use merge / delete moves, or algorithm='movb'"
-        )
+    for m in moves:
+        MOVES[m].check(model)
     rng = np.random.default_rng(rng)
     state = cache if cache is not None else MemoState()
     result = result or FitResult()
@@ -271,17 +267,11 @@ def fit_movb(
             ctx.tried[m], ctx.accepted[m] = 0, 0
         order = rng.permutation(n_batches) if shuffle else np.arange(n_batches)
         complete = state.complete(n_batches)
-        births: list[birth.Birth] = []
-        if "birth" in moves and complete:
-            births = birth.create(ctx, executor, rng, opts["birth"], hard)
-        pairs: list[tuple[int, int]] = []
-        if "merge" in moves and complete and model.K >= 2:
-            pairs = merge.select_pairs(model, state.total, opts["merge"], ctx)
-        del_uids: list[int] = []
-        if "delete" in moves and complete and model.K >= 2:
-            busy = {u for bt in births for u in (bt.target, *bt.new)}
-            del_uids = delete.select(model, state, lap, opts["delete"], exclude=busy)
-        groups = [(bt.target, *bt.new) for bt in births]
+        plan = LapPlan()
+        if complete:  # proposals need every batch in the memo
+            for m in moves:
+                MOVES[m].propose(ctx, plan, executor, rng, opts[m], hard)
+        pairs, groups, del_uids = plan.pairs, plan.fold_groups(), plan.delete_uids
         alt: dict[int, SuffStats] = {}
         visited: set[int] = set()
         for start in range(0, n_batches, batches_per_step):
@@ -310,11 +300,8 @@ def fit_movb(
         model.global_step(full)
         ctx.full, ctx.elbo = full, model.elbo(full)
         ctx.alt = alt if del_uids else None
-        birth.verify(ctx, births, opts["birth"])
-        if pairs:
-            merge.evaluate(ctx, opts["merge"])
-        if ctx.alt is not None:
-            delete.evaluate(ctx, del_uids, opts["delete"])
+        for name, move in MOVES.items():  # every move: one that proposed nothing does nothing
+            move.judge(ctx, plan, opts[name])
         if moves:
             _reorder_by_size(ctx)
         state.strip()
@@ -329,7 +316,7 @@ def fit_movb(
         if on_lap is not None:
             on_lap(model, record)
         changed = any(ctx.accepted.values())
-        unsettled = "birth" in moves and birth.pending(state, opts["birth"])
+        unsettled = any(MOVES[m].unsettled(state, opts[m]) for m in moves)
         if prev is not None and abs(elbo - prev) < tol and not changed and not unsettled:
             result.converged = True
             break

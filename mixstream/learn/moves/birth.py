@@ -74,7 +74,7 @@ from typing import Any
 import numpy as np
 
 from mixstream.learn.memo import FOLD_PREFIX, core
-from mixstream.learn.moves.base import LapContext, adopt, memory_of, min_gain, score
+from mixstream.learn.moves.base import LapContext, LapPlan, Move, adopt, memory_of, min_gain, score
 from mixstream.learn.moves.proposal import (
     UNSPLIT,
     UNSPLIT_FEW,
@@ -82,6 +82,7 @@ from mixstream.learn.moves.proposal import (
     fit_proposal,
     target_rows,
 )
+from mixstream.learn.words import BIRTH, MOVB
 from mixstream.model import Model
 from mixstream.suffstats import NONADDITIVE, SuffStats
 
@@ -530,3 +531,42 @@ def verify(ctx: LapContext, births: list[Birth], opts: dict[str, Any]) -> None:
             _failed(ctx.state, bt.target, ctx.lap, opts)
         return
     ctx.count("birth", accepted=len(kept))
+
+
+class BirthMove(Move):
+    """Births: proposed and inserted at the start of a lap (``create``), judged at its end
+    (``verify``); a fit with unsettled targets does not converge (``pending``)."""
+
+    name = BIRTH
+    #: VB only: the objective of point estimates rises with every extra component
+    algorithms = frozenset({MOVB})
+    defaults = DEFAULTS
+
+    def check(self, model: Model) -> None:
+        if model.inference == "em":
+            raise ValueError(
+                "birth moves need a VB model: the objective of point estimates (EM, DP MAP, "
+                "classification EM) rises with every extra component, so births would never "
+                "stop; use merge / delete moves, or algorithm='movb'"
+            )
+
+    def propose(
+        self,
+        ctx: LapContext,
+        plan: LapPlan,
+        executor: Any,
+        rng: np.random.Generator,
+        opts: dict[str, Any],
+        hard: bool,
+    ) -> None:
+        plan.births = create(ctx, executor, rng, opts, hard)
+
+    def judge(self, ctx: LapContext, plan: LapPlan, opts: dict[str, Any]) -> None:
+        verify(ctx, plan.births, opts)
+
+    def unsettled(self, state: Any, opts: dict[str, Any]) -> bool:
+        return pending(state, opts)
+
+
+#: the birth move of the registry (``mixstream.learn.moves.MOVES``)
+MOVE = BirthMove()

@@ -32,11 +32,14 @@ import numpy as np
 
 from mixstream.learn.moves.base import (
     LapContext,
+    LapPlan,
+    Move,
     memory_of,
     min_gain,
     recently_failed,
     score,
 )
+from mixstream.learn.words import CEM, DELETE, EM, MOVB
 from mixstream.model import Model
 from mixstream.suffstats import SuffStats
 
@@ -111,3 +114,33 @@ def evaluate(ctx: LapContext, uids: list[int], opts: dict[str, Any]) -> bool:
     for b in alt:
         ctx.state.cache[b] = alt[b]
     return True
+
+
+class DeleteMove(Move):
+    """Deletes: small components proposed at the start of a lap (``select``, never this lap's
+    birth components), the visits gather the statistics without them, judged last at its end
+    (``evaluate``)."""
+
+    name = DELETE
+    algorithms = frozenset({MOVB, EM, CEM})
+    defaults = DEFAULTS
+
+    def propose(
+        self,
+        ctx: LapContext,
+        plan: LapPlan,
+        executor: Any,
+        rng: np.random.Generator,
+        opts: dict[str, Any],
+        hard: bool,
+    ) -> None:
+        if ctx.model.K >= 2:
+            plan.delete_uids = select(ctx.model, ctx.state, ctx.lap, opts, exclude=plan.busy())
+
+    def judge(self, ctx: LapContext, plan: LapPlan, opts: dict[str, Any]) -> None:
+        if ctx.alt is not None:
+            evaluate(ctx, plan.delete_uids, opts)
+
+
+#: the delete move of the registry (``mixstream.learn.moves.MOVES``)
+MOVE = DeleteMove()

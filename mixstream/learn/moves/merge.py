@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from mixstream.learn.moves.base import LapContext, is_tied, min_gain, score
+from mixstream.learn.moves.base import LapContext, LapPlan, Move, is_tied, min_gain, score
+from mixstream.learn.words import CEM, EM, MERGE, MOVB
 from mixstream.model import Model
 from mixstream.suffstats import NONADDITIVE, SuffStats
 
@@ -198,3 +199,32 @@ def _merge_entries(entries: dict[int, SuffStats], keep: int, gone: int) -> None:
     """Merge uid ``gone`` into ``keep`` in every entry, with the entry's own pair entropy."""
     for b, ss in entries.items():
         entries[b] = ss.merge_pair(ss.index_of(keep), ss.index_of(gone))
+
+
+class MergeMove(Move):
+    """Merges: candidate pairs chosen at the start of a lap (``select_pairs``), their merged
+    entropies tracked by the visits, accepted greedily at its end (``evaluate``)."""
+
+    name = MERGE
+    algorithms = frozenset({MOVB, EM, CEM})
+    defaults = DEFAULTS
+
+    def propose(
+        self,
+        ctx: LapContext,
+        plan: LapPlan,
+        executor: Any,
+        rng: np.random.Generator,
+        opts: dict[str, Any],
+        hard: bool,
+    ) -> None:
+        if ctx.model.K >= 2:
+            plan.pairs = select_pairs(ctx.model, ctx.state.total, opts, ctx)
+
+    def judge(self, ctx: LapContext, plan: LapPlan, opts: dict[str, Any]) -> None:
+        if plan.pairs:
+            evaluate(ctx, opts)
+
+
+#: the merge move of the registry (``mixstream.learn.moves.MOVES``)
+MOVE = MergeMove()
