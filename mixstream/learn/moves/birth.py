@@ -223,7 +223,7 @@ def eligible(
 ) -> list[int]:
     """Positions of the components births may target: large enough and not settled (with
     ``lap``: or settled more than ``retry_laps`` laps ago)."""
-    failed = memory_of(state, "birth")
+    failed = memory_of(state, BIRTH)
     sizes = memory_of(state, "birth_mass")
     fails = memory_of(state, "birth_fails")
     out = []
@@ -258,7 +258,7 @@ def _failed(
     mass moves). A ``decisive`` failure (no split beat the target on held-out rows) settles it
     at once."""
     total, uid = state.total if total is None else total, int(uid)
-    memory_of(state, "birth")[uid] = lap
+    memory_of(state, BIRTH)[uid] = lap
     hit = np.flatnonzero(total.uids == uid)
     if not hit.size:
         return
@@ -414,14 +414,14 @@ def create(
     cur_elbo, cur_model = score(model, cur_total)
     births = []
     for t, prop in zip(targets, props):
-        ctx.count("birth", tried=1)
+        ctx.count(BIRTH, tried=1)
         # compared by value: a verdict that came back from a Dask worker is a new str object
         unsplit = isinstance(prop, str) and prop in (UNSPLIT, UNSPLIT_FEW)
         if prop is None or unsplit:
             if prop is None:
-                ctx.reject("birth", None, 0.0, "no split: too few target rows or pieces")
+                ctx.reject(BIRTH, None, 0.0, "no split: too few target rows or pieces")
             else:
-                ctx.reject("birth", None, 0.0, "no split beat the target on held-out rows")
+                ctx.reject(BIRTH, None, 0.0, "no split beat the target on held-out rows")
             # a held-out verdict on enough rows is a judgement of the target itself, not of
             # one random proposal: it settles the target at once
             _failed(state, t, ctx.lap, opts, decisive=prop == UNSPLIT)
@@ -433,7 +433,7 @@ def create(
             new_uids = [int(u) for u in prop[0].uids[1:]]
             ctx.log.append(
                 {
-                    "move": "birth",
+                    "move": BIRTH,
                     "lap": ctx.lap,
                     "stage": "create",
                     "batch": b0,
@@ -446,7 +446,7 @@ def create(
             cur, cur_total, cur_elbo, cur_model = cand, cand_total, elbo, cand_model
             births.append(Birth(int(t), new_uids))
         else:
-            ctx.reject("birth", elbo - cur_elbo, min_gain(cur_elbo), "lowers the ELBO on insertion")
+            ctx.reject(BIRTH, elbo - cur_elbo, min_gain(cur_elbo), "lowers the ELBO on insertion")
             _failed(state, t, ctx.lap, opts)
     if not births:
         ctx.snapshot = None  # nothing inserted: the visits were ordinary ones
@@ -501,7 +501,7 @@ def verify(ctx: LapContext, births: list[Birth], opts: dict[str, Any]) -> None:
         if keep:
             kept.append(bt)
             continue
-        ctx.reject("birth", ctx.elbo - elbo, min_gain(ctx.elbo), "the fold-back scores higher")
+        ctx.reject(BIRTH, ctx.elbo - elbo, min_gain(ctx.elbo), "the fold-back scores higher")
         ctx.commit("birth_undo", folded, model, elbo, uids=[bt.target, *bt.new])
         for entries in (ctx.state.cache, ctx.alt or {}):
             for b, ss in entries.items():
@@ -513,7 +513,7 @@ def verify(ctx: LapContext, births: list[Birth], opts: dict[str, Any]) -> None:
     snap, ctx.snapshot = ctx.snapshot, None
     if snap is not None and ctx.elbo < snap.elbo:
         if kept:
-            ctx.reject("birth", ctx.elbo - snap.elbo, 0.0, "the lap ended below its start")
+            ctx.reject(BIRTH, ctx.elbo - snap.elbo, 0.0, "the lap ended below its start")
         ctx.log.append(
             {
                 "move": "birth_revert",
@@ -530,7 +530,7 @@ def verify(ctx: LapContext, births: list[Birth], opts: dict[str, Any]) -> None:
         for bt in kept:
             _failed(ctx.state, bt.target, ctx.lap, opts)
         return
-    ctx.count("birth", accepted=len(kept))
+    ctx.count(BIRTH, accepted=len(kept))
 
 
 class BirthMove(Move):

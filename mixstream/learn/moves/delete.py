@@ -65,7 +65,7 @@ def select(
     K = total.K
     if K < 2:
         return []
-    memory = memory_of(state, "delete")
+    memory = memory_of(state, DELETE)
     N = total.N
     limit = opts["max_size_frac"] * N.sum() / K
     cand = [
@@ -103,14 +103,14 @@ def evaluate(ctx: LapContext, uids: list[int], opts: dict[str, Any]) -> bool:
     pos = [ctx.full.index_of(u) for u in gone]
     empty = float(np.max(ctx.full.N[pos])) <= opts["empty_mass_exact"]
     ok = elbo > ctx.elbo + min_gain(ctx.elbo) or (empty and elbo >= ctx.elbo)
-    ctx.count("delete", tried=1, accepted=int(ok))
+    ctx.count(DELETE, tried=1, accepted=int(ok))
     if not ok:
-        ctx.reject("delete", elbo - ctx.elbo, min_gain(ctx.elbo), "lowers the ELBO")
-        memory = memory_of(ctx.state, "delete")
+        ctx.reject(DELETE, elbo - ctx.elbo, min_gain(ctx.elbo), "lowers the ELBO")
+        memory = memory_of(ctx.state, DELETE)
         for u in uids:
             memory[int(u)] = ctx.lap
         return False
-    ctx.commit("delete", cand, model, elbo, uids=list(uids), empty=empty)
+    ctx.commit(DELETE, cand, model, elbo, uids=list(uids), empty=empty)
     for b in alt:
         ctx.state.cache[b] = alt[b]
     return True

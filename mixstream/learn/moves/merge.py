@@ -154,9 +154,9 @@ def select_pairs(
         uses[a] = uses.get(a, 0) + 1
         uses[b] = uses.get(b, 0) + 1
     if ctx is not None:
-        ctx.count("merge", tried=len(chosen))
+        ctx.count(MERGE, tried=len(chosen))
         if not chosen and len(gains):
-            ctx.reject("merge", float(gains[order[0]]), 0.0, "no pair's gain bound is positive")
+            ctx.reject(MERGE, float(gains[order[0]]), 0.0, "no pair's gain bound is positive")
     return chosen
 
 
@@ -170,7 +170,7 @@ def evaluate(ctx: LapContext, opts: dict[str, Any]) -> None:
     used: set[int] = set()
     for i in np.argsort(-gains, kind="stable"):
         if gains[i] <= -min_gain(ctx.elbo):
-            ctx.reject("merge", gains[i], min_gain(ctx.elbo), "lowers the ELBO")
+            ctx.reject(MERGE, gains[i], min_gain(ctx.elbo), "lowers the ELBO")
             break
         a, b = pairs[i]
         if a in used or b in used:
@@ -181,11 +181,11 @@ def evaluate(ctx: LapContext, opts: dict[str, Any]) -> None:
         cand = full.merge_pair(j, k)
         elbo, model = score(ctx.model, cand)
         ok = elbo > ctx.elbo + min_gain(ctx.elbo)
-        ctx.count("merge", accepted=int(ok))
+        ctx.count(MERGE, accepted=int(ok))
         if not ok:
-            ctx.reject("merge", elbo - ctx.elbo, min_gain(ctx.elbo), "lowers the ELBO")
+            ctx.reject(MERGE, elbo - ctx.elbo, min_gain(ctx.elbo), "lowers the ELBO")
             continue
-        ctx.commit("merge", cand, model, elbo, uids=[keep, gone])
+        ctx.commit(MERGE, cand, model, elbo, uids=[keep, gone])
         used.update((a, b))
         _merge_entries(ctx.state.cache, keep, gone)
         if ctx.alt is not None:
