@@ -32,13 +32,17 @@ import numpy as np
 from mixstream.vocabulary import (
     ALGORITHMS,
     ALLOCATIONS,
+    ALLOWED_MOVES,
     BACKENDS,
     COMPUTE_DTYPES,
     COVARIANCE_ALIASES,
+    DEFAULT_MOVES,
     ENGINES,
     INIT_METHODS,
     LIKELIHOODS,
     MOVES,
+    MOVES_WHEN_NONE,
+    default_moves,
 )
 from mixstream.vocabulary import COVARIANCE_TYPES as _COVARIANCE_STRUCTURES
 
@@ -70,22 +74,11 @@ INFERENCE: dict[str, str] = {
     "sovb": "vb",
     "movb": "vb",
 }
-#: the move that adds components: with point estimates every birth raises the objective, so
-#: K would grow without bound; only memoized VB may run it
+
+
+#: the move that adds components (its refusal says why)
 _BIRTH = "birth"
-_NO_BIRTH = tuple(m for m in MOVES if m != _BIRTH)
-#: the moves each algorithm may run (algorithms not listed run none): memoized VB all of them;
-#: EM (DP MAP) and classification EM merge and delete (memoized EM / CEM)
-ALLOWED_MOVES: dict[str, tuple[str, ...]] = {"movb": MOVES, "em": _NO_BIRTH, "cem": _NO_BIRTH}
-#: the moves an algorithm runs when none are named (moves=None): all for memoized VB
-MOVES_WHEN_NONE: dict[str, tuple[str, ...]] = {"movb": MOVES}
-#: the moves of memoized VB's moves=None
-DEFAULT_MOVES = MOVES_WHEN_NONE["movb"]
-
-
-def default_moves(algorithm: str | None) -> tuple[str, ...]:
-    """The moves of ``moves=None``: all three for "movb", none for every other algorithm."""
-    return MOVES_WHEN_NONE.get(algorithm, ())  # type: ignore[arg-type]
+_NO_BIRTH = ALLOWED_MOVES["em"]
 
 
 def inference_of(algorithm: str) -> str:

@@ -29,3 +29,22 @@ BACKENDS = ("numpy", "cupy", "auto")
 INIT_METHODS = ("kmeans++", "random", "random_from_data", "kmeans")
 #: floating-point types of the local step
 COMPUTE_DTYPES = ("float64", "float32")
+
+# ---------------------------------------------------------------------- rules on the words
+#: the moves each algorithm may run (algorithms not listed run none): memoized VB all of them;
+#: EM (DP MAP) and classification EM merge and delete (memoized EM / CEM). With point estimates
+#: every birth raises the objective, so K would grow without bound: only memoized VB births.
+ALLOWED_MOVES: dict[str, tuple[str, ...]] = {
+    "movb": MOVES,
+    "em": ("merge", "delete"),
+    "cem": ("merge", "delete"),
+}
+#: the moves an algorithm runs when none are named (moves=None): all of them for memoized VB
+MOVES_WHEN_NONE: dict[str, tuple[str, ...]] = {"movb": MOVES}
+#: the moves of memoized VB's moves=None
+DEFAULT_MOVES = MOVES_WHEN_NONE["movb"]
+
+
+def default_moves(algorithm: str | None) -> tuple[str, ...]:
+    """The moves of ``moves=None``: all three for "movb", none for every other algorithm."""
+    return MOVES_WHEN_NONE.get(algorithm, ())  # type: ignore[arg-type]

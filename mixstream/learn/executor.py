@@ -69,6 +69,62 @@ class Executor(Protocol):
         """Release what the executor started."""
 
 
+class RowsExecutor:
+    """Rows already in memory as one batch, mapped over in this process.
+
+    For the work ``mixstream.learn`` does on a sample it holds itself (Lloyd's iterations of
+    ``init="kmeans"``, on rows already read and validated): no threads, no progress events, no
+    device move, so learn needs nothing from the engines above it.
+
+    Parameters
+    ----------
+    X : array (n, D)
+    sample_weight : array (n,), optional
+    """
+
+    def __init__(self, X: Any, sample_weight: Any = None) -> None:
+        self.X = X
+        self.sample_weight = sample_weight
+        self.source = self  # the BatchSource: one batch of all the rows
+        self.n_rows, self.n_features = X.shape
+        self.dtype = X.dtype
+        self.batches = [(0, self.n_rows)]
+        self.name = "sample"
+
+    def read(self, i: int) -> Any:
+        return self.X
+
+    def read_weights(self, i: int) -> Any:
+        return self.sample_weight
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        payload: Any,
+        batch_ids: Sequence[int] | None = None,
+        **kw: Any,
+    ) -> list[Any]:
+        ids = range(len(self.batches)) if batch_ids is None else batch_ids
+        out = []
+        for i in ids:
+            if getattr(fn, "needs_rows", False):
+                kw = {**kw, "rows": tuple(self.batches[i])}
+            out.append(fn(payload, self.read(i), self.read_weights(i), **kw))
+        return out
+
+    def map_sum(
+        self,
+        fn: Callable[..., Any],
+        payload: Any,
+        batch_ids: Sequence[int] | None = None,
+        **kw: Any,
+    ) -> SuffStats:
+        return SuffStats.sum(self.map(fn, payload, batch_ids, **kw))
+
+    def close(self) -> None:
+        pass
+
+
 # ---------------------------------------------------------------------- batch functions
 # Module level so that Dask can ship them to workers by reference.
 

@@ -13,8 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mixstream.engine.local import LocalExecutor
-from mixstream.learn.executor import Executor
+from mixstream.learn.executor import Executor, RowsExecutor
 from mixstream.learn.kmeans import kmeans_plusplus, lloyd, nearest
 from mixstream.model import Model
 from mixstream.vocabulary import INIT_METHODS
@@ -91,10 +90,8 @@ def init_responsibilities(
     elif method == "kmeans++":
         labels = nearest(X, kmeans_plusplus(X, K, rng, weights))
     elif method == "kmeans":
-        from mixstream.data.array_source import ArraySource
-
         centers = kmeans_plusplus(X, K, rng, weights)
-        sample = LocalExecutor(ArraySource(X, sample_weight=weights))
+        sample = RowsExecutor(X, sample_weight=weights)
         centers, _, _ = lloyd(sample, centers, max_iter=100)
         labels = nearest(X, centers)
     else:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from mixstream.backend import get_namespace, to_device, to_host
 from mixstream.learn.executor import Executor, kmeans_batch
 from mixstream.learn.history import FitResult, lap_record
 from mixstream.learn.vb import LapCallback, fit_full_batch
@@ -41,36 +42,43 @@ def kmeans_plusplus(
 
     Returns
     -------
-    centers : array (K, D)
+    centers : array (K, D), on the device of ``X`` (the random draws are made on the host)
     """
-    X = np.asarray(X, dtype=np.float64)
+    xp = get_namespace(X)
+    X = xp.asarray(X, dtype=xp.float64)
     n = X.shape[0]
-    w = np.ones(n) if weights is None else np.asarray(weights, np.float64)
+    w = xp.ones(n) if weights is None else xp.asarray(weights, xp.float64)
+    w_host = to_host(w)  # the draws are made on the host, from the seeded numpy Generator
     n_trials = 2 + int(np.log(max(K, 1)))
     sq = (X * X).sum(1)
-    first = rng.choice(n, p=w / w.sum())
+    first = rng.choice(n, p=w_host / w_host.sum())
     centers = [X[first]]
-    closest = np.maximum(sq - 2 * X @ X[first] + sq[first], 0.0)
+    closest = xp.maximum(sq - 2 * X @ X[first] + sq[first], 0.0)
     for _ in range(1, K):
         pot = closest * w
-        total = pot.sum()
+        total = pot.sum() if xp is np else float(to_host(pot.sum()))
         if total <= 0:  # fewer distinct points than K: repeat a random point
             cand = rng.choice(n, size=1)
         else:
-            cand = np.searchsorted(np.cumsum(pot), rng.uniform(size=n_trials) * total)
+            cumulative = to_host(xp.cumsum(pot))
+            cand = np.searchsorted(cumulative, rng.uniform(size=n_trials) * total)
             cand = np.minimum(cand, n - 1)
-        d_cand = np.maximum(sq[None, :] - 2 * X[cand] @ X.T + sq[cand][:, None], 0.0)
-        d_cand = np.minimum(d_cand, closest[None, :])
-        best = int(np.argmin((d_cand * w).sum(1)))
-        centers.append(X[cand[best]])
+        rows = to_device(cand, xp)
+        d_cand = xp.maximum(sq[None, :] - 2 * X[rows] @ X.T + sq[rows][:, None], 0.0)
+        d_cand = xp.minimum(d_cand, closest[None, :])
+        best = int(xp.argmin((d_cand * w).sum(1)))
+        centers.append(X[int(cand[best])])
         closest = d_cand[best]
-    return np.array(centers)
+    return xp.stack(centers)
 
 
 def nearest(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
-    """Index of the nearest centre for each row, shape (n,)."""
-    X = np.asarray(X, dtype=np.float64)
-    d2 = -2.0 * X @ centers.T + (centers * centers).sum(1)[None, :]
+    """Index of the nearest centre for each row, shape (n,), on the device of ``X`` (numpy or
+    cupy; the centres are moved there)."""
+    xp = get_namespace(X, centers)
+    X = xp.asarray(X, dtype=xp.float64)
+    C = to_device(centers, xp)
+    d2 = -2.0 * X @ C.T + (C * C).sum(1)[None, :]
     return d2.argmin(axis=1)
 
 

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -62,13 +61,9 @@ import numpy as np
 from mixstream.backend import get_namespace, logsumexp_rows, to_host
 from mixstream.learn.executor import Executor
 from mixstream.learn.history import FitResult, lap_record
-from mixstream.learn.moves import birth, delete, merge, resolve_moves
-from mixstream.learn.moves.base import (
-    FOLD_PREFIX,
-    LapContext,
-    core,
-    score,
-)
+from mixstream.learn.memo import FOLD_PREFIX, MemoState, core
+from mixstream.learn.moves import MOVES, resolve_moves
+from mixstream.learn.moves.base import LapContext, LapPlan, score
 from mixstream.model import Model
 from mixstream.suffstats import SuffStats
 
@@ -201,92 +196,6 @@ def _summarize_without(
     )
 
 
-# ---------------------------------------------------------------------- the memo
-@dataclass
-class MemoState:
-    """The memoized statistics of a fit, restartable from a checkpoint.
-
-    Attributes
-    ----------
-    cache : dict batch id -> SuffStats
-        Each batch's statistics from its last visit (component uids identify columns).
-    total : SuffStats or None
-        Their sum, without the per-lap extras (merge-pair and birth-group entropies).
-    memory : dict move name -> {uid: lap}
-        When a proposal involving each component was last rejected (moves retry later).
-    """
-
-    cache: dict[int, SuffStats] = field(default_factory=dict)
-    total: SuffStats | None = None
-    memory: dict[str, dict[int, int]] = field(default_factory=dict)
-
-    def complete(self, n_batches: int) -> bool:
-        """True when every batch 0..n_batches-1 has cached statistics (and no other)."""
-        return self.total is not None and set(self.cache) == set(range(n_batches))
-
-    def swap(self, b: int, new: SuffStats) -> None:
-        """total <- total - cache[b] + new (aligned by uid); cache[b] <- new."""
-        new_c = core(new)
-        uids = new_c.uids
-        old = self.cache.get(b)
-        if self.total is None:
-            self.total = new_c
-        else:
-            tot = _aligned(self.total, uids)
-            if old is not None:
-                tot = tot - _aligned(core(old), uids)
-            self.total = tot + new_c
-        self.cache[b] = new
-
-    def exact_total(self, uids: np.ndarray, n_batches: int) -> SuffStats:
-        """The sum of the cache (batches in order), aligned to ``uids``, with extras."""
-        return SuffStats.sum(_aligned(self.cache[b], uids) for b in range(n_batches))
-
-    def strip(self) -> None:
-        """Drop the lap's extras from every cached entry (after the moves have used them)."""
-        self.cache = {b: core(ss) for b, ss in self.cache.items()}
-        if self.total is not None:
-            self.total = core(self.total)
-
-    # -------------------------------------------------------------- persistence
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        """Flat dict of arrays: ``cache/<b>/...``, ``total/...``, ``memory/<move>/...``."""
-        out: dict[str, np.ndarray] = {"batch_ids": np.array(sorted(self.cache), np.int64)}
-        for b, ss in self.cache.items():
-            for k, v in ss.to_arrays().items():
-                out[f"cache/{b}/{k}"] = v
-        out["has_total"] = np.array(self.total is not None)
-        if self.total is not None:
-            for k, v in self.total.to_arrays().items():
-                out[f"total/{k}"] = v
-        out["memory_moves"] = np.array(sorted(self.memory), dtype=str)
-        for move, mem in self.memory.items():
-            out[f"memory/{move}/uids"] = np.array(list(mem), np.int64)
-            out[f"memory/{move}/laps"] = np.array(list(mem.values()), np.int64)
-        return out
-
-    @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> MemoState:
-        def sub(prefix: str) -> dict[str, np.ndarray]:
-            return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
-
-        cache = {
-            int(b): SuffStats.from_arrays(sub(f"cache/{int(b)}/")) for b in arrays["batch_ids"]
-        }
-        total = SuffStats.from_arrays(sub("total/")) if bool(arrays["has_total"]) else None
-        memory = {}
-        for move in arrays.get("memory_moves", np.array([], dtype=str)):
-            move = str(move)
-            uids = np.asarray(arrays[f"memory/{move}/uids"]).tolist()
-            laps = np.asarray(arrays[f"memory/{move}/laps"]).tolist()
-            memory[move] = dict(zip((int(u) for u in uids), (int(a) for a in laps)))
-        return cls(cache, total, memory)
-
-
-def _aligned(ss: SuffStats, uids: np.ndarray) -> SuffStats:
-    return ss if np.array_equal(ss.uids, uids) else ss.align(uids)
-
-
 # ---------------------------------------------------------------------- the loop
 def fit_movb(
     model: Model,
@@ -344,12 +253,8 @@ def fit_movb(
     if batches_per_step < 1:
         raise ValueError(f"batches_per_step must be >= 1, got {batches_per_step}")
     moves, opts = resolve_moves(moves, move_options)
-    if "birth" in moves and model.inference == "em":
-        raise ValueError(
-            "birth moves need a VB model: the objective of point estimates (EM, DP MAP, "
-            "classification EM) rises with every extra component, so births would never stop; "
-            "use merge / delete moves, or algorithm='movb'"
-        )
+    for m in moves:
+        MOVES[m].check(model)
     rng = np.random.default_rng(rng)
     state = cache if cache is not None else MemoState()
     result = result or FitResult()
@@ -362,17 +267,11 @@ def fit_movb(
             ctx.tried[m], ctx.accepted[m] = 0, 0
         order = rng.permutation(n_batches) if shuffle else np.arange(n_batches)
         complete = state.complete(n_batches)
-        births: list[birth.Birth] = []
-        if "birth" in moves and complete:
-            births = birth.create(ctx, executor, rng, opts["birth"], hard)
-        pairs: list[tuple[int, int]] = []
-        if "merge" in moves and complete and model.K >= 2:
-            pairs = merge.select_pairs(model, state.total, opts["merge"], ctx)
-        del_uids: list[int] = []
-        if "delete" in moves and complete and model.K >= 2:
-            busy = {u for bt in births for u in (bt.target, *bt.new)}
-            del_uids = delete.select(model, state, lap, opts["delete"], exclude=busy)
-        groups = [(bt.target, *bt.new) for bt in births]
+        plan = LapPlan()
+        if complete:  # proposals need every batch in the memo
+            for m in moves:
+                MOVES[m].propose(ctx, plan, executor, rng, opts[m], hard)
+        pairs, groups, del_uids = plan.pairs, plan.fold_groups(), plan.delete_uids
         alt: dict[int, SuffStats] = {}
         visited: set[int] = set()
         for start in range(0, n_batches, batches_per_step):
@@ -401,11 +300,8 @@ def fit_movb(
         model.global_step(full)
         ctx.full, ctx.elbo = full, model.elbo(full)
         ctx.alt = alt if del_uids else None
-        birth.verify(ctx, births, opts["birth"])
-        if pairs:
-            merge.evaluate(ctx, opts["merge"])
-        if ctx.alt is not None:
-            delete.evaluate(ctx, del_uids, opts["delete"])
+        for name, move in MOVES.items():  # every move: one that proposed nothing does nothing
+            move.judge(ctx, plan, opts[name])
         if moves:
             _reorder_by_size(ctx)
         state.strip()
@@ -420,7 +316,7 @@ def fit_movb(
         if on_lap is not None:
             on_lap(model, record)
         changed = any(ctx.accepted.values())
-        unsettled = "birth" in moves and birth.pending(state, opts["birth"])
+        unsettled = any(MOVES[m].unsettled(state, opts[m]) for m in moves)
         if prev is not None and abs(elbo - prev) < tol and not changed and not unsettled:
             result.converged = True
             break

@@ -14,6 +14,11 @@ the next lap's subtract-and-add stays exact. The schedule inside one lap (``lear
    merges accepted before it), then a reordering of components by size if it raises the ELBO
    (stick-breaking prior).
 
+Each move is a ``base.Move`` (its name, the algorithms that allow it, its defaults and its lap
+hooks: ``check``, ``propose``, ``judge``, ``unsettled``); ``MOVES`` is their registry, keyed by
+the words of ``mixstream.vocabulary.MOVES``. ``MemoState`` lives below the moves and movb, in
+``mixstream.learn.memo``, so no move imports movb.
+
 Options (``move_options={"birth": {...}, "merge": {...}, "delete": {...}}``) default to
 ``DEFAULTS``; see each module for its design.
 """
@@ -24,13 +29,21 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mixstream.learn.moves import birth, delete, merge
-from mixstream.options import DEFAULT_MOVES, default_moves  # the moves=None rule lives there
+from mixstream.learn.moves.base import LapPlan, Move
+from mixstream.vocabulary import DEFAULT_MOVES, default_moves  # the moves=None rule
 
-#: the moves by name, each a module with its DEFAULTS
-MOVES = {"birth": birth, "merge": merge, "delete": delete}
+#: the moves by name (``mixstream.vocabulary.MOVES``), each a ``Move``, in the order a lap runs
+#: them: births are proposed first (delete proposals exclude their components) and the delete
+#: is judged last (after the merges it must stay consistent with)
+MOVES: dict[str, Move] = {m.name: m for m in (birth.MOVE, merge.MOVE, delete.MOVE)}
 
 #: default options of each move
-DEFAULTS: dict[str, dict[str, Any]] = {name: dict(mod.DEFAULTS) for name, mod in MOVES.items()}
+DEFAULTS: dict[str, dict[str, Any]] = {name: dict(m.defaults) for name, m in MOVES.items()}
+
+
+def allowed_moves(algorithm: str | None) -> tuple[str, ...]:
+    """The moves ``algorithm`` may run (each move's ``algorithms``), in the registry's order."""
+    return tuple(name for name, m in MOVES.items() if algorithm in m.algorithms)
 
 
 def resolve_moves(
@@ -67,6 +80,9 @@ __all__ = [
     "DEFAULTS",
     "DEFAULT_MOVES",
     "MOVES",
+    "LapPlan",
+    "Move",
+    "allowed_moves",
     "birth",
     "default_moves",
     "delete",

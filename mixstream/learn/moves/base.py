@@ -10,19 +10,16 @@ keeps the memoized objective monotone.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from mixstream.learn.memo import FOLD_PREFIX, MemoState
 from mixstream.model import Model
 from mixstream.suffstats import SuffStats
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from mixstream.learn.movb import MemoState
-
-#: scalars whose name starts with this hold the merged entropy of a birth's group, per batch
-FOLD_PREFIX = "fold/"
 #: a move must raise the ELBO by more than this fraction of |ELBO| (and at least this much)
 REL_GAIN = 1e-9
 
@@ -48,12 +45,6 @@ def adopt(model: Model, other: Model) -> None:
     model.alloc, model.obs = other.alloc, other.obs
     model.uids = other.uids.copy()
     model.next_uid = next_uid
-
-
-def core(ss: SuffStats) -> SuffStats:
-    """Statistics without the lap's extras (merge-pair entropies, birth-group entropies)."""
-    scalars = {k: v for k, v in ss.scalars.items() if not k.startswith(FOLD_PREFIX)}
-    return SuffStats(ss.fields, ss.uids, scalars)
 
 
 def subset(ss: SuffStats, keep_uids: Any) -> SuffStats:
@@ -147,3 +138,74 @@ def memory_of(state: MemoState, move: str) -> dict[int, int]:
 def recently_failed(memory: dict[int, int], uid: int, lap: int, retry_laps: int) -> bool:
     last = memory.get(int(uid))
     return last is not None and lap - last <= retry_laps
+
+
+@dataclass
+class LapPlan:
+    """What a lap's moves proposed at its start: read by every batch visit (``memo_batch``)
+    and by the judgements at the end of the lap.
+
+    Attributes
+    ----------
+    births : list of birth.Birth
+        The births inserted this lap (target uid, new uids).
+    pairs : list of (uid, uid)
+        Merge candidates whose merged entropy the visits track.
+    delete_uids : list of uid
+        The delete proposal whose restricted statistics the visits gather.
+    """
+
+    births: list[Any] = field(default_factory=list)
+    pairs: list[tuple[int, int]] = field(default_factory=list)
+    delete_uids: list[int] = field(default_factory=list)
+
+    def busy(self) -> set[int]:
+        """uids of this lap's birth targets and new components (no other move touches them)."""
+        return {u for bt in self.births for u in (bt.target, *bt.new)}
+
+    def fold_groups(self) -> list[tuple[int, ...]]:
+        """Per birth, its target then its new components (the visits track their fold)."""
+        return [(bt.target, *bt.new) for bt in self.births]
+
+
+class Move:
+    """What every move of memoized VB is to ``fit_movb``: a name, the algorithms that allow
+    it, its default options, and its hooks in the lap.
+
+    A lap (``mixstream.learn.movb.fit_movb``) calls, for the moves it runs (in the registry's
+    order, ``mixstream.learn.moves.MOVES``), ``check`` once before the first lap, ``propose``
+    at the start of each lap whose memo is complete (recording the proposal in the lap's
+    ``LapPlan``), and, after every batch has been visited, ``judge`` for *every* registered move
+    (a move that proposed nothing does nothing); ``unsettled`` holds convergence back.
+    """
+
+    #: the move's word (``mixstream.vocabulary.MOVES``)
+    name: ClassVar[str]
+    #: the algorithms (``mixstream.vocabulary.ALGORITHMS``) that may run it
+    algorithms: ClassVar[frozenset[str]]
+    #: its options and their defaults (``move_options={name: {...}}``)
+    defaults: ClassVar[Mapping[str, Any]]
+
+    def check(self, model: Model) -> None:
+        """Fail before the fit starts if the move cannot run with ``model``."""
+
+    def propose(
+        self,
+        ctx: LapContext,
+        plan: LapPlan,
+        executor: Any,
+        rng: np.random.Generator,
+        opts: dict[str, Any],
+        hard: bool,
+    ) -> None:
+        """Start of a lap with a complete memo: record this lap's proposal in ``plan``."""
+
+    def judge(self, ctx: LapContext, plan: LapPlan, opts: dict[str, Any]) -> None:
+        """End of the lap: accept or reject the proposal (editing ``ctx`` and the memo)."""
+
+    def unsettled(self, state: MemoState, opts: dict[str, Any]) -> bool:
+        """True while the move still has work that should keep the fit from converging."""
+        return False
+
+    def __repr__(self) -> str:
+        return f"<move {self.name!r}>"

@@ -32,13 +32,17 @@ import numpy as np
 
 from mixstream.learn.moves.base import (
     LapContext,
+    LapPlan,
+    Move,
     memory_of,
     min_gain,
     recently_failed,
     score,
 )
+from mixstream.learn.words import DELETE
 from mixstream.model import Model
 from mixstream.suffstats import SuffStats
+from mixstream.vocabulary import ALLOWED_MOVES
 
 DEFAULTS: dict[str, Any] = {
     # candidates have mass below this fraction of the average component mass N / K
@@ -62,7 +66,7 @@ def select(
     K = total.K
     if K < 2:
         return []
-    memory = memory_of(state, "delete")
+    memory = memory_of(state, DELETE)
     N = total.N
     limit = opts["max_size_frac"] * N.sum() / K
     cand = [
@@ -100,14 +104,44 @@ def evaluate(ctx: LapContext, uids: list[int], opts: dict[str, Any]) -> bool:
     pos = [ctx.full.index_of(u) for u in gone]
     empty = float(np.max(ctx.full.N[pos])) <= opts["empty_mass_exact"]
     ok = elbo > ctx.elbo + min_gain(ctx.elbo) or (empty and elbo >= ctx.elbo)
-    ctx.count("delete", tried=1, accepted=int(ok))
+    ctx.count(DELETE, tried=1, accepted=int(ok))
     if not ok:
-        ctx.reject("delete", elbo - ctx.elbo, min_gain(ctx.elbo), "lowers the ELBO")
-        memory = memory_of(ctx.state, "delete")
+        ctx.reject(DELETE, elbo - ctx.elbo, min_gain(ctx.elbo), "lowers the ELBO")
+        memory = memory_of(ctx.state, DELETE)
         for u in uids:
             memory[int(u)] = ctx.lap
         return False
-    ctx.commit("delete", cand, model, elbo, uids=list(uids), empty=empty)
+    ctx.commit(DELETE, cand, model, elbo, uids=list(uids), empty=empty)
     for b in alt:
         ctx.state.cache[b] = alt[b]
     return True
+
+
+class DeleteMove(Move):
+    """Deletes: small components proposed at the start of a lap (``select``, never this lap's
+    birth components), the visits gather the statistics without them, judged last at its end
+    (``evaluate``)."""
+
+    name = DELETE
+    algorithms = frozenset(a for a, m in ALLOWED_MOVES.items() if DELETE in m)
+    defaults = DEFAULTS
+
+    def propose(
+        self,
+        ctx: LapContext,
+        plan: LapPlan,
+        executor: Any,
+        rng: np.random.Generator,
+        opts: dict[str, Any],
+        hard: bool,
+    ) -> None:
+        if ctx.model.K >= 2:
+            plan.delete_uids = select(ctx.model, ctx.state, ctx.lap, opts, exclude=plan.busy())
+
+    def judge(self, ctx: LapContext, plan: LapPlan, opts: dict[str, Any]) -> None:
+        if ctx.alt is not None:
+            evaluate(ctx, plan.delete_uids, opts)
+
+
+#: the delete move of the registry (``mixstream.learn.moves.MOVES``)
+MOVE = DeleteMove()

@@ -31,9 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from mixstream.learn.moves.base import LapContext, is_tied, min_gain, score
+from mixstream.learn.moves.base import LapContext, LapPlan, Move, is_tied, min_gain, score
+from mixstream.learn.words import MERGE
 from mixstream.model import Model
 from mixstream.suffstats import NONADDITIVE, SuffStats
+from mixstream.vocabulary import ALLOWED_MOVES
 
 DEFAULTS: dict[str, Any] = {
     # most pairs tracked in one lap (each costs one column of work in the local step)
@@ -153,9 +155,9 @@ def select_pairs(
         uses[a] = uses.get(a, 0) + 1
         uses[b] = uses.get(b, 0) + 1
     if ctx is not None:
-        ctx.count("merge", tried=len(chosen))
+        ctx.count(MERGE, tried=len(chosen))
         if not chosen and len(gains):
-            ctx.reject("merge", float(gains[order[0]]), 0.0, "no pair's gain bound is positive")
+            ctx.reject(MERGE, float(gains[order[0]]), 0.0, "no pair's gain bound is positive")
     return chosen
 
 
@@ -169,7 +171,7 @@ def evaluate(ctx: LapContext, opts: dict[str, Any]) -> None:
     used: set[int] = set()
     for i in np.argsort(-gains, kind="stable"):
         if gains[i] <= -min_gain(ctx.elbo):
-            ctx.reject("merge", gains[i], min_gain(ctx.elbo), "lowers the ELBO")
+            ctx.reject(MERGE, gains[i], min_gain(ctx.elbo), "lowers the ELBO")
             break
         a, b = pairs[i]
         if a in used or b in used:
@@ -180,11 +182,11 @@ def evaluate(ctx: LapContext, opts: dict[str, Any]) -> None:
         cand = full.merge_pair(j, k)
         elbo, model = score(ctx.model, cand)
         ok = elbo > ctx.elbo + min_gain(ctx.elbo)
-        ctx.count("merge", accepted=int(ok))
+        ctx.count(MERGE, accepted=int(ok))
         if not ok:
-            ctx.reject("merge", elbo - ctx.elbo, min_gain(ctx.elbo), "lowers the ELBO")
+            ctx.reject(MERGE, elbo - ctx.elbo, min_gain(ctx.elbo), "lowers the ELBO")
             continue
-        ctx.commit("merge", cand, model, elbo, uids=[keep, gone])
+        ctx.commit(MERGE, cand, model, elbo, uids=[keep, gone])
         used.update((a, b))
         _merge_entries(ctx.state.cache, keep, gone)
         if ctx.alt is not None:
@@ -198,3 +200,32 @@ def _merge_entries(entries: dict[int, SuffStats], keep: int, gone: int) -> None:
     """Merge uid ``gone`` into ``keep`` in every entry, with the entry's own pair entropy."""
     for b, ss in entries.items():
         entries[b] = ss.merge_pair(ss.index_of(keep), ss.index_of(gone))
+
+
+class MergeMove(Move):
+    """Merges: candidate pairs chosen at the start of a lap (``select_pairs``), their merged
+    entropies tracked by the visits, accepted greedily at its end (``evaluate``)."""
+
+    name = MERGE
+    algorithms = frozenset(a for a, m in ALLOWED_MOVES.items() if MERGE in m)
+    defaults = DEFAULTS
+
+    def propose(
+        self,
+        ctx: LapContext,
+        plan: LapPlan,
+        executor: Any,
+        rng: np.random.Generator,
+        opts: dict[str, Any],
+        hard: bool,
+    ) -> None:
+        if ctx.model.K >= 2:
+            plan.pairs = select_pairs(ctx.model, ctx.state.total, opts, ctx)
+
+    def judge(self, ctx: LapContext, plan: LapPlan, opts: dict[str, Any]) -> None:
+        if plan.pairs:
+            evaluate(ctx, opts)
+
+
+#: the merge move of the registry (``mixstream.learn.moves.MOVES``)
+MOVE = MergeMove()

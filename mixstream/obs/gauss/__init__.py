@@ -136,6 +136,8 @@ numpy on the host; the data-sized work goes through the array namespace of X (nu
 
 from __future__ import annotations
 
+from typing import Any
+
 from mixstream.obs.gauss.full import FullCovariance
 from mixstream.obs.gauss.gamma import DiagCovariance, SphericalCovariance
 from mixstream.obs.gauss.structure import PRIOR_FLOOR, PRIOR_SCALE, CovarianceStructure
@@ -151,8 +153,22 @@ from mixstream.obs.gauss.types import (
 #: this package, so that it can be lowered here (tests cut blocks into sub-blocks with it)
 _FEATURE_BUDGET = 1 << 25
 #: precisions the local step's features and GEMMs may run in
-from mixstream.obs.gauss.model import GaussObs  # noqa: E402  (needs the constants above)
 from mixstream.vocabulary import COMPUTE_DTYPES  # noqa: E402
+
+#: names imported on first use: ``model.py`` reads this package's constants (``_FEATURE_BUDGET``
+#: at call time), so the package must not import it at its own import (an import circle)
+_LAZY = {"GaussObs": "mixstream.obs.gauss.model"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ALIASES",

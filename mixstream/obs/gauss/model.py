@@ -23,6 +23,7 @@ from mixstream.obs.gauss.types import (
     covariance_strategy,
 )
 from mixstream.suffstats import SuffStats
+from mixstream.vocabulary import COMPUTE_DTYPES
 
 #: components with less mass than this are "empty" for maximum-likelihood EM
 _EMPTY = 1e-10
@@ -86,8 +87,6 @@ class GaussObs(GaussParamsMixin, ObsModel):
         map_prior: bool = False,
         compute_dtype: str = "float64",
     ) -> None:
-        from mixstream.obs.gauss import COMPUTE_DTYPES
-
         super().__init__(inference)
         if compute_dtype not in COMPUTE_DTYPES:
             raise ValueError(
