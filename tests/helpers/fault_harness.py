@@ -80,13 +80,18 @@ def _run(work: Callable[[], Any], tmp: Path) -> Any:
     return result
 
 
-def _timed(work: Callable[[], Any]) -> float:
-    t0 = time.perf_counter()
-    pid = _child(work)
-    _, status = os.waitpid(pid, 0)
-    if status != 0:
-        raise RuntimeError(f"an uninterrupted run failed (status {status})")
-    return time.perf_counter() - t0
+def _timed(work: Callable[[], Any], repeats: int = 3) -> float:
+    """Median seconds of ``repeats`` uninterrupted runs of ``work`` in forked children (a
+    median, so that one run slowed by a busy machine does not stretch every delay)."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        pid = _child(work)
+        _, status = os.waitpid(pid, 0)
+        if status != 0:
+            raise RuntimeError(f"an uninterrupted run failed (status {status})")
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
 
 
 def _kill_at(work: Callable[[], Any], delay: float) -> bool:
@@ -285,8 +290,9 @@ def run_fit_scenario(work: Path, seed: int, points: int) -> dict[str, Any]:
     scenario = Fit(work)
     rng = np.random.default_rng(seed)
     scenario.write("warm")()  # here: imports and compiled kernels are shared by the forks
-    t_ref = _timed(scenario.write("ref"))
-    ref = _run(scenario.state("ref"), work)["model"]
+    # each timing run in its own directory: a second run in one would resume a finished fit
+    t_ref = float(np.median([_timed(scenario.write(f"ref{i}"), repeats=1) for i in range(3)]))
+    ref = _run(scenario.state("ref0"), work)["model"]
     figures: dict[str, Any] = dict(points=points, killed_mid_run=0, checkpoint_laps=[])
     figures.update(half_written=0, reruns_same=0, run_seconds=round(t_ref, 3))
     for i in range(points):
