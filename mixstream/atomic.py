@@ -7,10 +7,12 @@ directory is fsync'ed after, so the rename itself survives a crash. On any error
 exception included that a caller raises inside the ``with`` block, the temporary file is
 removed and the target keeps its previous content (or stays absent).
 
-Directories (``atomic_directory``): the caller writes a sibling directory; on success an
-existing target is moved aside, the new one renamed into its place and the old one removed.
-Under the final name there is only ever one whole tree (for an instant, none). On error the
-sibling is removed and the target is left as it was.
+Directories (``atomic_directory``): the caller writes a sibling directory; on success it is
+exchanged with an existing target in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``)
+and the old tree removed. Under the final name there is always one whole tree, the old or the
+new, even for a process killed at any point (tests/test_faults.py kills writers with SIGKILL).
+Where the exchange is not available the old tree is moved aside first (for an instant there is
+none). On error the sibling is removed and the target is left as it was.
 
 Modes: the temporary file is created with ``os.open(..., 0o666)``, so the process umask
 applies as for any ``open(path, "w")``: 0644 under the usual umask 022, for every output
@@ -21,9 +23,12 @@ recognisable as leftovers if a process is killed between creating and renaming t
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import secrets
 import shutil
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -150,11 +155,48 @@ def atomic_directory(dest: str | os.PathLike, overwrite: bool = False) -> Iterat
     _fsync_dir(dest_path.parent)
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where
+    the platform or file system cannot."""
+    if _renameat2 is None:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def _find_renameat2() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, or another libc
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+_renameat2 = _find_renameat2()
+
+
 def _swap_in(new: Path, dest: Path, old: Path) -> None:
-    """Rename ``new`` to ``dest``, moving an existing ``dest`` aside first and removing it
-    after; if the second rename fails the old one is put back."""
+    """Rename ``new`` to ``dest`` and remove the tree ``dest`` held.
+
+    An existing ``dest`` is exchanged with ``new`` in one atomic step where the system allows
+    (Linux), so the final name always holds a whole tree, the old or the new, even if the
+    process is killed; elsewhere it is moved aside first (for an instant there is no tree
+    under the final name) and put back if the second rename fails.
+    """
     if not os.path.lexists(dest):
         os.rename(new, dest)
+        return
+    if _exchange(new, dest):
+        _remove(new)  # now the old tree
         return
     os.rename(dest, old)
     try:

@@ -4,6 +4,8 @@ A model file is a zip archive (``.msz`` by convention) holding ``meta.json`` and
 member per array. Loading reads the JSON, checks the format version, and reads each array with
 ``allow_pickle=False``, checking its dtype and shape against the metadata, so a file from
 someone else can never run code and a damaged or tampered file is refused with a clear message.
+The values are checked too (``mixstream.model_check``): finite arrays, weights on the simplex,
+positive concentrations, positive-definite covariances, metadata that agrees with the arrays.
 Files are written atomically (``mixstream.atomic``): a reader sees the old file or the new.
 """
 
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from mixstream.atomic import atomic_write_file
+from mixstream.model_check import ValueProblem, check_model_values
 
 FORMAT = "mixstream-model"
 FORMAT_VERSION = 1
@@ -127,7 +130,14 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
                     "was altered or damaged"
                 )
             arrays[name] = arr
-    return _from_json(header["meta"]), arrays
+    meta = _from_json(header["meta"])
+    try:
+        check_model_values(meta, arrays)
+    except ValueProblem as err:
+        raise ModelFileError(
+            f"{path}: {err}; the file was altered or damaged, or was written by a faulty fit"
+        ) from None
+    return meta, arrays
 
 
 def _check_format_version(path: Path, header: dict[str, Any]) -> None:

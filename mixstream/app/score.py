@@ -90,14 +90,22 @@ def ingest_to_store(
     chunk_rows: int | None = None,
     shard_rows: int | None = None,
     overwrite: bool = False,
+    header: bool | None = None,
 ) -> dict[str, Any]:
     """Copy a .npy, CSV or Parquet file into the Zarr store ``dest`` (array "X"); what was
-    written: dest, shape, dtype, chunks, shards."""
+    written: dest, shape, dtype, chunks, shards. ``header``: see mixstream.data.ingest.ingest."""
     import zarr
 
     from mixstream.data.ingest import ingest
 
-    path = ingest(src, dest, chunk_rows=chunk_rows, shard_rows=shard_rows, overwrite=overwrite)
+    path = ingest(
+        src,
+        dest,
+        chunk_rows=chunk_rows,
+        shard_rows=shard_rows,
+        overwrite=overwrite,
+        header=header,
+    )
     X = zarr.open_group(path, mode="r")["X"]
     return {
         "dest": path,

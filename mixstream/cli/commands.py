@@ -162,8 +162,19 @@ def score(args: argparse.Namespace) -> int:
 
 def ingest(args: argparse.Namespace) -> int:
     from mixstream.app import ingest_to_store
+    from mixstream.data.ingest import AmbiguousHeaderError
 
-    info = ingest_to_store(args.src, args.dest, args.chunk_rows, args.shard_rows, args.overwrite)
+    try:
+        info = ingest_to_store(
+            args.src,
+            args.dest,
+            args.chunk_rows,
+            args.shard_rows,
+            args.overwrite,
+            header=getattr(args, "header", None),
+        )
+    except AmbiguousHeaderError as err:
+        raise ValueError(err.cli_message()) from None
     print(
         f"{info['dest']}: array X {tuple(info['shape'])} {info['dtype']}, "
         f"chunks {tuple(info['chunks'])}"

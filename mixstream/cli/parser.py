@@ -250,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="rows per shard, a multiple of --chunk-rows (no sharding)",
     )
+    ingest.add_argument(
+        "--header",
+        action=argparse.BooleanOptionalAction,
+        help="CSV: line 1 names the columns; --no-header: it is data (default: a guess that "
+        "refuses a line 1 mixing text and numbers)",
+    )
     ingest.add_argument("--overwrite", action="store_true", help="replace an existing DEST")
     _add_verbose(ingest)
     ingest.set_defaults(func="ingest")

@@ -214,7 +214,10 @@ def ingest(
     format : {"npy", "csv", "parquet"}, optional
         Overrides the guess from the file name.
     header : bool, optional (CSV)
-        Whether the first line names the columns; None guesses (a header holds a non-number).
+        Whether the first non-blank line names the columns (True: it is skipped; False: it is
+        data). None guesses, only where the guess is safe: a header when every cell of that
+        line is text, data when every cell is a number; a line that mixes both raises
+        AmbiguousHeaderError (naming file, line and column) rather than drop a row.
     delimiter : str, optional (CSV)
         Default "," (tab for .tsv).
     columns : list of str, optional (Parquet)
@@ -330,10 +333,15 @@ class _Reader:
 class _NpyReader(_Reader):
     def __init__(self, path: str, dtype: Any) -> None:
         self.path = path
+        if os.path.getsize(path) == 0:
+            raise ValueError(f"ingest: {path} is empty (0 bytes): it holds no .npy array")
         try:
             self.mm = np.load(path, mmap_mode="r", allow_pickle=False)
-        except ValueError as e:
-            raise ValueError(f"ingest: cannot read {path} as a numeric .npy file: {e}") from e
+        except (ValueError, EOFError, OSError) as e:
+            raise ValueError(
+                f"ingest: cannot read {path} as a numeric .npy file ({type(e).__name__}: {e}); "
+                "is it truncated, or not a .npy file?"
+            ) from e
         if self.mm.ndim != 2:
             raise ValueError(
                 f"ingest: {path} must hold a 2-D array (rows = data points); it has shape "
@@ -364,7 +372,12 @@ class _CsvReader(_Reader):
             raise ValueError(f"ingest: CSV {path} is empty")
         fields = next(csv.reader([first[1]], delimiter=delimiter))
         if header is None:
-            header = not all(_is_number(x) for x in fields)
+            text = [j for j, x in enumerate(fields) if x.strip() and not _is_number(x)]
+            if text and any(_is_number(x) for x in fields):
+                raise AmbiguousHeaderError(path, first[0], text[0] + 1, fields[text[0]])
+            header = bool(text)  # a guess only when no cell is a number, or none is text
+        elif header not in (True, False):
+            raise ValueError(f"ingest: header must be True, False or None, got {header!r}")
         self.header = bool(header)
         self.header_line = first[0] if self.header else 0
         self.names = [x.strip() for x in fields] if self.header else None
@@ -421,6 +434,29 @@ class _CsvReader(_Reader):
         raise ValueError(
             f"ingest: CSV {self.path} lines {block[0][0]}-{block[-1][0]}: {err}"
         ) from err
+
+
+class AmbiguousHeaderError(ValueError):
+    """The first line of a CSV mixes text and numbers: a header or data? ``header`` decides.
+
+    The message names the option of the Python API (``header=``); ``cli_message`` names the
+    command line's flags.
+    """
+
+    def __init__(self, path: str, line: int, column: int, cell: str) -> None:
+        self.path, self.line, self.column, self.cell = path, line, column, cell
+        super().__init__(self._message("header=True", "header=False"))
+
+    def _message(self, yes: str, no: str) -> str:
+        return (
+            f"ingest: CSV {self.path} line {self.line}, column {self.column}: {self.cell!r} is "
+            f"not a number, but other cells of line {self.line} are: is it a header or data? "
+            f"Pass {yes} if line {self.line} names the columns, or {no} if it is data "
+            "(nothing is dropped without being asked)"
+        )
+
+    def cli_message(self) -> str:
+        return self._message("--header", "--no-header")
 
 
 def _is_number(s: str) -> bool:

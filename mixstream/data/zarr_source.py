@@ -33,6 +33,30 @@ class StoreNotFoundError(FileNotFoundError, ValueError):
     """The Zarr store (or the array inside it) does not exist where it was looked for."""
 
 
+class NotAStoreError(ValueError):
+    """A path that is a plain file (a CSV, a .npy ...) where a Zarr store (a directory) was
+    expected."""
+
+
+#: file suffixes ``mixstream ingest`` reads
+_INGESTIBLE = (".csv", ".tsv", ".txt", ".npy", ".parquet", ".pq")
+
+
+def _not_a_store_message(path: str) -> str:
+    stem, suffix = os.path.splitext(path)
+    if suffix.lower() in _INGESTIBLE:
+        return (
+            f"{path} is a {suffix} file, not a Zarr store: fitting and scoring read Zarr stores "
+            f"only. Convert it first, on the command line with `mixstream ingest {path} "
+            f"{stem}.zarr` (in Python: mixstream.data.ingest.ingest({path!r}, "
+            f"{stem + '.zarr'!r})), then use {stem}.zarr"
+        )
+    return (
+        f"{path} is a file, not a Zarr store (a Zarr store is a directory); `mixstream ingest` "
+        "converts .npy, CSV and Parquet files into one"
+    )
+
+
 class StoreReadError(OSError, ValueError):
     """Bytes of a Zarr store could not be read or decoded (a corrupted or truncated chunk)."""
 
@@ -139,6 +163,8 @@ class ZarrSource:
             )
             if local is not None and not os.path.exists(local):
                 raise StoreNotFoundError(f"Zarr store {self.url!r} does not exist (path {local})")
+            if local is not None and os.path.isfile(local):
+                raise NotAStoreError(_not_a_store_message(local))
             arr = self._open_node(array_path)
             self.array_path = arr.path
         else:

@@ -40,14 +40,22 @@ def load_checkpoint(
     """The checkpoint in ``directory``, or None if there is none.
 
     Raises CheckpointMismatch when it was written by a fit whose ``fingerprint`` (data shape,
-    batch plan, options) differs, rather than silently resuming the wrong fit.
+    batch plan, options) differs, rather than silently resuming the wrong fit, and
+    ModelFileError, saying to delete it, when it is damaged: truncated, altered, or holding
+    values no fit writes (the checks of ``mixstream.io.read_model_file``).
     """
     path = checkpoint_path(directory)
     if not path.exists():
         return None
-    meta, arrays = read_model_file(path)
-    if meta.get("kind") != "checkpoint":
-        raise ModelFileError(f"{path} is not a checkpoint")
+    try:
+        meta, arrays = read_model_file(path)
+        if meta.get("kind") != "checkpoint":
+            raise ModelFileError(f"{path} is not a checkpoint (its metadata has no kind)")
+    except ModelFileError as err:
+        raise ModelFileError(
+            f"cannot resume from the checkpoint: {err}. Delete {path} to start the fit over "
+            "(the laps it recorded are lost), or fit into another output directory"
+        ) from err
     # compare in JSON form: arrays in the stored fingerprint come back as ndarrays
     old, new = _jsonable(meta.get("fingerprint", {})), _jsonable(fingerprint)
     if old != new:
