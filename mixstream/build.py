@@ -15,6 +15,7 @@ from mixstream.alloc import ALLOCATIONS
 from mixstream.backend import resolve_backend
 from mixstream.model import Model
 from mixstream.obs.gauss import canonical_covariance_type
+from mixstream.obs.gauss.grid import REG_COVAR_FLOOR
 from mixstream.obs.registry import OBSERVATIONS
 from mixstream.options import GAUSS_PRIORS, FitOptions
 
@@ -45,7 +46,10 @@ def build_model(options: FitOptions, data_dtype: Any = None) -> Model:
     else:
         obs_options["map_prior"] = options.map_prior
         if options.likelihood == "zero_mean_gauss":
-            obs_options["reg_covar"] = options.reg_covar
+            # the grid floor is the Gaussian family's (obs/gauss/grid.py); a zero-mean model
+            # keeps the plain floor
+            auto = options.reg_covar == "auto"
+            obs_options["reg_covar"] = REG_COVAR_FLOOR if auto else options.reg_covar
     obs = OBSERVATIONS[options.likelihood](inference=inference, **obs_options)
     return Model(alloc, obs)
 

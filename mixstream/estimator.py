@@ -49,8 +49,11 @@ class MixtureModel(DensityMixin, BaseEstimator):
         their memoized (one batch at a time) variants.
     alpha : float
         Concentration of the weights' prior.
-    reg_covar : float
-        Added to the diagonal of covariance estimates (as scikit-learn does).
+    reg_covar : float or "auto", default "auto"
+        Added to the diagonal of covariance estimates (as scikit-learn does). "auto": 1e-6
+        (scikit-learn's default), or, when every non-constant feature's values lie on a grid
+        (pixel intensities, counts, ratings), the rounding variance step**2 / 12 of the finest
+        grid, so that no cluster collapses onto rows sharing one value (docs/math.md §4).
     mean_prior, mean_precision_prior, degrees_of_freedom_prior, covariance_prior
         Conjugate prior of the Gaussian likelihood (scikit-learn's names; weak, scale-aware
         defaults: nu0 = D + 2 (full types) or 2 (diag / spherical types), covariance_prior =
@@ -105,7 +108,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
         covariance_type: str = "full",
         algorithm: str = "vb",
         alpha: float = 1.0,
-        reg_covar: float = 1e-6,
+        reg_covar: float | str = "auto",
         mean_prior: Any = None,
         mean_precision_prior: float | None = None,
         degrees_of_freedom_prior: float | None = None,

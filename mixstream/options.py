@@ -146,7 +146,7 @@ class FitOptions:
     covariance_type: str = "full"
     algorithm: str = "vb"
     alpha: float = 1.0
-    reg_covar: float = 1e-6
+    reg_covar: float | str = "auto"
     mean_prior: Any = None
     mean_precision_prior: float | None = None
     degrees_of_freedom_prior: float | None = None
@@ -281,7 +281,10 @@ CONSTRAINTS: dict[str, Constraint] = {
     "batch_size": optional(POSITIVE_INT),
     "alpha": POSITIVE,
     "tol": NON_NEGATIVE,
-    "reg_covar": NON_NEGATIVE,
+    "reg_covar": Constraint(
+        lambda v: v == "auto" if isinstance(v, str) else NON_NEGATIVE.test(v),
+        "a non-negative number or 'auto'",
+    ),
     "engine": one_of(ENGINES),
     "kappa": Constraint(lambda v: _is_real(v) and 0.5 < v <= 1, "in (0.5, 1] for soVB to converge"),
     "delay": real(

@@ -14,6 +14,7 @@ import numpy as np
 from mixstream import _kernels
 from mixstream.backend import get_namespace, to_device, to_host
 from mixstream.obs.base import ObsModel
+from mixstream.obs.gauss.grid import REG_COVAR_FLOOR, auto_reg_covar
 from mixstream.obs.gauss.linalg import LOG_2PI
 from mixstream.obs.gauss.params import GaussParamsMixin
 from mixstream.obs.gauss.predictive import log_predictive
@@ -79,7 +80,7 @@ class GaussObs(GaussParamsMixin, ObsModel):
         self,
         covariance_type: str = "full",
         inference: str = "vb",
-        reg_covar: float = 1e-6,
+        reg_covar: float | str = 1e-6,
         mean_prior: Any = None,
         mean_precision_prior: float | None = None,
         degrees_of_freedom_prior: float | None = None,
@@ -94,10 +95,20 @@ class GaussObs(GaussParamsMixin, ObsModel):
             )
         self.compute_dtype = compute_dtype
         ctype = canonical_covariance_type(covariance_type)
-        if not (np.isscalar(reg_covar) and np.isfinite(reg_covar) and reg_covar >= 0):
-            raise ValueError(f"reg_covar must be a non-negative finite number, got {reg_covar!r}")
+        auto = isinstance(reg_covar, str) and reg_covar == "auto"
+        if not auto and not (
+            np.isscalar(reg_covar)
+            and not isinstance(reg_covar, str)
+            and np.isfinite(reg_covar)
+            and reg_covar >= 0
+        ):
+            raise ValueError(
+                f"reg_covar must be a non-negative finite number or 'auto', got {reg_covar!r}"
+            )
         self.covariance_type = ctype
-        self.reg_covar = float(reg_covar)
+        #: "auto" is resolved from the data by set_prior_from_data (obs/gauss/grid.py)
+        self.reg_covar_auto = auto
+        self.reg_covar = REG_COVAR_FLOOR if auto else float(reg_covar)
         self.map_prior = bool(map_prior)
         # the user's prior values, kept as given; the resolved ones end in "_"
         self.mean_prior = mean_prior
@@ -205,6 +216,8 @@ class GaussObs(GaussParamsMixin, ObsModel):
                     f"weights must be {n} finite non-negative numbers with a positive sum"
                 )
         self._set_features(D)
+        if self.reg_covar_auto:
+            self.reg_covar = auto_reg_covar(X[w > 0])
         total = float(w.sum())
         mean = (w @ X) / total
         Xc = X - mean
