@@ -10,7 +10,7 @@ import pytest
 import yaml
 from prefect.client.schemas.schedules import CronSchedule
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 ENTRYPOINT = re.compile(r"^flows/(?P<name>[a-z_][a-z0-9_]*)\.py:(?P<func>[A-Za-z_]\w*)$")
 
 

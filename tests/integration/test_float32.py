@@ -1,7 +1,7 @@
 """float32 local step (``compute_dtype`` / the estimator's ``dtype``): float32 features and
 GEMMs, statistics accumulated in float64, fits within float32 rounding of the float64 fit.
 
-These run the float32 path on the host (cupy absent); tests/test_gpu.py runs it on a GPU."""
+These run the float32 path on the host (cupy absent); tests/system/test_gpu.py runs it on a GPU."""
 
 import numpy as np
 import pytest

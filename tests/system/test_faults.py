@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-HARNESS = Path(__file__).parent / "helpers" / "fault_harness.py"
-ROOT = Path(__file__).resolve().parents[1]
+HARNESS = Path(__file__).resolve().parents[1] / "helpers" / "fault_harness.py"
+ROOT = Path(__file__).resolve().parents[2]
 POINTS = 20
 SEED = 21
 

@@ -18,7 +18,7 @@ from mixstream.data.synthetic import (
 )
 from mixstream.data.zarr_source import ZarrSource
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.mark.parametrize("likelihood", ["gauss", "bernoulli", "multinomial"])

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "mixstream"
 
 #: the layers of mixstream/, lowest first: a module may import modules of its own layer or of
@@ -182,7 +182,7 @@ def layer_of(module: str) -> int:
             if (module == entry or module.startswith(entry + ".")) and len(entry) > best_len:
                 best, best_len = i, len(entry)
     if best is None:
-        raise KeyError(f"{module} is in no layer of tests/test_layers.py:LAYERS: add it there")
+        raise KeyError(f"{module} is in no layer of tests/unit/test_layers.py:LAYERS: add it there")
     return best
 
 

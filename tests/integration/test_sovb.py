@@ -6,8 +6,8 @@ from itertools import pairwise
 
 import numpy as np
 import pytest
-from test_moves import discovery_data
 
+from integration.test_moves import discovery_data
 from mixstream import MixtureModel
 from mixstream.alloc import DPAlloc, FiniteAlloc
 from mixstream.data.array_source import ArraySource

@@ -1,0 +1,2 @@
+"""Integration tests: real Zarr stores on disk, Dask LocalClusters, checkpoints, engines and
+the estimator end to end."""
