@@ -37,7 +37,8 @@ PY
 log "versions: $(tr '\n' ';' < "$OUT/versions.txt")"
 
 log "GPU tests"
-timeout 240 "$PY" -m pytest -q tests/test_gpu.py tests/test_float32.py -p no:cacheprovider \
+timeout 240 "$PY" -m pytest -q tests/system/test_gpu.py tests/integration/test_float32.py \
+    -p no:cacheprovider \
   > "$OUT/gpu_tests.txt" 2>&1
 log "GPU tests rc=$? $(tail -1 "$OUT/gpu_tests.txt")"
 

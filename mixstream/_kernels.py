@@ -11,7 +11,7 @@
 
 numba is a dependency, but the kernels stay optional: when numba cannot be imported, or
 ``MIXSTREAM_NUMBA=0`` is set, they return None / False and the caller's numpy code runs. The
-results agree with numpy's to a few ulps (tests/test_kernels.py).
+results agree with numpy's to a few ulps (tests/unit/test_kernels.py).
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ removed and the target keeps its previous content (or stays absent).
 Directories (``atomic_directory``): the caller writes a sibling directory; on success it is
 exchanged with an existing target in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``)
 and the old tree removed. Under the final name there is always one whole tree, the old or the
-new, even for a process killed at any point (tests/test_faults.py kills writers with SIGKILL).
+new, even for a process killed at any point (tests/system/test_faults.py kills writers with
+SIGKILL).
 Where the exchange is not available the old tree is moved aside first (for an instant there is
 none). On error the sibling is removed and the target is left as it was.
 

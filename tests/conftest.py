@@ -22,7 +22,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 # scikit-learn's array-API estimator checks (check_array_api_input) need scipy's array API
 # support, which scipy reads once, when it is first imported: switch it on before anything
-# imports scipy (tests/test_sklearn_contract.py checks that it took effect)
+# imports scipy (tests/integration/test_sklearn_contract.py checks that it took effect)
 os.environ["SCIPY_ARRAY_API"] = "1"
 
 import pytest

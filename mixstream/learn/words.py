@@ -2,7 +2,7 @@
 
 The words are defined there and only there; this module names each one for the registries of
 ``learn/algorithms.py`` and ``learn/moves/`` (unpacked in the vocabulary's order:
-``tests/test_layers.py`` checks what each registry entry does, so a reordering there that is
+``tests/unit/test_layers.py`` checks what each registry entry does, so a reordering there that is
 not mirrored here fails a test).
 """
 
