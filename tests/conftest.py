@@ -1,5 +1,7 @@
 """Shared test set-up: Prefect settings for small offline machines, scipy's array API support
-(for scikit-learn's array-API checks), one Prefect test server.
+(for scikit-learn's array-API checks), one Prefect test server, and what tests/unit,
+tests/integration and tests/system share (child-process helpers, free ports, the `dask` and
+`prefect` commands, Dask LocalClusters, synthetic Zarr stores in temporary directories).
 
 The environment defaults are set before anything imports Prefect: with no PREFECT_API_URL a
 flow run starts a temporary server, which needs 11-22 s on 2 cores (Prefect's own limit is
@@ -10,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +43,57 @@ _paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
 _missing = [str(p) for p in (ROOT, TESTS) if str(p) not in _paths]
 if _missing:
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (*_missing, *_paths) if p)
+
+
+#: ``python -m prefect``: the Prefect command line of this interpreter
+PREFECT = [sys.executable, "-m", "prefect"]
+#: one BLAS thread: the environment of the Dask processes the tests start
+BLAS_ONE = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (for a scheduler or a server)."""
+    with contextlib.closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def dask_command() -> str | None:
+    """The `dask` command of this virtual environment (else the first on PATH)."""
+    return shutil.which("dask", path=os.path.dirname(sys.executable)) or shutil.which("dask")
+
+
+@contextlib.contextmanager
+def start_local_cluster(**options: Any):
+    """A Dask LocalCluster of 2 worker processes with 1 thread each and no fixed dashboard port;
+    ``options`` change or add LocalCluster arguments."""
+    from distributed import LocalCluster
+
+    kw = dict(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
+    with LocalCluster(**{**kw, **options}) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def synthetic_store(tmp_path_factory):
+    """Writes a planted-mixture Zarr store in a new temporary directory and returns its path:
+    ``synthetic_store(name, n_rows, n_features, n_components, filename="points.zarr", **kw)``
+    (``kw`` as for ``write_synthetic_zarr``). A module's store fixture calls it once, so each
+    module keeps its own store, as before."""
+    from mixstream.data.synthetic import write_synthetic_zarr
+
+    def make(
+        name: str,
+        n_rows: int,
+        n_features: int,
+        n_components: int,
+        filename: str = "points.zarr",
+        **kw: Any,
+    ) -> str:
+        path = tmp_path_factory.mktemp(name) / filename
+        return write_synthetic_zarr(path, n_rows, n_features, n_components, **kw)
+
+    return make
 
 
 def subprocess_env(**extra: str | None) -> dict[str, str]:

@@ -17,15 +17,13 @@ import zarr
 from conftest import ROOT, subprocess_env
 
 from mixstream import MixtureModel, app
-from mixstream.data.synthetic import write_synthetic_zarr
 
 OPTIONS = {"max_laps": 6, "batch_size": 1000, "random_state": 0}
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("app") / "points.zarr"
-    return write_synthetic_zarr(path, 4000, 2, 3, chunk_rows=500, seed=7)
+def store(synthetic_store) -> str:
+    return synthetic_store("app", 4000, 2, 3, chunk_rows=500, seed=7)
 
 
 class Recorder:

@@ -5,7 +5,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,8 +16,8 @@ import numpy as np
 import psutil
 import pytest
 import zarr
-from conftest import stop_processes
-from distributed import Client, LocalCluster, get_task_stream
+from conftest import BLAS_ONE, dask_command, free_port, start_local_cluster, stop_processes
+from distributed import Client, get_task_stream
 from helpers.dask_batches import (
     blas_state,
     reverse_delay_probe,
@@ -43,24 +42,9 @@ N, D, K = 40_000, 4, 5
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-    ) as cl:
-        yield cl
-
-
-@pytest.fixture(scope="module")
-def client(cluster):
-    with Client(cluster) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    path = tmp_path_factory.mktemp("dask") / "data.zarr"
-    return write_synthetic_zarr(
-        path, N, D, K, chunk_rows=1000, shard_rows=2000, seed=5, dtype="float64"
+def store(synthetic_store):
+    return synthetic_store(
+        "dask", N, D, K, "data.zarr", chunk_rows=1000, shard_rows=2000, seed=5, dtype="float64"
     )
 
 
@@ -245,12 +229,6 @@ def test_bad_rows_raise_from_the_worker_with_store_batch_and_rows(client, tmp_pa
             ex.map_sum(kmeans_batch, np.zeros((1, 2)))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _can_hide_a_directory() -> str | None:
     """None when this machine lets a process mount a tmpfs in a private mount namespace
     (root, util-linux unshare), else why not."""
@@ -275,10 +253,10 @@ def hidden_store_cluster(tmp_path_factory):
         pytest.skip(why)
     parent = tmp_path_factory.mktemp("node-local")
     path = write_synthetic_zarr(parent / "hidden.zarr", 4000, D, K, chunk_rows=1000, seed=1)
-    dask_cmd = shutil.which("dask", path=os.path.dirname(sys.executable)) or shutil.which("dask")
-    port = _free_port()
+    dask_cmd = dask_command()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    env = {**os.environ, **BLAS_ONE}
     quiet = dict(env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     scheduler = [dask_cmd, "scheduler", "--host", "127.0.0.1", "--port", str(port)]
     worker = [dask_cmd, "worker", address, "--nworkers", "2", "--nthreads", "1"]
@@ -503,7 +481,7 @@ def test_worker_setup_reaches_workers_that_restart(store):
     the start."""
     src = ZarrSource(store, batch_size=8000)
     with (
-        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cl,
+        start_local_cluster() as cl,
         Client(cl) as c,
         DaskExecutor(src, client=c, blas_threads=1),
     ):

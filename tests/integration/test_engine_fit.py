@@ -5,11 +5,8 @@ and two `dask worker` processes started here on 127.0.0.1.
 """
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,8 +15,8 @@ import dask.array as da
 import numpy as np
 import pytest
 import zarr
-from conftest import stop_processes
-from distributed import Client, LocalCluster
+from conftest import BLAS_ONE, dask_command, free_port, start_local_cluster, stop_processes
+from distributed import Client
 
 from mixstream import MixtureModel
 from mixstream.data.synthetic import write_synthetic_zarr
@@ -41,32 +38,23 @@ ALGORITHMS = {
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    path = tmp_path_factory.mktemp("fit") / "data.zarr"
-    return write_synthetic_zarr(path, N, D, K, chunk_rows=500, shard_rows=1000, seed=2)
+def store(synthetic_store):
+    return synthetic_store("fit", N, D, K, "data.zarr", chunk_rows=500, shard_rows=1000, seed=2)
 
 
 @pytest.fixture(scope="module")
-def local_cluster():
-    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cl:
-        with Client(cl) as client:
-            yield client
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def local_cluster(client):
+    """The Client on the module's LocalCluster (tests/integration/conftest.py)."""
+    return client
 
 
 @pytest.fixture(scope="module")
 def cli_cluster():
     """`dask scheduler` + two `dask worker` processes on 127.0.0.1, stopped afterwards."""
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
-    bindir = os.path.dirname(sys.executable)
-    dask_cmd = shutil.which("dask", path=bindir) or shutil.which("dask")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    dask_cmd = dask_command()
+    env = {**os.environ, **BLAS_ONE}
     procs = [
         subprocess.Popen(
             [
@@ -145,7 +133,7 @@ def test_worker_killed_mid_lap_changes_nothing(store, delay):
     opts = dict(algorithm="vb", max_laps=20)
     here = fit(store, **opts)
     with (
-        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cl,
+        start_local_cluster() as cl,
         Client(cl) as client,
     ):
         pids = list(client.run(os.getpid).values())

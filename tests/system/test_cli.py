@@ -52,9 +52,8 @@ def _cli(*args: str, cwd=None, timeout: float = 300) -> tuple[int, str, str]:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("cli") / "points.zarr"
-    return write_synthetic_zarr(path, 3000, 2, 3, chunk_rows=500, seed=2)
+def store(synthetic_store) -> str:
+    return synthetic_store("cli", 3000, 2, 3, chunk_rows=500, seed=2)
 
 
 def test_help_of_every_command_exits_0():

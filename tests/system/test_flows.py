@@ -13,10 +13,9 @@ import warnings
 import numpy as np
 import pytest
 import zarr
-from conftest import ROOT, subprocess_env
+from conftest import ROOT, start_local_cluster, subprocess_env
 
 from mixstream import MixtureModel
-from mixstream.data.synthetic import write_synthetic_zarr
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -45,23 +44,17 @@ FIT_KEYS = {
 
 @pytest.fixture(scope="module")
 def dask_cluster():
-    from distributed import LocalCluster
-
     blas = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", env=blas
-    ) as cluster:
+    with start_local_cluster(env=blas) as cluster:
         yield cluster
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("flows") / "points.zarr"
-    return write_synthetic_zarr(path, 8000, 3, 4, chunk_rows=1000, seed=3)
+def store(synthetic_store) -> str:
+    return synthetic_store("flows", 8000, 3, 4, chunk_rows=1000, seed=3)
 
 
 _REFERENCES: dict = {}
-PREFECT = [sys.executable, "-m", "prefect"]
 
 
 def _reference(store: str, **changes) -> MixtureModel:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import time
 import httpx
 import psutil
 import pytest
-from conftest import TrackedRun, subprocess_env
+from conftest import PREFECT, TrackedRun, free_port, subprocess_env
 
 from mixstream.data.synthetic import write_synthetic_zarr
 
@@ -26,15 +25,6 @@ if __name__ == "__main__":
                        max_laps=4, tol=0.0, batch_size=1000, n_workers=1)
     print(json.dumps(summary))
 """
-
-
-PREFECT = [sys.executable, "-m", "prefect"]
-
-
-def _free_port() -> int:
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_healthy(url: str, server: subprocess.Popen, timeout: float) -> None:
@@ -79,7 +69,7 @@ def test_fit_flow_runs_against_a_prefect_server(tmp_path):
     )
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     home = tmp_path / "prefect-home"
     env = subprocess_env(
