@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from mixstream import MixtureModel
 from mixstream.data.sources import open_source
@@ -116,7 +117,6 @@ SCRIPT = textwrap.dedent(
 )
 
 
-ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
 

@@ -8,6 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 import zarr
+from conftest import ROOT
 
 from mixstream.data.synthetic import (
     GEN_BLOCK,
@@ -18,7 +19,7 @@ from mixstream.data.synthetic import (
 )
 from mixstream.data.zarr_source import ZarrSource
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = str(ROOT)
 
 
 @pytest.mark.parametrize("likelihood", ["gauss", "bernoulli", "multinomial"])

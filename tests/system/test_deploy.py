@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT
 from prefect.client.schemas.schedules import CronSchedule
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+DEPLOY = ROOT / "deploy"
 ENTRYPOINT = re.compile(r"^flows/(?P<name>[a-z_][a-z0-9_]*)\.py:(?P<func>[A-Za-z_]\w*)$")
 
 

@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, TESTS
 
-HARNESS = Path(__file__).resolve().parents[1] / "helpers" / "fault_harness.py"
-ROOT = Path(__file__).resolve().parents[2]
+HARNESS = TESTS / "helpers" / "fault_harness.py"
 POINTS = 20
 SEED = 21
 

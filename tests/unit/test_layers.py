@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "mixstream"
 
 #: the layers of mixstream/, lowest first: a module may import modules of its own layer or of
