@@ -11,6 +11,7 @@ flow run starts a temporary server, which needs 11-22 s on 2 cores (Prefect's ow
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import socket
@@ -209,3 +210,49 @@ def stop_processes(procs: list) -> None:
             p.wait(timeout=20)
         except subprocess.TimeoutExpired:
             p.kill()
+
+
+# ---------------------------------------------------------------------- synthetic data
+#: every move of moVB
+ALL_MOVES = ("birth", "merge", "delete")
+#: every covariance structure of the Gaussian observation model
+COVS = ["full", "diag", "spherical", "tied_full", "tied_diag", "tied_spherical"]
+
+
+def planted_blobs(n, d, k, seed=0, scale=5.0, offset=0.0):
+    """k blobs with identity covariance, means ~ N(offset, scale^2 I): (X, labels). The draws
+    come in one order (means, labels, noise), so a seed gives the same data in every test."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    means = rng.normal(scale=scale, size=(k, d)) + offset
+    labels = rng.integers(k, size=n)
+    return means[labels] + rng.normal(size=(n, d)), labels
+
+
+def planted_gauss(n, d=16, k=10, seed=0, sep=3.0, cov="full"):
+    """k clusters, means ~ N(0, sep^2 I) (about 17 sd apart in 16-D), covariances near I
+    (full: I + small random factors; diag: random per-feature scales; spherical: one scale)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    means = rng.normal(scale=sep, size=(k, d))
+    if cov == "full":
+        A = np.eye(d) + rng.normal(scale=0.15, size=(k, d, d))
+    elif cov == "diag":
+        A = np.eye(d) * rng.uniform(0.5, 1.5, size=(k, 1, d))
+    else:
+        A = np.eye(d) * rng.uniform(0.5, 1.5, size=(k, 1, 1))
+    labels = rng.integers(k, size=n)
+    X = means[labels] + np.einsum("nd,nde->ne", rng.normal(size=(n, d)), A[labels])
+    return X, labels
+
+
+@functools.cache
+def discovery_data():
+    """The 100,000 x 16, 10-cluster data of the discovery tests (seed 0), made once (read-only,
+    so no test can change it for the next)."""
+    X, labels = planted_gauss(100_000, seed=0)
+    X.setflags(write=False)
+    labels.setflags(write=False)
+    return X, labels

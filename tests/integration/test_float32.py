@@ -5,6 +5,7 @@ These run the float32 path on the host (cupy absent); tests/system/test_gpu.py r
 
 import numpy as np
 import pytest
+from conftest import planted_blobs
 
 from mixstream import MixtureModel
 from mixstream.alloc import DPAlloc
@@ -19,9 +20,7 @@ STATS_RTOL = 1e-5
 
 def blobs(n=6000, d=6, k=4, seed=0, offset=30.0):
     """Clusters far from the origin (the shift must keep the float32 features accurate)."""
-    rng = np.random.default_rng(seed)
-    means = rng.normal(scale=4.0, size=(k, d)) + offset
-    return means[rng.integers(k, size=n)] + rng.normal(size=(n, d))
+    return planted_blobs(n, d, k, seed, scale=4.0, offset=offset)[0]
 
 
 def fitted(ctype, dtype, X, K=4):

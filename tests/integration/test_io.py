@@ -8,18 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import COVS, planted_blobs
 
 import mixstream.io as msio
 from mixstream import MixtureModel
 from mixstream.io import ModelFileError
 
-COVS = ["full", "diag", "spherical", "tied_full", "tied_diag", "tied_spherical"]
-
 
 def gauss_data(n=600, seed=0):
-    rng = np.random.default_rng(seed)
-    means = rng.normal(scale=5.0, size=(3, 3))
-    return means[rng.integers(3, size=n)] + rng.normal(size=(n, 3))
+    return planted_blobs(n, 3, 3, seed, 5.0)[0]
 
 
 def data_for(likelihood, seed=0):

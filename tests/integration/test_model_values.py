@@ -14,18 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import COVS, planted_blobs
 
 from mixstream import MixtureModel
 from mixstream.engine.checkpoint import checkpoint_path
 from mixstream.io import ModelFileError, read_model_file
 
-COVS = ["full", "diag", "spherical", "tied_full", "tied_diag", "tied_spherical"]
-
 
 def gauss_data(n=300, seed=0):
-    rng = np.random.default_rng(seed)
-    means = rng.normal(scale=5.0, size=(3, 3))
-    return means[rng.integers(3, size=n)] + rng.normal(size=(n, 3))
+    return planted_blobs(n, 3, 3, seed, 5.0)[0]
 
 
 def binary_data(seed=0):

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import check_move_rule
+from conftest import ALL_MOVES, check_move_rule, planted_blobs
 from scipy.special import logsumexp
 from sklearn.metrics import adjusted_rand_score
 
@@ -29,14 +29,9 @@ from mixstream.obs.bernoulli import BernoulliObs
 from mixstream.obs.gauss import GaussObs
 from mixstream.suffstats import SuffStats
 
-ALL_MOVES = ("birth", "merge", "delete")
-
 
 def blobs(n, d, k, seed, scale=6.0):
-    rng = np.random.default_rng(seed)
-    means = rng.normal(scale=scale, size=(k, d))
-    labels = rng.integers(k, size=n)
-    return means[labels] + rng.normal(size=(n, d)), labels
+    return planted_blobs(n, d, k, seed, scale)
 
 
 def binary(n, d, k, seed):

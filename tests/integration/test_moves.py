@@ -1,12 +1,11 @@
 """Birth, merge and delete moves: discovering the number of clusters from K=1 and from K=40,
 for every likelihood, with each move accepted only on an exact rise of the ELBO."""
 
-from functools import cache
 from itertools import pairwise
 
 import numpy as np
 import pytest
-from conftest import check_move_rule
+from conftest import ALL_MOVES, check_move_rule, discovery_data, planted_gauss
 from sklearn.metrics import adjusted_rand_score
 
 from mixstream import MixtureModel
@@ -25,36 +24,9 @@ from mixstream.obs.gauss import GaussObs
 from mixstream.obs.multinomial import MultinomialObs
 from mixstream.obs.zero_mean_gauss import ZeroMeanGaussObs
 
-ALL_MOVES = ("birth", "merge", "delete")
-
 
 # ---------------------------------------------------------------------- data
-def planted_gauss(n, d=16, k=10, seed=0, sep=3.0, cov="full"):
-    """k clusters, means ~ N(0, sep^2 I) (about 17 sd apart in 16-D), covariances near I
-    (full: I + small random factors; diag: random per-feature scales; spherical: one scale)."""
-    rng = np.random.default_rng(seed)
-    means = rng.normal(scale=sep, size=(k, d))
-    if cov == "full":
-        A = np.eye(d) + rng.normal(scale=0.15, size=(k, d, d))
-    elif cov == "diag":
-        A = np.eye(d) * rng.uniform(0.5, 1.5, size=(k, 1, d))
-    else:
-        A = np.eye(d) * rng.uniform(0.5, 1.5, size=(k, 1, 1))
-    labels = rng.integers(k, size=n)
-    X = means[labels] + np.einsum("nd,nde->ne", rng.normal(size=(n, d)), A[labels])
-    return X, labels
-
-
-@cache
-def discovery_data():
-    """The 100,000 x 16, 10-cluster data of the discovery tests (seed 0), made once (read-only,
-    so no test can change it for the next)."""
-    X, labels = planted_gauss(100_000, seed=0)
-    X.setflags(write=False)
-    labels.setflags(write=False)
-    return X, labels
-
-
+# planted_gauss and discovery_data (the 100,000 x 16 data, made once) are in tests/conftest.py
 def planted_zero_mean(n, d=4, k=3, seed=0):
     """Zero-mean clusters told apart by their covariances (axes scaled by up to 20x)."""
     rng = np.random.default_rng(seed)

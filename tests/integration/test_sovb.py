@@ -6,8 +6,8 @@ from itertools import pairwise
 
 import numpy as np
 import pytest
+from conftest import discovery_data, planted_blobs
 
-from integration.test_moves import discovery_data
 from mixstream import MixtureModel
 from mixstream.alloc import DPAlloc, FiniteAlloc
 from mixstream.data.array_source import ArraySource
@@ -22,10 +22,7 @@ from mixstream.obs.gauss import GaussObs
 
 
 def blobs(n=6000, d=3, k=5, seed=0, scale=5.0):
-    rng = np.random.default_rng(seed)
-    means = rng.normal(scale=scale, size=(k, d))
-    labels = rng.integers(k, size=n)
-    return means[labels] + rng.normal(size=(n, d)), labels
+    return planted_blobs(n, d, k, seed, scale)
 
 
 def make(X, K=5, batch_size=300, alloc=None, obs=None, seed=0, weights=None):

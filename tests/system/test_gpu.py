@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import COVS
 
 from mixstream import MixtureModel
 from mixstream.backend import gpu_available
@@ -10,8 +11,6 @@ pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not gpu_available(), reason="needs cupy and a CUDA GPU (none visible)"),
 ]
-
-COVS = ["full", "diag", "spherical", "tied_full", "tied_diag", "tied_spherical"]
 
 
 def gauss(n=4000, d=5, k=4, seed=0, dtype=np.float64):
