@@ -109,6 +109,12 @@ def subprocess_env(**extra: str | None) -> dict[str, str]:
     return env
 
 
+def own_prefect_env(home: Any, **extra: str | None) -> dict[str, str]:
+    """``subprocess_env`` for a child that must start its own temporary Prefect server: no
+    PREFECT_API_URL, and a PREFECT_HOME of its own (``home``)."""
+    return subprocess_env(PREFECT_API_URL=None, PREFECT_HOME=str(home), **extra)
+
+
 class TrackedRun:
     """A child process run to the end while its descendants are recorded (psutil), so that a
     test can check that it left none of them running."""

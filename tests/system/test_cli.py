@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import TrackedRun, subprocess_env
+from conftest import TrackedRun, own_prefect_env, subprocess_env
 
 from mixstream import MixtureModel
 from mixstream.data.synthetic import make_mixture, write_synthetic_zarr
@@ -327,9 +327,7 @@ def test_demo_end_to_end_leaves_nothing_running(tmp_path):
     out = tmp_path / "demo"
     # the installed command, from a directory outside the checkout, with no PYTHONPATH: what a
     # user who ran the README's set-up runs
-    env = subprocess_env(
-        PYTHONPATH=None, PREFECT_API_URL=None, PREFECT_HOME=str(tmp_path / "prefect-home")
-    )
+    env = own_prefect_env(tmp_path / "prefect-home", PYTHONPATH=None)
     cmd = [_console_script(), "demo", "--out", str(out), "--rows", "20000"]
     run = TrackedRun(cmd, env, cwd=tmp_path).run(timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]

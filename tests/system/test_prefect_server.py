@@ -12,7 +12,7 @@ import time
 import httpx
 import psutil
 import pytest
-from conftest import PREFECT, TrackedRun, free_port, subprocess_env
+from conftest import PREFECT, TrackedRun, free_port, own_prefect_env, subprocess_env
 
 from mixstream.data.synthetic import write_synthetic_zarr
 
@@ -165,7 +165,7 @@ def test_cli_fit_with_prefect_runs_on_a_temporary_server_and_leaves_nothing(tmp_
     """`mixstream fit` without --no-prefect and without PREFECT_API_URL: fit_flow runs against
     a temporary `prefect server start`, which is stopped afterwards with the flow's cluster."""
     store = write_synthetic_zarr(tmp_path / "points.zarr", 3000, 2, 3, chunk_rows=500, seed=1)
-    env = subprocess_env(PREFECT_API_URL=None, PREFECT_HOME=str(tmp_path / "prefect-home"))
+    env = own_prefect_env(tmp_path / "prefect-home")
     cmd = [sys.executable, "-m", "mixstream.cli", "fit", store, "--out", str(tmp_path / "run")]
     run = TrackedRun([*cmd, "--max-laps", "3", "--workers", "1"], env, cwd=tmp_path).run(300)
     assert run.returncode == 0, run.stderr[-3000:]
