@@ -8,6 +8,13 @@
 
 A run directory holds model.msz, report.html, figures/*.png, run.json and, while a fit is
 unfinished, checkpoints/checkpoint.msz (a fit run again into the same directory resumes it).
+
+run.json names the fit (``fit_id``, a uuid) and its state: ``"status": "running"`` from the
+moment a fit starts, ``"finished"`` once model, report and figures are written. Every artifact
+of the fit carries the same fit_id (model metadata, report, the labels a model writes). A fit
+into a directory that holds a finished run is refused unless ``overwrite``; with it, the old
+run is renamed aside (one atomic rename) and removed before the new fit starts, so the files
+in a run directory always belong to one fit (``prepare_run_dir``).
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import contextlib
 import inspect
 import json
 import os
+import shutil
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -30,6 +39,27 @@ REPORT_FILE = "report.html"
 RUN_FILE = "run.json"
 CHECKPOINT_DIR = "checkpoints"
 FIGURES_DIR = "figures"
+#: run.json's "status" while a fit runs and once it has published its outputs
+RUNNING = "running"
+FINISHED = "finished"
+
+
+class RunExistsError(FileExistsError):
+    """An output (a run directory, a labels store) exists and ``overwrite`` was not given.
+
+    The message names the Python parameters (``overwrite=True``, ``out``);
+    ``cli_message()`` names the command line's flags (``--overwrite``, ``--out``).
+    """
+
+    def __init__(self, path: str | os.PathLike, what: str = "exists") -> None:
+        self.path, self.what = str(path), what
+        super().__init__(self.message("overwrite=True", "out"))
+
+    def message(self, overwrite: str, out: str) -> str:
+        return f"{self.path} {self.what}; pass {overwrite} to replace it, or choose another {out}"
+
+    def cli_message(self) -> str:
+        return self.message("--overwrite", "--out")
 
 
 def fit_options(
@@ -185,8 +215,81 @@ def check_output(out: str | os.PathLike, overwrite: bool) -> Path:
     """``out`` made absolute; FileExistsError when it exists and may not be replaced."""
     out = Path(out).resolve()
     if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite to replace it")
+        raise RunExistsError(out)
     return out
+
+
+def data_location(data: Any) -> str:
+    """The data of a run as run.json records it: a URL as given (it has a scheme), else the
+    absolute path, so that the run can be read from any working directory."""
+    text = os.fspath(data) if isinstance(data, str | os.PathLike) else str(data)
+    return text if "://" in text else os.path.abspath(text)
+
+
+def run_state(out: str | os.PathLike) -> str:
+    """ "none" (no run), "unfinished" (a checkpoint, or run.json says running: a fit into
+    ``out`` resumes it) or "finished" (model / run.json of a published fit, no checkpoint)."""
+    out = Path(out)
+    if has_checkpoint(out / CHECKPOINT_DIR):
+        return "unfinished"
+    run = _read_json(out / RUN_FILE)
+    if run is not None:
+        return "unfinished" if run.get("status") == RUNNING else "finished"
+    return "finished" if (out / MODEL_FILE).exists() else "none"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}  # unreadable: treated as a finished run's, never silently replaced
+    return value if isinstance(value, dict) else {}
+
+
+def move_aside(out: str | os.PathLike) -> None:
+    """Rename ``out`` to a hidden sibling (one atomic rename), then remove that: after the
+    rename nothing of the old run is left under ``out``, even if the removal is interrupted."""
+    out = Path(out)
+    aside = out.parent / f".{out.name}.replaced-{uuid.uuid4().hex[:12]}"
+    os.replace(out, aside)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def prepare_run_dir(
+    out: str | os.PathLike,
+    data: Any,
+    options: dict[str, Any],
+    overwrite: bool = False,
+) -> str:
+    """Make ``out`` ready for a fit of ``options`` to ``data``; the fit's fit_id.
+
+    A finished run in ``out`` raises RunExistsError unless ``overwrite``; with it, whatever
+    ``out`` holds is moved aside and removed first. An unfinished run keeps its fit_id (the fit
+    resumes from its checkpoint). run.json is then written with ``"status": "running"``.
+    """
+    out = Path(out).resolve()
+    state = run_state(out)
+    if state == "finished" and not overwrite:
+        raise RunExistsError(out, "holds a finished run")
+    fit_id = None
+    if overwrite and out.exists():
+        move_aside(out)
+    elif state == "unfinished":
+        fit_id = (_read_json(out / RUN_FILE) or {}).get("fit_id")
+    fit_id = fit_id or str(uuid.uuid4())
+    out.mkdir(parents=True, exist_ok=True)
+    from mixstream.atomic import atomic_write_text
+
+    run = {
+        "status": RUNNING,
+        "fit_id": fit_id,
+        "data": data_location(data),
+        "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()},
+    }
+    atomic_write_text(out / RUN_FILE, json.dumps(run, indent=1, default=str) + "\n")
+    return fit_id
 
 
 def model_path(model: str | os.PathLike) -> Path:

@@ -1,7 +1,8 @@
 """The commands fit, predict, score, ingest and report: argument handling and output lines
 over the application layer (mixstream.app) and, unless --no-prefect, the Prefect flows.
 
-With --no-prefect (and for predict, ingest, report) nothing here imports Prefect.
+With fit --no-prefect, and for predict, score (unless --prefect), ingest and report,
+nothing here imports Prefect.
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ def fit(args: argparse.Namespace) -> int:
     _, plan = app.describe_data(args.data, args.batch_size)
     app.resolve_scheduler(args.scheduler)
     out = Path(args.out).resolve()
+    if args.overwrite and app.run_state(out) != "none":
+        say(f"{out} holds a run: --overwrite moves it aside and removes it")
+    # a finished run without --overwrite is refused here, before anything starts
+    app.prepare_run_dir(out, args.data, options, args.overwrite)
     checkpoints = out / app.CHECKPOINT_DIR
     resumed = 0
     if app.has_checkpoint(checkpoints):
@@ -129,7 +134,8 @@ def predict(args: argparse.Namespace) -> int:
 
 
 def score(args: argparse.Namespace) -> int:
-    if args.no_prefect:
+    """Without --prefect, predict's work in this process (no Prefect import, no server)."""
+    if args.no_prefect or not args.prefect:
         return predict(args)
     from mixstream import app
 
@@ -173,7 +179,7 @@ def ingest(args: argparse.Namespace) -> int:
             args.overwrite,
             header=getattr(args, "header", None),
         )
-    except AmbiguousHeaderError as err:
+    except AmbiguousHeaderError as err:  # worded for the command line (mixstream.cli.flags)
         raise ValueError(err.cli_message()) from None
     print(
         f"{info['dest']}: array X {tuple(info['shape'])} {info['dtype']}, "
