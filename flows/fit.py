@@ -122,7 +122,7 @@ def fit_flow(
     )  # fmt: skip
     plan = validate(data, options)
     out_dir = Path(out).resolve()
-    app.prepare_run_dir(out_dir, data, options, overwrite)
+    app.prepare_run_dir(out_dir, overwrite)
     source, _ = app.describe_data(data, batch_size)
     artifacts = PrefectArtifacts()
     with app.open_executor(source, scheduler, n_workers) as executor:

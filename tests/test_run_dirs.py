@@ -80,7 +80,9 @@ def test_a_finished_run_is_refused_then_replaced_whole_with_overwrite(store, tmp
     assert result["fit_id"] == second["run.json"] == _fit_ids(out)["labels"]
 
 
-def test_an_unfinished_run_is_resumed_with_its_fit_id(store, tmp_path):
+def test_an_unfinished_run_is_resumed_without_overwrite(store, tmp_path):
+    """A checkpoint and no finished run: the fit resumes (no overwrite needed); a fit that
+    stopped leaves only its checkpoint, and the resumed run's files share one fit_id."""
     from mixstream.engine.progress import lap_listener
 
     out = tmp_path / "run"
@@ -91,12 +93,12 @@ def test_an_unfinished_run_is_resumed_with_its_fit_id(store, tmp_path):
 
     with lap_listener(stop_after_lap_2), pytest.raises(KeyboardInterrupt):
         _fit(store, out, max_laps=4, tol=0.0)
-    running = json.loads((out / "run.json").read_text())
-    assert running["status"] == "running" and app.run_state(out) == "unfinished"
-    summary = _fit(store, out, max_laps=4, tol=0.0)  # no overwrite needed: it resumes
-    assert summary["resumed_from_lap"] == 2 and summary["fit_id"] == running["fit_id"]
+    assert app.run_state(out) == "unfinished"
+    assert [p.name for p in out.rglob("*") if p.is_file()] == ["checkpoint.msz"]
+    summary = _fit(store, out, max_laps=4, tol=0.0)
+    assert summary["resumed_from_lap"] == 2
     assert app.run_state(out) == "finished"
-    assert set(_fit_ids(out).values()) == {running["fit_id"]}
+    assert set(_fit_ids(out).values()) == {summary["fit_id"]}
 
 
 def test_move_aside_is_one_rename(tmp_path, monkeypatch):

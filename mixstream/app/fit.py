@@ -208,7 +208,7 @@ def fit_to_dir(
     plan = check_fit(data, options)
     source, _ = describe_data(data, options["batch_size"])
     out = Path(out).resolve()
-    prepare_run_dir(out, data, options, overwrite)
+    prepare_run_dir(out, overwrite)
     engine = "dask" if (n_workers or resolve_scheduler(scheduler)) else "auto"
     with open_executor(source, scheduler, n_workers or 2, engine) as executor:
         dashboard = dashboard_of(executor)

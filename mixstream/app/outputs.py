@@ -24,7 +24,6 @@ from mixstream.app.rundir import (
     REPORT_FILE,
     RUN_FILE,
     data_location,
-    read_run_file,
 )
 from mixstream.atomic import atomic_write_bytes, atomic_write_text
 
@@ -153,15 +152,15 @@ def write_run_dir(
     Returns
     -------
     dict
-        The summary also written to run.json: status ("finished"), fit_id (given by
-        ``prepare_run_dir``), out, model, report, figures, data (absolute), n_rows,
-        n_features, n_components_, lower_bound_, converged_, laps, resumed_from_lap,
-        dashboard, options.
+        The summary also written to run.json (last: it marks the run finished): status
+        ("finished"), fit_id (new for each publish), out, model, report, figures, data
+        (absolute), n_rows, n_features, n_components_, lower_bound_, converged_, laps,
+        resumed_from_lap, dashboard, options.
     """
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    # the fit's id, given by prepare_run_dir when the fit started (run.json "running")
-    fit_id = read_run_file(out).get("fit_id") or str(uuid.uuid4())
+    # the published fit's id, carried by every file written here (and the labels it writes)
+    fit_id = str(uuid.uuid4())
     est.fit_id_ = fit_id
     model_path = Path(est.save(out / MODEL_FILE))
     extra = {

@@ -9,12 +9,12 @@
 A run directory holds model.msz, report.html, figures/*.png, run.json and, while a fit is
 unfinished, checkpoints/checkpoint.msz (a fit run again into the same directory resumes it).
 
-run.json names the fit (``fit_id``, a uuid) and its state: ``"status": "running"`` from the
-moment a fit starts, ``"finished"`` once model, report and figures are written. Every artifact
-of the fit carries the same fit_id (model metadata, report, the labels a model writes). A fit
-into a directory that holds a finished run is refused unless ``overwrite``; with it, the old
-run is renamed aside (one atomic rename) and removed before the new fit starts, so the files
-in a run directory always belong to one fit (``prepare_run_dir``).
+run.json, written last when a fit publishes its outputs, marks the run finished and names the
+fit (``fit_id``, a uuid) that every artifact carries (model metadata, report, the labels the
+model writes). A fit into a directory that holds a finished run is refused unless
+``overwrite``; with it, the old run is renamed aside (one atomic rename) and removed before the
+new fit starts, so the files in a run directory always belong to one fit
+(``prepare_run_dir``).
 """
 
 from __future__ import annotations
@@ -39,8 +39,7 @@ REPORT_FILE = "report.html"
 RUN_FILE = "run.json"
 CHECKPOINT_DIR = "checkpoints"
 FIGURES_DIR = "figures"
-#: run.json's "status" while a fit runs and once it has published its outputs
-RUNNING = "running"
+#: run.json's "status" once a fit has published its outputs
 FINISHED = "finished"
 
 
@@ -227,25 +226,14 @@ def data_location(data: Any) -> str:
 
 
 def run_state(out: str | os.PathLike) -> str:
-    """ "none" (no run), "unfinished" (a checkpoint, or run.json says running: a fit into
-    ``out`` resumes it) or "finished" (model / run.json of a published fit, no checkpoint)."""
+    """What ``out`` holds: "none", "unfinished" (a checkpoint: a fit into ``out`` resumes it)
+    or "finished" (run.json or model.msz of a published fit, and no checkpoint)."""
     out = Path(out)
     if has_checkpoint(out / CHECKPOINT_DIR):
         return "unfinished"
-    run = _read_json(out / RUN_FILE)
-    if run is not None:
-        return "unfinished" if run.get("status") == RUNNING else "finished"
-    return "finished" if (out / MODEL_FILE).exists() else "none"
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return {}  # unreadable: treated as a finished run's, never silently replaced
-    return value if isinstance(value, dict) else {}
+    if (out / RUN_FILE).exists() or (out / MODEL_FILE).exists():
+        return "finished"
+    return "none"
 
 
 def move_aside(out: str | os.PathLike) -> None:
@@ -257,39 +245,21 @@ def move_aside(out: str | os.PathLike) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def prepare_run_dir(
-    out: str | os.PathLike,
-    data: Any,
-    options: dict[str, Any],
-    overwrite: bool = False,
-) -> str:
-    """Make ``out`` ready for a fit of ``options`` to ``data``; the fit's fit_id.
+def prepare_run_dir(out: str | os.PathLike, overwrite: bool = False) -> str:
+    """Make ``out`` ready for a fit; its state before ("none", "unfinished" or "finished").
 
     A finished run in ``out`` raises RunExistsError unless ``overwrite``; with it, whatever
-    ``out`` holds is moved aside and removed first. An unfinished run keeps its fit_id (the fit
-    resumes from its checkpoint). run.json is then written with ``"status": "running"``.
+    ``out`` holds is moved aside (one rename) and removed before the fit starts. An unfinished
+    run (a checkpoint) is left for the fit to resume. Nothing is written: a fit that fails
+    before its first lap leaves ``out`` as it found it.
     """
     out = Path(out).resolve()
     state = run_state(out)
     if state == "finished" and not overwrite:
         raise RunExistsError(out, "holds a finished run")
-    fit_id = None
     if overwrite and out.exists():
         move_aside(out)
-    elif state == "unfinished":
-        fit_id = (_read_json(out / RUN_FILE) or {}).get("fit_id")
-    fit_id = fit_id or str(uuid.uuid4())
-    out.mkdir(parents=True, exist_ok=True)
-    from mixstream.atomic import atomic_write_text
-
-    run = {
-        "status": RUNNING,
-        "fit_id": fit_id,
-        "data": data_location(data),
-        "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()},
-    }
-    atomic_write_text(out / RUN_FILE, json.dumps(run, indent=1, default=str) + "\n")
-    return fit_id
+    return state
 
 
 def model_path(model: str | os.PathLike) -> Path:

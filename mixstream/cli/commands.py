@@ -55,7 +55,7 @@ def fit(args: argparse.Namespace) -> int:
     if args.overwrite and app.run_state(out) != "none":
         say(f"{out} holds a run: --overwrite moves it aside and removes it")
     # a finished run without --overwrite is refused here, before anything starts
-    app.prepare_run_dir(out, args.data, options, args.overwrite)
+    app.prepare_run_dir(out, args.overwrite)
     checkpoints = out / app.CHECKPOINT_DIR
     resumed = 0
     if app.has_checkpoint(checkpoints):
