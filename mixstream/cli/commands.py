@@ -42,6 +42,8 @@ def print_fit(summary: dict[str, Any]) -> None:
         print(f"resumed          from the checkpoint after lap {summary['resumed_from_lap']}")
     print(f"model            {summary['model']}")
     print(f"report           {summary['report']}")
+    if summary.get("fit_id"):
+        print(f"fit id           {summary['fit_id']}")
 
 
 def fit(args: argparse.Namespace) -> int:
@@ -120,6 +122,8 @@ def print_scores(result: dict[str, Any]) -> None:
     print(f"rows             {result['n_rows']}")
     print(f"mean log-lik.    {result['mean_log_likelihood']:.8g}")
     print(f"rows per cluster {result['counts']}")
+    if result.get("fit_id"):
+        print(f"model's fit id   {result['fit_id']}")
 
 
 def predict(args: argparse.Namespace) -> int:
