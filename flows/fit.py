@@ -109,7 +109,7 @@ def fit_flow(
     scheduler : Dask scheduler address; None: $MIXSTREAM_SCHEDULER, else a LocalCluster of
         ``n_workers`` single-threaded workers started and closed by this run
     overwrite : replace a finished run in ``out`` (moved aside and removed first); without it
-        such a run is refused. An unfinished run (a checkpoint) is resumed unless overwrite.
+        such a run is refused. An unfinished run (a checkpoint) is resumed either way.
 
     Returns
     -------

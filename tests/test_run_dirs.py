@@ -95,7 +95,8 @@ def test_an_unfinished_run_is_resumed_without_overwrite(store, tmp_path):
         _fit(store, out, max_laps=4, tol=0.0)
     assert app.run_state(out) == "unfinished"
     assert [p.name for p in out.rglob("*") if p.is_file()] == ["checkpoint.msz"]
-    summary = _fit(store, out, max_laps=4, tol=0.0)
+    # overwrite replaces finished runs only: an interrupted one is resumed all the same
+    summary = _fit(store, out, overwrite=True, max_laps=4, tol=0.0)
     assert summary["resumed_from_lap"] == 2
     assert app.run_state(out) == "finished"
     assert set(_fit_ids(out).values()) == {summary["fit_id"]}

@@ -196,7 +196,7 @@ def fit_to_dir(
     overwrite : bool
         Replace a finished run in ``out`` (moved aside and removed before the fit starts);
         without it such a run raises RunExistsError. An unfinished run (a checkpoint) is
-        resumed, unless ``overwrite``: then it is replaced too.
+        resumed either way.
 
     Returns
     -------

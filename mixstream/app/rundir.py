@@ -248,16 +248,18 @@ def move_aside(out: str | os.PathLike) -> None:
 def prepare_run_dir(out: str | os.PathLike, overwrite: bool = False) -> str:
     """Make ``out`` ready for a fit; its state before ("none", "unfinished" or "finished").
 
-    A finished run in ``out`` raises RunExistsError unless ``overwrite``; with it, whatever
-    ``out`` holds is moved aside (one rename) and removed before the fit starts. An unfinished
-    run (a checkpoint) is left for the fit to resume. Nothing is written: a fit that fails
-    before its first lap leaves ``out`` as it found it.
+    A finished run in ``out`` raises RunExistsError unless ``overwrite``; with it, ``out`` as a
+    whole is moved aside (one rename) and removed before the fit starts. An unfinished run (a
+    checkpoint) is left for the fit to resume, with or without ``overwrite`` (so that a
+    scheduled refit with ``overwrite`` still resumes an interrupted night; a checkpoint of
+    other options or data is refused by the fit with CheckpointMismatch). Nothing is written:
+    a fit that fails before its first lap leaves ``out`` as it found it.
     """
     out = Path(out).resolve()
     state = run_state(out)
-    if state == "finished" and not overwrite:
-        raise RunExistsError(out, "holds a finished run")
-    if overwrite and out.exists():
+    if state == "finished":
+        if not overwrite:
+            raise RunExistsError(out, "holds a finished run")
         move_aside(out)
     return state
 

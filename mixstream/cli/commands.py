@@ -54,8 +54,8 @@ def fit(args: argparse.Namespace) -> int:
     _, plan = app.describe_data(args.data, args.batch_size)
     app.resolve_scheduler(args.scheduler)
     out = Path(args.out).resolve()
-    if args.overwrite and app.run_state(out) != "none":
-        say(f"{out} holds a run: --overwrite moves it aside and removes it")
+    if args.overwrite and app.run_state(out) == "finished":
+        say(f"{out} holds a finished run: --overwrite moves it aside and removes it")
     # a finished run without --overwrite is refused here, before anything starts
     app.prepare_run_dir(out, args.overwrite)
     checkpoints = out / app.CHECKPOINT_DIR

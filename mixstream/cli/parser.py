@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite",
         action="store_true",
         help="replace a finished run in --out (moved aside and removed before the fit "
-        "starts); without it such a run is refused (an unfinished one is resumed)",
+        "starts); without it such a run is refused (an unfinished one is resumed either way)",
     )
     fit.add_argument(
         "--n-components",
