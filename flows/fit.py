@@ -96,6 +96,7 @@ def fit_flow(
     random_state: int = D.random_state,
     scheduler: str | None = None,
     n_workers: int = 2,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Fit a mixture to the Zarr store ``data``; model, report and checkpoints go to ``out``.
 
@@ -107,6 +108,8 @@ def fit_flow(
     max_laps, tol, random_state : MixtureModel options (words, defaults: mixstream.options)
     scheduler : Dask scheduler address; None: $MIXSTREAM_SCHEDULER, else a LocalCluster of
         ``n_workers`` single-threaded workers started and closed by this run
+    overwrite : replace a finished run in ``out`` (moved aside and removed first); without it
+        such a run is refused. An unfinished run (a checkpoint) is resumed either way.
 
     Returns
     -------
@@ -119,6 +122,7 @@ def fit_flow(
     )  # fmt: skip
     plan = validate(data, options)
     out_dir = Path(out).resolve()
+    app.prepare_run_dir(out_dir, overwrite)
     source, _ = app.describe_data(data, batch_size)
     artifacts = PrefectArtifacts()
     with app.open_executor(source, scheduler, n_workers) as executor:

@@ -9,6 +9,7 @@ the chosen algorithm through an executor; the fitted attributes are read off the
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Mapping
 from functools import partial
@@ -21,6 +22,7 @@ from sklearn.exceptions import ConvergenceWarning
 from mixstream.backend import logsumexp_rows, resolve_backend, to_host
 from mixstream.build import build_model
 from mixstream.data.array_source import ArraySource
+from mixstream.data.validate import check_fit_data
 from mixstream.fit_run import FitRun, seed_of
 from mixstream.fitted import fingerprint, fitted_attributes, read_estimator, write_estimator
 from mixstream.learn.executor import Executor
@@ -220,12 +222,6 @@ class MixtureModel(DensityMixin, BaseEstimator):
         """
         options = self._validate_params()
         with self._open(X, sample_weight, options) as executor:
-            n_rows = executor.source.n_rows
-            if n_rows < options.n_components and options.allocation == "finite":
-                raise ValueError(
-                    f"Expected n_samples >= n_components, got n_components={self.n_components}, "
-                    f"n_samples={n_rows}"
-                )
             run = self._start(executor, options).run()
             self.model_, result = run.finish()
         for message in move_warnings(
@@ -309,6 +305,9 @@ class MixtureModel(DensityMixin, BaseEstimator):
 
     def _start(self, executor: Executor, options: FitOptions, on_lap: Any = None) -> FitRun:
         warm = getattr(self, "model_", None) if options.warm_start else None
+        if warm is None:  # degenerate data: one set of checks for every front end
+            start = check_fit_data(executor.source, options.n_components, options.k_grows)
+            options = dataclasses.replace(options, n_components=start)
         params = {name: getattr(options, name) for name in sorted(FitOptions.names())}
         return FitRun(
             options,

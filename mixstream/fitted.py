@@ -77,6 +77,8 @@ def write_estimator(est: Any, path: Any) -> Any:
             "history_": est.history_,
         },
     }
+    if getattr(est, "fit_id_", None):  # the run directory's fit (mixstream.app)
+        meta["fit_id"] = str(est.fit_id_)
     return write_model_file(path, meta, est.model_.get_state())
 
 
@@ -102,6 +104,8 @@ def read_estimator(cls: type, path: Any) -> Any:
             fitted["lower_bound_"], fitted["converged_"], fitted["n_iter_"], fitted["history_"]
         )
         est._set_fitted(result)
+        if meta.get("fit_id"):
+            est.fit_id_ = str(meta["fit_id"])
         _check_loaded_shapes(est)
     except ModelFileError:
         raise

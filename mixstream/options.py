@@ -193,6 +193,12 @@ class FitOptions:
         return default_moves(self.algorithm) if self.moves is None else tuple(self.moves)
 
     @property
+    def k_grows(self) -> bool:
+        """Whether the number of components adapts to the data (a DP mixture fitted by moVB
+        with moves): ``n_components`` is then only where the fit starts."""
+        return self.allocation == "dp" and self.algorithm == "movb" and bool(self.run_moves)
+
+    @property
     def inference(self) -> str:
         return inference_of(self.algorithm)
 

@@ -27,6 +27,7 @@ from mixstream.app.rundir import (
     describe_data,
     make_estimator,
     open_executor,
+    prepare_run_dir,
     remove_checkpoint,
     resolve_scheduler,
 )
@@ -170,6 +171,7 @@ def fit_to_dir(
     n_workers: int | None = None,
     publisher: Publisher | None = None,
     on_start: Callable[[Any], None] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Fit ``options`` to the store ``data`` into the run directory ``out``, in this process.
 
@@ -191,6 +193,10 @@ def fit_to_dir(
     on_start : callable(FitRun), optional
         Called once the run is initialised or resumed, before its laps (``resumed_from_lap``
         and ``laps_done`` say where it starts).
+    overwrite : bool
+        Replace a finished run in ``out`` (moved aside and removed before the fit starts);
+        without it such a run raises RunExistsError. An unfinished run (a checkpoint) is
+        resumed either way.
 
     Returns
     -------
@@ -202,6 +208,7 @@ def fit_to_dir(
     plan = check_fit(data, options)
     source, _ = describe_data(data, options["batch_size"])
     out = Path(out).resolve()
+    prepare_run_dir(out, overwrite)
     engine = "dask" if (n_workers or resolve_scheduler(scheduler)) else "auto"
     with open_executor(source, scheduler, n_workers or 2, engine) as executor:
         dashboard = dashboard_of(executor)

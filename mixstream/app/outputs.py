@@ -10,6 +10,7 @@ import base64
 import json
 import math
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,12 @@ import numpy as np
 
 from mixstream.app.rundir import (
     FIGURES_DIR,
+    FINISHED,
     MODEL_FILE,
     OPTION_NAMES,
     REPORT_FILE,
     RUN_FILE,
+    data_location,
 )
 from mixstream.atomic import atomic_write_bytes, atomic_write_text
 
@@ -149,14 +152,19 @@ def write_run_dir(
     Returns
     -------
     dict
-        The summary also written to run.json: out, model, report, figures, data, n_rows,
-        n_features, n_components_, lower_bound_, converged_, laps, resumed_from_lap,
-        dashboard, options.
+        The summary also written to run.json (last: it marks the run finished): status
+        ("finished"), fit_id (new for each publish), out, model, report, figures, data
+        (absolute), n_rows, n_features, n_components_, lower_bound_, converged_, laps,
+        resumed_from_lap, dashboard, options.
     """
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    # the published fit's id, carried by every file written here (and the labels it writes)
+    fit_id = str(uuid.uuid4())
+    est.fit_id_ = fit_id
     model_path = Path(est.save(out / MODEL_FILE))
     extra = {
+        "fit id": fit_id,
         "data": plan.get("data", data),
         "rows x features": f"{plan['n_rows']} x {plan['n_features']}",
         "batches": f"{plan['n_batches']} x {plan['batch_rows']} rows",
@@ -173,11 +181,13 @@ def write_run_dir(
     report_path = write_report_for(est, out / REPORT_FILE, sample, plan["n_rows"], extra)
     figures = write_figures(est, out / FIGURES_DIR, sample)
     summary = {
+        "status": FINISHED,
+        "fit_id": fit_id,
         "out": str(out),
         "model": str(model_path),
         "report": str(report_path),
         "figures": {k: str(v) for k, v in figures.items()},
-        "data": data,
+        "data": data_location(data),
         "n_rows": plan["n_rows"],
         "n_features": plan["n_features"],
         "n_components_": int(est.n_components_),
@@ -256,6 +266,8 @@ def rewrite_report(
         source, plan = describe_data(store)
         X_sample, n_rows = read_sample(source), plan["n_rows"]
     extra = {"model": str(path.resolve()), "data": store or "(none)"}
+    if getattr(est, "fit_id_", None):
+        extra["fit id"] = est.fit_id_
     extra.update(dict(run.get("options", {})))
     target = Path(out) if out else path.parent / REPORT_FILE
     return write_report_for(est, target, X_sample, n_rows, extra), note

@@ -8,6 +8,13 @@
 
 A run directory holds model.msz, report.html, figures/*.png, run.json and, while a fit is
 unfinished, checkpoints/checkpoint.msz (a fit run again into the same directory resumes it).
+
+run.json, written last when a fit publishes its outputs, marks the run finished and names the
+fit (``fit_id``, a uuid) that every artifact carries (model metadata, report, the labels the
+model writes). A fit into a directory that holds a finished run is refused unless
+``overwrite``; with it, the old run is renamed aside (one atomic rename) and removed before the
+new fit starts, so the files in a run directory always belong to one fit
+(``prepare_run_dir``).
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import contextlib
 import inspect
 import json
 import os
+import shutil
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -30,6 +39,26 @@ REPORT_FILE = "report.html"
 RUN_FILE = "run.json"
 CHECKPOINT_DIR = "checkpoints"
 FIGURES_DIR = "figures"
+#: run.json's "status" once a fit has published its outputs
+FINISHED = "finished"
+
+
+class RunExistsError(FileExistsError):
+    """An output (a run directory, a labels store) exists and ``overwrite`` was not given.
+
+    The message names the Python parameters (``overwrite=True``, ``out``);
+    ``cli_message()`` names the command line's flags (``--overwrite``, ``--out``).
+    """
+
+    def __init__(self, path: str | os.PathLike, what: str = "exists") -> None:
+        self.path, self.what = str(path), what
+        super().__init__(self.message("overwrite=True", "out"))
+
+    def message(self, overwrite: str, out: str) -> str:
+        return f"{self.path} {self.what}; pass {overwrite} to replace it, or choose another {out}"
+
+    def cli_message(self) -> str:
+        return self.message("--overwrite", "--out")
 
 
 def fit_options(
@@ -185,8 +214,54 @@ def check_output(out: str | os.PathLike, overwrite: bool) -> Path:
     """``out`` made absolute; FileExistsError when it exists and may not be replaced."""
     out = Path(out).resolve()
     if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite to replace it")
+        raise RunExistsError(out)
     return out
+
+
+def data_location(data: Any) -> str:
+    """The data of a run as run.json records it: a URL as given (it has a scheme), else the
+    absolute path, so that the run can be read from any working directory."""
+    text = os.fspath(data) if isinstance(data, str | os.PathLike) else str(data)
+    return text if "://" in text else os.path.abspath(text)
+
+
+def run_state(out: str | os.PathLike) -> str:
+    """What ``out`` holds: "none", "unfinished" (a checkpoint: a fit into ``out`` resumes it)
+    or "finished" (run.json or model.msz of a published fit, and no checkpoint)."""
+    out = Path(out)
+    if has_checkpoint(out / CHECKPOINT_DIR):
+        return "unfinished"
+    if (out / RUN_FILE).exists() or (out / MODEL_FILE).exists():
+        return "finished"
+    return "none"
+
+
+def move_aside(out: str | os.PathLike) -> None:
+    """Rename ``out`` to a hidden sibling (one atomic rename), then remove that: after the
+    rename nothing of the old run is left under ``out``, even if the removal is interrupted."""
+    out = Path(out)
+    aside = out.parent / f".{out.name}.replaced-{uuid.uuid4().hex[:12]}"
+    os.replace(out, aside)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def prepare_run_dir(out: str | os.PathLike, overwrite: bool = False) -> str:
+    """Make ``out`` ready for a fit; its state before ("none", "unfinished" or "finished").
+
+    A finished run in ``out`` raises RunExistsError unless ``overwrite``; with it, ``out`` as a
+    whole is moved aside (one rename) and removed before the fit starts. An unfinished run (a
+    checkpoint) is left for the fit to resume, with or without ``overwrite`` (so that a
+    scheduled refit with ``overwrite`` still resumes an interrupted night; a checkpoint of
+    other options or data is refused by the fit with CheckpointMismatch). Nothing is written:
+    a fit that fails before its first lap leaves ``out`` as it found it.
+    """
+    out = Path(out).resolve()
+    state = run_state(out)
+    if state == "finished":
+        if not overwrite:
+            raise RunExistsError(out, "holds a finished run")
+        move_aside(out)
+    return state
 
 
 def model_path(model: str | os.PathLike) -> Path:

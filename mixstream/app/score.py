@@ -46,20 +46,34 @@ def score_into(
     Returns
     -------
     dict
-        out, model_K, n_rows, mean_log_likelihood, counts (rows per cluster).
+        out, model_K, fit_id (of the model, None when it has none), n_rows,
+        mean_log_likelihood, counts (rows per cluster). The group's attributes hold the
+        model's fit_id too.
     """
     out = check_output(out, overwrite)
     with atomic_directory(out, overwrite=True) as fresh:
         result = est.score_store(data, fresh, proba=proba)
         result.pop("group", None)
+        _record_model(fresh, est)
     counts = np.asarray(result.get("counts", []), dtype=np.float64)
     return {
         "out": str(out),
         "model_K": int(est.n_components_),
+        "fit_id": getattr(est, "fit_id_", None),
         "n_rows": int(counts.sum()) if counts.size else None,
         "mean_log_likelihood": float(result["mean_log_likelihood"]),
         "counts": [int(c) for c in counts],
     }
+
+
+def _record_model(group: str, est: Any) -> None:
+    """The labels' attributes: the fit_id of the model that wrote them (when it has one)."""
+    import zarr
+
+    attrs = {"n_components": int(est.n_components_)}
+    if getattr(est, "fit_id_", None):
+        attrs["fit_id"] = str(est.fit_id_)
+    zarr.open_group(group, mode="r+").attrs.update(attrs)
 
 
 def score_to_store(

@@ -4,6 +4,7 @@
     commands.py        fit, predict, score, ingest, report over mixstream.app and the flows
     progress.py        lap and batch progress (rich), messages, the console Publisher
     prefect_server.py  the Prefect API: PREFECT_API_URL or a temporary `prefect server start`
+    flags.py           Python parameter names in error messages shown as the flags
     demo.py, bench.py  the demo and the benchmarks shipped in mixstream.benchmarks
 
 Every command is a thin layer over the application layer (mixstream.app) and, for the
@@ -33,7 +34,9 @@ from mixstream.cli.parser import (
 
 
 def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
+    from mixstream.cli.flags import cli_message
+
+    text = " ".join(cli_message(err).split()) or type(err).__name__
     known = (ValueError, OSError, KeyError, ImportError, UsageError)
     return text if isinstance(err, known) else f"{type(err).__name__}: {text}"
 

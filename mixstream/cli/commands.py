@@ -1,7 +1,8 @@
 """The commands fit, predict, score, ingest and report: argument handling and output lines
 over the application layer (mixstream.app) and, unless --no-prefect, the Prefect flows.
 
-With --no-prefect (and for predict, ingest, report) nothing here imports Prefect.
+With fit --no-prefect, and for predict, score (unless --prefect), ingest and report,
+nothing here imports Prefect.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def print_fit(summary: dict[str, Any]) -> None:
         print(f"resumed          from the checkpoint after lap {summary['resumed_from_lap']}")
     print(f"model            {summary['model']}")
     print(f"report           {summary['report']}")
+    if summary.get("fit_id"):
+        print(f"fit id           {summary['fit_id']}")
 
 
 def fit(args: argparse.Namespace) -> int:
@@ -51,6 +54,10 @@ def fit(args: argparse.Namespace) -> int:
     _, plan = app.describe_data(args.data, args.batch_size)
     app.resolve_scheduler(args.scheduler)
     out = Path(args.out).resolve()
+    if args.overwrite and app.run_state(out) == "finished":
+        say(f"{out} holds a finished run: --overwrite moves it aside and removes it")
+    # a finished run without --overwrite is refused here, before anything starts
+    app.prepare_run_dir(out, args.overwrite)
     checkpoints = out / app.CHECKPOINT_DIR
     resumed = 0
     if app.has_checkpoint(checkpoints):
@@ -115,6 +122,8 @@ def print_scores(result: dict[str, Any]) -> None:
     print(f"rows             {result['n_rows']}")
     print(f"mean log-lik.    {result['mean_log_likelihood']:.8g}")
     print(f"rows per cluster {result['counts']}")
+    if result.get("fit_id"):
+        print(f"model's fit id   {result['fit_id']}")
 
 
 def predict(args: argparse.Namespace) -> int:
@@ -129,7 +138,8 @@ def predict(args: argparse.Namespace) -> int:
 
 
 def score(args: argparse.Namespace) -> int:
-    if args.no_prefect:
+    """Without --prefect, predict's work in this process (no Prefect import, no server)."""
+    if args.no_prefect or not args.prefect:
         return predict(args)
     from mixstream import app
 
@@ -173,7 +183,7 @@ def ingest(args: argparse.Namespace) -> int:
             args.overwrite,
             header=getattr(args, "header", None),
         )
-    except AmbiguousHeaderError as err:
+    except AmbiguousHeaderError as err:  # worded for the command line (mixstream.cli.flags)
         raise ValueError(err.cli_message()) from None
     print(
         f"{info['dest']}: array X {tuple(info['shape'])} {info['dtype']}, "

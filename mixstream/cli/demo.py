@@ -50,7 +50,10 @@ def run_demo(args: argparse.Namespace) -> int:
             seed=args.seed,
             overwrite=True,
         )
-        app.remove_checkpoint(out / app.CHECKPOINT_DIR)  # a fresh fit, not a resume
+        # a fresh fit, not a resume: the demo's previous run (if any) is replaced
+        app.remove_checkpoint(out / app.CHECKPOINT_DIR)
+        for name in (app.RUN_FILE, app.MODEL_FILE):
+            (out / name).unlink(missing_ok=True)
         source, plan = app.describe_data(str(data), batch)
         say(f"[2/4] starting a Dask LocalCluster ({args.workers} workers x 1 thread)")
         with app.open_executor(source, None, args.workers) as cluster:

@@ -93,7 +93,9 @@ examples:
 
 DATA is a Zarr store (a group with the 2-D array "X", rows = points): make one with
 `mixstream ingest`. A checkpoint is written to OUT/checkpoints after every lap: run the same
-command again after an interruption and the fit resumes where it stopped.
+command again after an interruption and the fit resumes where it stopped. A DIR holding a
+finished run is refused: pass --overwrite to replace it (the old run is moved aside and
+removed before the new fit starts), or choose another --out.
 Progress goes to stderr: a line per lap, and on a terminal (or with --progress) the batches
 of the current lap as the workers finish them.
 Without PREFECT_API_URL a temporary Prefect server is started (and stopped) for the run.
@@ -154,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("data", metavar="DATA", help="Zarr store (path or URL) with the array X")
     fit.add_argument("--out", required=True, metavar="DIR", help="output directory")
     fit.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a finished run in --out (moved aside and removed before the fit "
+        "starts); without it such a run is refused (an unfinished one is resumed either way)",
+    )
+    fit.add_argument(
         "--n-components",
         type=_positive_int,
         default=_D.n_components,
@@ -206,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     # predict / score --------------------------------------------------------------------
     for name, func, help_text in (
         ("predict", "predict", "write labels of a Zarr store with a fitted model (no Prefect)"),
-        ("score", "score", "labels and per-row log-likelihoods of a store, as a Prefect flow"),
+        ("score", "score", "labels and per-row log-likelihoods of a store (--prefect: a flow)"),
     ):
         p = sub.add_parser(
             name,
@@ -225,7 +233,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--proba", action="store_true", help="also write the responsibilities")
         _add_cluster_args(p, "default: in-process for small data" if name == "predict" else "2")
         if name == "score":
-            p.add_argument("--no-prefect", action="store_true", help="same as predict")
+            p.add_argument(
+                "--prefect",
+                action="store_true",
+                help="run score_flow on Prefect (PREFECT_API_URL, else a temporary server); "
+                "without it, the same work in this process, as predict",
+            )
+            p.add_argument(
+                "--no-prefect", action="store_true", help="the default (kept for old scripts)"
+            )
         _add_verbose(p)
         p.set_defaults(func=func)
 

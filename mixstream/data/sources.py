@@ -85,7 +85,12 @@ def open_source(
 def _check_weights(sample_weight: Any, n_rows: int) -> np.ndarray | None:
     if sample_weight is None:
         return None
-    w = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.ndim != 1:
+        raise ValueError(
+            f"sample_weight must be 1-D, shape ({n_rows},) (one weight per row of X); "
+            f"got shape {w.shape}" + (": pass sample_weight.ravel()" if w.size == n_rows else "")
+        )
     if w.shape[0] != n_rows:
         raise ValueError(f"sample_weight has {w.shape[0]} entries; X has {n_rows} rows")
     check_finite(w, "sample_weight")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -69,3 +70,90 @@ def check_matrix(X: Any, where: str = "X") -> Any:
             f"{where} is empty: 0 feature(s) (shape={X.shape}) while a minimum of 1 is required."
         )
     return X
+
+
+class DegenerateDataWarning(UserWarning):
+    """Data a mixture can be fitted to, but not meaningfully as it is (a constant feature,
+    every row the same point, fewer rows than the starting number of components)."""
+
+
+#: rows of a store read for the zero-variance and duplicate checks (in-memory data: all rows)
+CHECK_SAMPLE_ROWS = 10_000
+
+
+def _check_sample(source: Any) -> tuple[np.ndarray | None, bool]:
+    """Rows to look at for constant features and duplicates, and whether they are all rows:
+    an in-memory array whole, otherwise the first rows of the first batch (never a full pass
+    over a store)."""
+    X = getattr(source, "X", None)
+    if X is not None:
+        return np.asarray(to_host(X)), True
+    try:
+        first = np.asarray(to_host(source.read(0)))[:CHECK_SAMPLE_ROWS]
+    except Exception:  # the fit reads the batch itself and reports the problem
+        return None, False
+    return first, first.shape[0] >= int(source.n_rows)
+
+
+def check_fit_data(source: Any, n_components: int, k_grows: bool, where: str | None = None) -> int:
+    """The checks on the data of a fit that every front end shares (``MixtureModel.fit``, the
+    application layer and so the command line and the flows all go through them); the number
+    of components the fit starts from.
+
+    - fewer than two rows: ValueError;
+    - fewer rows than ``n_components``: ValueError naming both, unless the number of
+      components adapts (``k_grows``: a DP mixture fitted by moVB with moves), where
+      ``n_components`` is only a starting point: a DegenerateDataWarning, and the fit starts
+      from ``n_rows`` components;
+    - a feature of zero variance: a DegenerateDataWarning naming its indices (the prior keeps
+      each component's variance positive, so the fit goes on);
+    - every row the same point: a DegenerateDataWarning (the fit goes on; all components lie
+      on that point).
+    Zero variance and duplicates are judged on in-memory data as a whole and on the first
+    ``CHECK_SAMPLE_ROWS`` rows of a store (the warning says so).
+    """
+    where = where or str(getattr(source, "name", "") or "X")
+    n_rows = int(source.n_rows)
+    if n_rows < 2:
+        raise ValueError(
+            f"{where} has n_samples={n_rows} row(s): a mixture needs at least 2 rows to fit"
+        )
+    start = n_components
+    if n_rows < n_components:
+        if not k_grows:
+            raise ValueError(
+                f"Expected n_samples >= n_components, got n_components={n_components}, "
+                f"n_samples={n_rows} ({where}): lower n_components to at most {n_rows}, or "
+                "fit a DP mixture with algorithm='movb' and moves, where n_components is "
+                "only a starting point"
+            )
+        start = n_rows
+        warnings.warn(
+            f"{where} has {n_rows} rows, fewer than n_components={n_components}: the DP "
+            f"moVB fit starts from {n_rows} components (n_components is a starting point)",
+            DegenerateDataWarning,
+            stacklevel=3,
+        )
+    X, whole = _check_sample(source)
+    if X is None or X.ndim != 2 or X.shape[0] < 2:
+        return start
+    rows = "" if whole else f" in its first {X.shape[0]} rows (of {n_rows})"
+    constant = np.flatnonzero(X.min(axis=0) == X.max(axis=0))  # no (N, D) temporary
+    if constant.size == X.shape[1]:
+        warnings.warn(
+            f"every row of {where}{rows} is the same point: all components are fitted to that "
+            "one point (the prior keeps their variances positive)",
+            DegenerateDataWarning,
+            stacklevel=3,
+        )
+    elif constant.size:
+        shown = constant[:20].tolist()
+        more = f" and {constant.size - 20} more" if constant.size > 20 else ""
+        warnings.warn(
+            f"feature(s) {shown}{more} of {where} have zero variance{rows}: the prior keeps "
+            "each component's variance of them positive (reg_covar); drop them if they carry "
+            "no information",
+            DegenerateDataWarning,
+            stacklevel=3,
+        )
+    return start

@@ -400,7 +400,17 @@ def test_no_prefect_commands_never_import_prefect(store, tmp_path):
         assert "imported: []" in proc.stderr, (args[0], proc.stderr)
     # the check can fail: the same probe around a command that runs a flow sees Prefect
     proc = subprocess.run(
-        [sys.executable, "-c", NO_PREFECT_CHECK, "score", str(run), store, "--out", "x"],
+        [
+            sys.executable,
+            "-c",
+            NO_PREFECT_CHECK,
+            "score",
+            str(run),
+            store,
+            "--out",
+            "x",
+            "--prefect",
+        ],
         env=subprocess_env(PREFECT_API_URL="http://127.0.0.1:9/api"),
         capture_output=True,
         text=True,
