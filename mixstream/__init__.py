@@ -14,9 +14,10 @@ _LAZY = {
     "MixtureModel": "mixstream.estimator",
     "Model": "mixstream.model",
     "SuffStats": "mixstream.suffstats",
+    "select": "mixstream.app.selection",
 }
 
-__all__ = ["FitOptions", "MixtureModel", "Model", "SuffStats", "__version__"]
+__all__ = ["FitOptions", "MixtureModel", "Model", "SuffStats", "__version__", "select"]
 
 
 def __getattr__(name: str) -> Any:

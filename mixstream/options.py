@@ -42,6 +42,7 @@ from mixstream.vocabulary import (
     LIKELIHOODS,
     MOVES,
     MOVES_WHEN_NONE,
+    SELECTION_CRITERIA,
     default_moves,
 )
 from mixstream.vocabulary import COVARIANCE_TYPES as _COVARIANCE_STRUCTURES
@@ -495,3 +496,30 @@ __all__ = [
     "split_moves",
     "validate",
 ]
+
+
+# ---------------------------------------------------------------------- model selection
+#: defaults of ``mixstream.select`` (and ``mixstream select``, ``select_flow``)
+SELECT_DEFAULTS: dict[str, Any] = {
+    "n_components": tuple(range(1, 9)),
+    "covariance_types": ("full", "diag", "spherical"),
+    "criterion": "bic",
+    "holdout": 0.1,
+    "n_seeds": 3,
+}
+#: what each option of ``mixstream.select`` must be
+SELECT_CONSTRAINTS: dict[str, Constraint] = {
+    "criterion": one_of(SELECTION_CRITERIA),
+    "holdout": real(0.0, 0.5, text="a fraction in [0, 0.5]"),
+    "n_seeds": POSITIVE_INT,
+}
+
+
+def check_select_options(
+    criterion: str, holdout: float, n_seeds: int, n_components: Sequence[int]
+) -> None:
+    """ValueError naming the first bad option of a model selection."""
+    for name, value in (("criterion", criterion), ("holdout", holdout), ("n_seeds", n_seeds)):
+        _check(name, value, SELECT_CONSTRAINTS[name])
+    for k in n_components:
+        _check("n_components", k, POSITIVE_INT)

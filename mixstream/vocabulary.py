@@ -48,3 +48,8 @@ DEFAULT_MOVES = MOVES_WHEN_NONE["movb"]
 def default_moves(algorithm: str | None) -> tuple[str, ...]:
     """The moves of ``moves=None``: all three for "movb", none for every other algorithm."""
     return MOVES_WHEN_NONE.get(algorithm, ())  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------- model selection
+#: what chooses among the fitted candidates of ``mixstream.select``
+SELECTION_CRITERIA = ("bic", "aic", "heldout", "elbo")
