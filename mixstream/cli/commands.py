@@ -212,3 +212,9 @@ def bench(args: argparse.Namespace) -> int:
     from mixstream.cli.bench import run_bench
 
     return run_bench(args.name, args.args)
+
+
+def select(args: argparse.Namespace) -> int:
+    from mixstream.cli.select_cmd import run_select
+
+    return run_select(args)

@@ -77,6 +77,7 @@ examples:
   mixstream fit points.zarr --out runs/today --scheduler tcp://scheduler:8786
   mixstream score runs/today/model.msz new.zarr --out runs/today/labels.zarr
   mixstream report runs/today                      # rewrite runs/today/report.html
+  mixstream select points.zarr --out runs/sel      # choose K and covariance type by BIC
 
 Each command has its own --help. Errors print one line; MIXSTREAM_DEBUG=1 shows the traceback.
 """
@@ -327,4 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
     _add_verbose(bench)
     bench.set_defaults(func="bench")
+
+    # select -------------------------------------------------------------------------------
+    from mixstream.cli.select_cmd import add_select_parser
+
+    add_select_parser(sub, formatter, _add_cluster_args, _add_verbose)
     return parser
