@@ -18,8 +18,10 @@ import numpy as np
 
 from mixstream.suffstats import SuffStats
 
-#: rows of the training data the k-means starts are computed on
-KMEANS_SAMPLE_ROWS = 100_000
+#: rows of the training data read for the starts (the priors' defaults, the first step)
+SAMPLE_ROWS = 200_000
+#: rows of that sample the k-means runs see
+KMEANS_ROWS = 20_000
 
 
 @dataclass(frozen=True)
@@ -36,35 +38,68 @@ class Candidate:
         return f"K={self.n_components} {kind}"
 
 
-def kmeans_starts(
+@dataclass
+class SharedStart:
+    """What every candidate starts from: one sample of the training rows (distinct rows, their
+    weights, and the factor from its weight to the data's) and the k-means centres of each K."""
+
+    X: np.ndarray
+    w: np.ndarray
+    scale: float
+    centers: dict[int, np.ndarray]
+
+
+def shared_start(
     executor: Any, ks: Sequence[int], n_seeds: int, rng: np.random.Generator
-) -> tuple[dict[int, np.ndarray], np.ndarray]:
-    """For each K, the centres (K, D) of the best (least inertia) of ``n_seeds`` k-means runs
-    (k-means++ then Lloyd) on a sample of the executor's rows, read once for every K; and
-    that sample (n, D) (distinct rows)."""
+) -> SharedStart:
+    """Read a sample of the executor's rows once; for each K, the centres (K, D) of the best
+    (least inertia) of ``n_seeds`` k-means runs (k-means++ then Lloyd) on up to
+    ``KMEANS_ROWS`` of its rows."""
     from mixstream.learn.executor import RowsExecutor
     from mixstream.learn.init import canonical_rows, draw_sample
     from mixstream.learn.kmeans import kmeans_plusplus, lloyd
 
-    X, w, _ = draw_sample(executor, KMEANS_SAMPLE_ROWS, rng)
+    X, w, scale = draw_sample(executor, SAMPLE_ROWS, rng)
     X, w = canonical_rows(np.asarray(X, dtype=np.float64), w)
-    rows = RowsExecutor(X, sample_weight=w)
-    starts = {}
+    Xk, wk = X, w
+    if X.shape[0] > KMEANS_ROWS:
+        sub = np.sort(rng.choice(X.shape[0], KMEANS_ROWS, replace=False))
+        Xk, wk = X[sub], w[sub]
+    rows = RowsExecutor(Xk, sample_weight=wk)
+    centers = {}
     for K in sorted(set(ks)):
         best: tuple[float, np.ndarray] | None = None
         for _ in range(n_seeds):
-            centers = kmeans_plusplus(X, min(K, X.shape[0]), rng, w)
-            centers, inertia, _ = lloyd(rows, centers, max_iter=100)
+            start = kmeans_plusplus(Xk, min(K, Xk.shape[0]), rng, wk)
+            found, inertia, _ = lloyd(rows, start, max_iter=100)
             if best is None or inertia < best[0]:
-                best = (inertia, centers)
-        starts[K] = best[1]
-    return starts, X
+                best = (inertia, found)
+        centers[K] = best[1]
+    return SharedStart(X, w, scale, centers)
+
+
+def start_model(options: Any, dtype: Any, start: SharedStart, rng: np.random.Generator) -> Any:
+    """A model of ``options`` initialised as ``mixstream.learn.init.initialize`` does with
+    given means, from the shared sample: its priors' defaults from the sample, and a first
+    global step from the sample's rows assigned to the nearest k-means centre (statistics
+    scaled to the data's weight)."""
+    from mixstream.build import build_model
+    from mixstream.learn.init import init_responsibilities
+
+    model = build_model(options, dtype)
+    K = options.n_components
+    model.obs.set_prior_from_data(start.X, weights=start.w)
+    model.uids = model.new_uids(K)
+    resp = init_responsibilities(start.X, K, start.centers[K], rng, start.w)
+    SS = model.summarize(start.X, {"resp": resp}, sample_weight=start.w)
+    model.global_step(SS.scale(start.scale) if start.scale != 1.0 else SS)
+    return model
 
 
 def fit_candidate(
-    executor: Any, candidate: Candidate, init: Any, options: dict[str, Any]
+    executor: Any, candidate: Candidate, start: SharedStart, options: dict[str, Any]
 ) -> tuple[Any, dict[str, Any]]:
-    """Fit ``candidate`` over ``executor``'s rows from the means ``init`` (K, D).
+    """Fit ``candidate`` over ``executor``'s rows from the shared start.
 
     Returns
     -------
@@ -78,15 +113,19 @@ def fit_candidate(
         n_components=candidate.n_components,
         covariance_type=candidate.covariance_type,
         likelihood=candidate.likelihood,
-        init=init,
+        init="kmeans",
         **options,
     )
+    fit_options = est._validate_params()
+    rng = np.random.default_rng(fit_options.random_state)
     est.n_features_in_ = executor.source.n_features
+    # the run continues from the started model (FitRun's warm start: no second read)
+    est.model_ = start_model(fit_options, executor.source.dtype, start, rng)
+    est.warm_start = True
     run = est.start_fit(executor).run()
     est.model_, result = run.finish()
     est._set_fitted(result)
-    # the start was a shared k-means: a refit of the saved model starts from k-means too
-    est.set_params(init="kmeans")
+    est.warm_start = False
     return est, {
         "lower_bound": float(result.lower_bound),
         "converged": bool(result.converged),

@@ -29,9 +29,9 @@ from mixstream.app.select_fit import (
     check_domain,
     criteria,
     fit_candidate,
-    kmeans_starts,
     n_parameters,
     score_candidates,
+    shared_start,
 )
 from mixstream.options import check_select_options, inference_of
 
@@ -188,6 +188,7 @@ def select(
     """
     from mixstream.data.holdout import SplitSource, make_split
     from mixstream.data.sources import open_source
+    from mixstream.data.validate import check_fit_data
 
     grid = (
         as_candidates(candidates)
@@ -219,11 +220,12 @@ def select(
     train = SplitSource(base, split, "train")
     with _executors(train, base, engine, client, n_workers) as (train_ex, all_ex):
         ks = [c.n_components for c in grid]
-        starts, sample = kmeans_starts(train_ex, ks, n_seeds, np.random.default_rng(kmeans_seed))
-        check_domain(grid, sample, f"{base.name} (a sample of its rows)")
+        check_fit_data(train, max(ks), False)
+        start = shared_start(train_ex, ks, n_seeds, np.random.default_rng(kmeans_seed))
+        check_domain(grid, start.X, f"{base.name} (a sample of its rows)")
         fitted, rows = [], []
         for cand in grid:
-            est, facts = fit_candidate(train_ex, cand, starts[cand.n_components], options)
+            est, facts = fit_candidate(train_ex, cand, start, options)
             row = _row(cand, est, facts)
             fitted.append(est)
             rows.append(row)
