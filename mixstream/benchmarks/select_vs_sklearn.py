@@ -96,6 +96,14 @@ def main(argv: list[str] | None = None) -> None:
         sel_d = select(store, **kw, engine="dask", n_workers=args.workers)
         name = f"mixstream.select, Zarr store, Dask {args.workers} workers (start included)"
         rows.append((name, time.perf_counter() - t0, _choice(sel_d)))
+    # what starting and closing the LocalCluster alone costs, for the row above
+    from mixstream.data.array_source import ArraySource
+    from mixstream.engine.dask import DaskExecutor
+
+    t0 = time.perf_counter()
+    DaskExecutor(ArraySource(X[:10]), n_workers=args.workers).close()
+    rows.append((f"  of which: start and stop a LocalCluster of {args.workers} workers",
+                 time.perf_counter() - t0, ""))  # fmt: skip
     # the same training rows as select's split
     seed = np.random.SeedSequence(0).spawn(2)[0]
     held = make_split(args.n, 0.1, np.random.default_rng(seed)).test_mask(0, args.n)
