@@ -20,6 +20,7 @@ import contextlib
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ from mixstream.app.select_fit import (
     score_candidates,
     shared_start,
 )
+from mixstream.app.select_lockstep import run_in_lockstep
 from mixstream.options import check_select_options, inference_of
 
 #: whether a larger value of each criterion is better
@@ -63,6 +65,9 @@ class Selection:
         The holdout: rows, block_rows, held-out blocks and rows.
     out : dict or None
         The files written (``out=``).
+    passes : int
+        Passes over the training rows the candidates' laps took (side by side, one pass
+        serves every candidate still running).
     """
 
     table: list[dict[str, Any]]
@@ -73,6 +78,7 @@ class Selection:
     dp: dict[str, Any] | None = None
     split: dict[str, Any] = field(default_factory=dict)
     out: dict[str, Any] | None = None
+    passes: int = 0
 
     @property
     def summary(self) -> str:
@@ -141,6 +147,7 @@ def select(
     out: Any = None,
     overwrite: bool = False,
     on_fit: Callable[[dict[str, Any]], None] | None = None,
+    lockstep: bool | None = None,
 ) -> Selection:
     """Fit a grid of mixtures to ``data`` and choose one by ``criterion``.
 
@@ -180,12 +187,19 @@ def select(
     overwrite : bool
         Replace an existing ``out`` (only once the new one is complete).
     on_fit : callable(row), optional
-        Called after each candidate's fit with its partial row (progress).
+        Called with each candidate's partial row once it is fitted (progress).
+    lockstep : bool, optional
+        True: fit the candidates side by side, each in its own thread, so that one pass over
+        the data per lap serves all those still running (``mixstream.app.select_lockstep``);
+        False: one after the other (a pass per lap of each). The fits are the same, bit for
+        bit. None (default): side by side unless the data is an in-memory array (where a pass
+        reads nothing).
 
     Returns
     -------
     Selection
     """
+    from mixstream.data.array_source import ArraySource
     from mixstream.data.holdout import SplitSource, make_split
     from mixstream.data.sources import open_source
     from mixstream.data.validate import check_fit_data
@@ -223,20 +237,27 @@ def select(
         check_fit_data(train, max(ks), False)
         start = shared_start(train_ex, ks, n_seeds, np.random.default_rng(kmeans_seed))
         check_domain(grid, start.X, f"{base.name} (a sample of its rows)")
+        jobs = [partial(fit_candidate, candidate=c, start=start, options=options) for c in grid]
+        if lockstep is None:  # side by side when passes cost reads: not for in-memory rows
+            lockstep = not isinstance(base, ArraySource)
+        if lockstep:
+            outs, passes = run_in_lockstep(train_ex, jobs)
+        else:
+            outs = [job(train_ex) for job in jobs]
+            passes = sum(facts["laps"] for _, facts in outs)
         fitted, rows = [], []
-        for cand in grid:
-            est, facts = fit_candidate(train_ex, cand, start, options)
-            row = _row(cand, est, facts)
+        for cand, (est, facts) in zip(grid, outs):
             fitted.append(est)
-            rows.append(row)
+            rows.append(_row(cand, est, facts))
             if on_fit is not None:
-                on_fit(dict(row))
+                on_fit(dict(rows[-1]))
         scores = score_candidates(all_ex, [e.model_ for e in fitted], split)
         for row, score in zip(rows, scores):
             row.update(criteria(score, row["n_parameters"]))
         best = _mark_best(rows, criterion)
         dp_info = _fit_dp(train_ex, rows[best], random_state, batch_size) if dp else None
     result = Selection(rows, rows[best], fitted[best], fitted, criterion, dp_info, split.describe())
+    result.passes = passes
     if out is not None:
         from mixstream.app.select_outputs import write_selection_dir
 

@@ -116,3 +116,31 @@ def test_select_refuses_bad_options():
 def test_table_csv():
     text = table_csv([{"model": "K=1 full", "bic": 1.5, "best": True}])
     assert text.splitlines() == ["model,bic,best", "K=1 full,1.5,True"]
+
+
+def _count_rows(payload, X, w):
+    from mixstream.suffstats import SuffStats
+
+    return SuffStats({"N": np.array([payload * X.shape[0]])})
+
+
+def test_lockstep_serves_every_fit_with_one_pass():
+    from mixstream.app.select_lockstep import run_in_lockstep
+    from mixstream.engine.local import LocalExecutor
+
+    executor = LocalExecutor(ArraySource(np.zeros((100, 2)), batch_size=30), n_threads=1)
+
+    def job(laps, factor):
+        def run(ex):
+            return [float(ex.map_sum(_count_rows, factor).N[0]) for _ in range(laps)]
+
+        return run
+
+    results, passes = run_in_lockstep(executor, [job(3, 1.0), job(1, 2.0), job(2, 3.0)])
+    assert results == [[100.0] * 3, [200.0], [300.0] * 2] and passes == 3
+
+    def fails(ex):
+        raise RuntimeError("candidate failed")
+
+    with pytest.raises(RuntimeError, match="candidate failed"):
+        run_in_lockstep(executor, [job(2, 1.0), fails])
