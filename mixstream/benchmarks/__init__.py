@@ -23,7 +23,6 @@ BENCHMARKS = {
     "gpu": Benchmark("gpu", ("--n", "1000000", "--d", "16", "--k", "16", "--cpu-n", "100000")),
     "dp": Benchmark("dp_discovery", ("--n", "20000", "--d", "8", "--k", "6", "--cov", "diag")),
     "streaming": Benchmark("streaming"),
-    "select": Benchmark("select_vs_sklearn", ("--n", "20000")),
 }
 
 __all__ = ["BENCHMARKS", "Benchmark"]
