@@ -81,3 +81,10 @@ def test_a_failing_candidate_leaves_nothing(tmp_path):
         select(X, [1, 2, 3], ("full",), out=out, overwrite=True, on_fit=stop_after_two)
     assert [p.name for p in tmp_path.iterdir()] == ["sel"]
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_variational_candidates_report_and_choose_by_elbo():
+    sel = select(planted(1500), [2, 6], ("full",), algorithm="vb", criterion="elbo")
+    elbo = {r["K"]: r["elbo"] for r in sel.table}
+    assert None not in elbo.values() and elbo[6] > elbo[2]
+    assert sel.best["K"] == 6 and sel.summary.startswith("ELBO chose K=6 full")
