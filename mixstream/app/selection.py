@@ -39,6 +39,9 @@ from mixstream.options import check_select_options, inference_of
 
 #: whether a larger value of each criterion is better
 HIGHER_IS_BETTER = {"bic": False, "aic": False, "heldout": True, "elbo": True}
+#: how the summary names each criterion
+CRITERION_NAMES = {"bic": "BIC", "aic": "AIC", "heldout": "the held-out log-likelihood",
+                   "elbo": "the ELBO"}  # fmt: skip
 #: the table's column each criterion reads
 CRITERION_COLUMN = {"bic": "bic", "aic": "aic", "heldout": "heldout_log_likelihood", "elbo": "elbo"}
 
@@ -84,7 +87,8 @@ class Selection:
     def summary(self) -> str:
         """One sentence on the choice (and the DP's K when it was fitted)."""
         b = self.best
-        text = f"{self.criterion.upper()} chose {b['model']} ({b['likelihood']})"
+        name = CRITERION_NAMES[self.criterion]
+        text = f"{name} chose {b['model']} ({b['likelihood']})"
         return text + (f"; {self.dp['sentence']}" if self.dp else "")
 
     def to_frame(self) -> Any:

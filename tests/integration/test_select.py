@@ -87,4 +87,4 @@ def test_variational_candidates_report_and_choose_by_elbo():
     sel = select(planted(1500), [2, 6], ("full",), algorithm="vb", criterion="elbo")
     elbo = {r["K"]: r["elbo"] for r in sel.table}
     assert None not in elbo.values() and elbo[6] > elbo[2]
-    assert sel.best["K"] == 6 and sel.summary.startswith("ELBO chose K=6 full")
+    assert sel.best["K"] == 6 and sel.summary.startswith("the ELBO chose K=6 full")
