@@ -138,7 +138,9 @@ def write_selection_dir(
         extra = {"selection": result.summary, "criterion": result.criterion}
         report = root / REPORT_FILE
         write_report_for(est, report, read_sample(source), int(source.n_rows), extra)
-        text = report.read_text()
+        text = report.read_text().replace(  # the title and heading name the selection
+            f"mixstream fit: K={est.n_components_}", f"mixstream select: {result.best['model']}"
+        )
         section = selection_html(result, png)
         report.write_text(text.replace("<h2>Figures</h2>", section + "\n<h2>Figures</h2>", 1))
     return {

@@ -43,6 +43,7 @@ def test_outputs_and_report(in_memory):
     assert saved["best"]["model"] == f"K={PLANTED_K} {PLANTED_COV}" and len(saved["table"]) == 24
     report = (out / "report.html").read_text()
     assert '<table id="selection">' in report and 'alt="BIC by model"' in report
+    assert f"<h1>mixstream select: K={PLANTED_K} {PLANTED_COV}</h1>" in report
     assert sel.summary in report and report.count("<tr") > 24
     model = MixtureModel.load(out / "model.msz")
     assert (model.n_components_, model.covariance_type) == (PLANTED_K, PLANTED_COV)
