@@ -1,4 +1,4 @@
-"""The application layer's ``Publisher`` hook, implemented with Prefect artifacts."""
+"""Prefect artifacts as the application layer's ``Publisher`` hook; the flows' task options."""
 
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.cache_policies import NONE
+
+# coarse tasks whose inputs are clusters and runs: nothing to cache or persist
+TASK = {"cache_policy": NONE, "persist_result": False}
 
 
 class PrefectArtifacts:

@@ -1,13 +1,8 @@
 """fit_flow: fit a mixture to a Zarr store, one Prefect task per lap, resumable.
 
-    from flows.fit import fit_flow
-    fit_flow("data.zarr", "runs/vb", algorithm="vb", n_components=8, moves=[])
-Each task is one step of mixstream.app.fit (coarse on purpose: one task per lap, never per
-batch): ``validate`` (options, store, batch plan), ``init`` (the FitRun, resumed from
-<out>/checkpoints when there is one), ``lap-<n>`` (every batch on the Dask workers, then a
-checkpoint; retried twice on transient failures, never applied twice), ``evaluate`` and
-``publish`` (model.msz, report.html, figures/, run.json; laps, clusters, report artifacts).
-The Dask cluster is opened once per flow run and closed when it ends, whatever happens.
+Tasks, each one step of mixstream.app.fit: ``validate``, ``init`` (resumed from
+<out>/checkpoints when there is one), ``lap-<n>`` (all batches on the Dask workers, then a
+checkpoint; retried on transient failures, never applied twice), ``evaluate``, ``publish``.
 """
 
 from __future__ import annotations
@@ -17,32 +12,21 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NONE
 
-from flows._artifacts import PrefectArtifacts
+from flows._artifacts import TASK, PrefectArtifacts
 from mixstream import app
 from mixstream.options import RUN_DEFAULTS as D
 from mixstream.options import Algorithm, Allocation, CovarianceType, Likelihood, Move
 
-_TASK = {"cache_policy": NONE, "persist_result": False}
 
-
-def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
-    try:
-        state.result()
-    except Exception as exc:  # the lap's exception
-        return app.is_transient(exc)
-    return True
-
-
-@task(name="validate", task_run_name="validate", **_TASK)
+@task(name="validate", task_run_name="validate", **TASK)
 def validate(data: str, options: dict[str, Any]) -> dict[str, Any]:
     plan = app.check_fit(data, options)
     get_run_logger().info("%s: %d x %d", plan["data"], plan["n_rows"], plan["n_features"])
     return plan
 
 
-@task(name="init", task_run_name="init", **_TASK)
+@task(name="init", task_run_name="init", **TASK)
 def init(options: dict[str, Any], executor: Any, checkpoint_dir: str, artifacts: Any) -> Any:
     run = app.start_run(options, executor, checkpoint_dir, artifacts)
     if run.resumed_from_lap:
@@ -50,21 +34,15 @@ def init(options: dict[str, Any], executor: Any, checkpoint_dir: str, artifacts:
     return run
 
 
-@task(
-    name="lap",
-    task_run_name="lap-{lap}",
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=_retry_transient,
-    **_TASK,
-)
+@task(name="lap", task_run_name="lap-{lap}", retries=2, retry_delay_seconds=2,
+      retry_condition_fn=app.retry_lap, **TASK)  # fmt: skip
 def run_lap(run: Any, lap: int, artifacts: Any) -> dict[str, Any]:
     record = app.run_lap(run, lap, artifacts)
     get_run_logger().info(app.lap_line(record, run.options.max_laps))
     return record
 
 
-@task(name="evaluate", task_run_name="evaluate", **_TASK)
+@task(name="evaluate", task_run_name="evaluate", **TASK)
 def evaluate(run: Any) -> dict[str, Any]:
     fitted = app.finish_run(run)
     get_run_logger().info(
@@ -73,7 +51,7 @@ def evaluate(run: Any) -> dict[str, Any]:
     return fitted
 
 
-@task(name="publish", task_run_name="publish", **_TASK)
+@task(name="publish", task_run_name="publish", **TASK)
 def publish(run: Any, data: str, out: str, plan: dict, dashboard: Any, artifacts: Any) -> dict:
     summary = app.publish_run(run, data, out, plan, dashboard, artifacts)
     get_run_logger().info("model %s, report %s", summary["model"], summary["report"])
@@ -102,14 +80,12 @@ def fit_flow(
 
     Parameters
     ----------
-    data : path or URL of a Zarr store (a group with the array "X"), readable by every worker
+    data : path of a Zarr store (a group with the array "X"), readable by every worker
     out : the run directory: model.msz, report.html, figures/, run.json, checkpoints/
-    n_components, allocation, likelihood, covariance_type, algorithm, moves, batch_size,
-    max_laps, tol, random_state : MixtureModel options (words, defaults: mixstream.options)
+    n_components, ..., random_state : MixtureModel options (words, defaults: mixstream.options)
     scheduler : Dask scheduler address; None: $MIXSTREAM_SCHEDULER, else a LocalCluster of
         ``n_workers`` single-threaded workers started and closed by this run
-    overwrite : replace a finished run in ``out`` (moved aside and removed first); without it
-        such a run is refused. An unfinished run (a checkpoint) is resumed either way.
+    overwrite : replace a finished run in ``out``; an unfinished run is resumed either way
 
     Returns
     -------

@@ -1,24 +1,17 @@
-"""ingest_flow: copy a .npy, CSV or Parquet file into a chunked Zarr store, as a flow run.
-
-    from flows.ingest import ingest_flow
-    ingest_flow("points.csv", "points.zarr", chunk_rows=65_536, shard_rows=1_048_576)
-
-The store is written under a temporary name and renamed into place when complete (see
-mixstream.data.ingest), so a failed run leaves nothing half-written; re-running is safe.
-"""
+"""ingest_flow: a .npy, CSV or Parquet file into a chunked Zarr store, written atomically
+(mixstream.data.ingest), so a failed run leaves nothing half-written and a rerun is safe."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from prefect import flow, task
-from prefect.cache_policies import NONE
 
-from flows._artifacts import PrefectArtifacts
+from flows._artifacts import TASK, PrefectArtifacts
 from mixstream import app
 
 
-@task(name="ingest", task_run_name="ingest", cache_policy=NONE, persist_result=False)
+@task(name="ingest", task_run_name="ingest", **TASK)
 def ingest_task(
     src: str, dest: str, chunk_rows: int | None, shard_rows: int | None, overwrite: bool
 ) -> dict[str, Any]:

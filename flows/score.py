@@ -1,12 +1,7 @@
 """score_flow: labels and per-row log-likelihoods of a Zarr store, written to Zarr.
 
-    from flows.score import score_flow
-    score_flow("runs/today/model.msz", "new.zarr", "runs/today/labels.zarr")
-
-Tasks: ``load`` (the model file), ``score`` (every batch on the Dask workers writing its own
-chunks; mixstream.app.score_into), ``publish`` (rows per cluster, a summary). With
-``overwrite`` (the default, so that scheduled runs can rewrite their output) an existing
-output is replaced only once the new one is complete.
+Tasks: ``load`` (the model file), ``score`` (each batch on the Dask workers writes its own
+chunks: mixstream.app.score_into), then its artifacts (rows per cluster, a summary).
 """
 
 from __future__ import annotations
@@ -15,31 +10,23 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NONE
 
-from flows._artifacts import PrefectArtifacts
+from flows._artifacts import TASK, PrefectArtifacts
 from mixstream import app
 
-_TASK = {"cache_policy": NONE, "persist_result": False}
 
-
-@task(name="load", task_run_name="load", **_TASK)
+@task(name="load", task_run_name="load", **TASK)
 def load(model: str) -> Any:
     from mixstream import MixtureModel
 
     return MixtureModel.load(model)
 
 
-@task(name="score", task_run_name="score", retries=1, retry_delay_seconds=2, **_TASK)
+@task(name="score", task_run_name="score", retries=1, retry_delay_seconds=2, **TASK)
 def score(est: Any, data: str, out: str, overwrite: bool, proba: bool = False) -> dict[str, Any]:
     result = app.score_into(est, data, out, overwrite=overwrite, proba=proba)
     get_run_logger().info("%s: %s rows", result["out"], result["n_rows"])
     return result
-
-
-@task(name="publish", task_run_name="publish", **_TASK)
-def publish(result: dict[str, Any], model: str, data: str) -> None:
-    app.publish_scores(PrefectArtifacts(), result, model, data)
 
 
 @flow(name="score-flow", persist_result=False)
@@ -75,5 +62,5 @@ def score_flow(
             result = score(est, data, str(out_path), overwrite, proba)
         finally:
             est.client = None
-    publish(result, str(Path(model).resolve()), data)
+    app.publish_scores(PrefectArtifacts(), result, str(Path(model).resolve()), data)
     return result

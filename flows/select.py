@@ -1,11 +1,7 @@
 """select_flow: model selection over a grid of K and covariance types on a Zarr store.
 
-    from flows.select import select_flow
-    select_flow("data.zarr", "runs/sel", n_components=[1, 2, 3, 4], covariance_types=["full"])
-
-Tasks: ``select`` (every candidate fitted through the engine on the training rows, one
-scoring pass, the output directory written atomically: mixstream.app.selection.select) and
-``publish`` (the table and the choice as artifacts).
+Tasks: ``select`` (mixstream.app.selection.select: every candidate through the engine, one
+scoring pass, the output directory written atomically), then the table and the choice as artifacts.
 """
 
 from __future__ import annotations
@@ -13,35 +9,23 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NONE
 
-from flows._artifacts import PrefectArtifacts
+from flows._artifacts import TASK, PrefectArtifacts
+from mixstream import app
 from mixstream.options import SELECT_DEFAULTS as S
 from mixstream.options import Algorithm, Allocation, CovarianceType, Likelihood
 from mixstream.vocabulary import SELECTION_CRITERIA
 
-_TASK = {"cache_policy": NONE, "persist_result": False}
 Criterion = Literal[SELECTION_CRITERIA]
 
 
-@task(name="select", task_run_name="select", **_TASK)
+@task(name="select", task_run_name="select", **TASK)
 def run_select(data: str, out: str, options: dict[str, Any]) -> dict[str, Any]:
     from mixstream.app.selection import select
 
     sel = select(data, out=out, **options)
     get_run_logger().info("%s", sel.summary)
     return {"table": sel.table, "summary": sel.summary, "best": sel.best, **sel.out}
-
-
-@task(name="publish", task_run_name="publish", **_TASK)
-def publish(summary: dict[str, Any]) -> None:
-    artifacts = PrefectArtifacts()
-    artifacts.table("mixstream-selection", summary["table"], summary["summary"])
-    artifacts.markdown(
-        "mixstream-selection-report",
-        f"# {summary['summary']}\n\nmodel `{summary['model']}`, report `{summary['report']}`",
-        "Model selection: the choice and where its files are.",
-    )
 
 
 @flow(name="select-flow", persist_result=False)
@@ -74,16 +58,8 @@ def select_flow(
     dict: table, summary, best, and the paths written (out, table_csv, table_json,
     bic_figure, model, report).
     """
-    from mixstream import app
-
-    address = app.resolve_scheduler(scheduler)
-    options = {
-        "n_components": n_components, "covariance_types": covariance_types,
-        "likelihoods": likelihoods, "criterion": criterion, "holdout": holdout,
-        "algorithm": algorithm, "allocation": allocation, "max_laps": max_laps, "tol": tol,
-        "batch_size": batch_size, "random_state": random_state, "dp": dp, "engine": "dask",
-        "client": address, "n_workers": n_workers, "overwrite": overwrite,
-    }  # fmt: skip
+    options = {k: v for k, v in locals().items() if k not in ("data", "out", "scheduler")}
+    options.update(engine="dask", client=app.resolve_scheduler(scheduler))
     summary = run_select(data, out, options)
-    publish(summary)
+    app.publish_selection(PrefectArtifacts(), summary)
     return summary

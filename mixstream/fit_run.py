@@ -216,7 +216,9 @@ class FitRun:
         if self.best is None or bound > self.best[0]:
             self.best = (bound, self.model, self.result)
         self.restart += 1
-        if not self.done:
+        # not ``done``: inside a lap _dirty hides the last restart's end, and a start after
+        # it would read a sample and initialise a model no one uses
+        if self.restart < self.n_restarts:
             self._begin_restart()
 
     # ------------------------------------------------------------------ checkpoints
@@ -233,7 +235,7 @@ class FitRun:
             "best": None if self.best is None else _result_meta(self.best[2]),
         }
         arrays: dict[str, np.ndarray] = {}
-        if not self.done:
+        if self.restart < self.n_restarts:  # a restart in progress (see _end_restart)
             arrays.update(prefixed("model", self.model.get_state()))
             arrays.update(prefixed("state", algorithms.state_to_arrays(self.state)))
         if self.best is not None:

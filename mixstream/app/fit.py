@@ -51,6 +51,15 @@ def is_transient(exc: BaseException) -> bool:
     return not isinstance(exc, _PERMANENT)
 
 
+def retry_lap(task: Any, task_run: Any, state: Any) -> bool:
+    """A Prefect ``retry_condition_fn`` for a lap: retry only transient failures."""
+    try:
+        state.result()
+    except Exception as exc:  # the lap's exception
+        return is_transient(exc)
+    return True
+
+
 def lap_line(record: dict, max_laps: int) -> str:
     """One progress line: lap, ELBO per point, K, accepted/tried moves, seconds."""
     moves = ""

@@ -20,6 +20,8 @@ ARTIFACT_KEYS = {
     "score_counts": "mixstream-score-counts",
     "score": "mixstream-score",
     "ingest": "mixstream-ingest",
+    "selection": "mixstream-selection",
+    "selection_report": "mixstream-selection-report",
 }
 
 
@@ -125,3 +127,12 @@ def publish_ingest(publisher: Publisher, src: str, info: dict[str, Any]) -> None
         ]
     )
     publisher.markdown(ARTIFACT_KEYS["ingest"], text, f"Zarr store written from {src}")
+
+
+def publish_selection(publisher: Publisher, summary: dict[str, Any]) -> None:
+    """A model selection's artifacts: the table and the choice with where its files are."""
+    publisher.table(ARTIFACT_KEYS["selection"], summary["table"], summary["summary"])
+    text = f"# {summary['summary']}\n\nmodel `{summary['model']}`, report `{summary['report']}`"
+    publisher.markdown(
+        ARTIFACT_KEYS["selection_report"], text, "Model selection: the choice and its files."
+    )

@@ -303,3 +303,17 @@ def _running(proc) -> bool:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+@pytest.mark.parametrize("n_init", [1, 3])
+def test_each_restart_initialises_once(monkeypatch, n_init):
+    """The last restart's end starts no further restart (it read a sample and built a model
+    no one used, inside the final lap where ``done`` is still False)."""
+    import mixstream.fit_run as fit_run
+
+    calls = []
+    real = fit_run.initialize
+    monkeypatch.setattr(fit_run, "initialize", lambda *a, **k: calls.append(1) or real(*a, **k))
+    X = np.random.default_rng(0).normal(size=(300, 3))
+    MixtureModel(2, algorithm="em", n_init=n_init, max_laps=5, random_state=0).fit(X)
+    assert len(calls) == n_init
