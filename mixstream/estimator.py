@@ -29,6 +29,7 @@ from mixstream.learn.executor import Executor
 from mixstream.learn.history import FitResult, move_warnings
 from mixstream.options import COVARIANCE_TYPES as COVARIANCE_TYPES  # re-exported
 from mixstream.options import FitOptions, check_init_features
+from mixstream.streamed import is_lazy, stream_log_likelihood, stream_rows
 from mixstream.vocabulary import ALGORITHMS as ALGORITHMS  # re-exported
 from mixstream.vocabulary import MOVES as MOVES  # re-exported
 
@@ -359,6 +360,8 @@ class MixtureModel(DensityMixin, BaseEstimator):
         """
         if out is not None:
             return self.score_store(X, out, proba=True)["group"]["proba"]
+        if is_lazy(X):
+            return stream_rows(self, X, "proba")
         _, log_resp = self._log_resp(X)
         return np.exp(log_resp)
 
@@ -370,6 +373,8 @@ class MixtureModel(DensityMixin, BaseEstimator):
         """
         if out is not None:
             return self.score_store(X, out)["group"]["labels"]
+        if is_lazy(X):
+            return stream_rows(self, X, "labels")
         _, log_resp = self._log_resp(X)
         return log_resp.argmax(axis=1)
 
@@ -408,21 +413,22 @@ class MixtureModel(DensityMixin, BaseEstimator):
         weights and log-likelihoods (what scikit-learn's BayesianGaussianMixture reports,
         a lower bound of the predictive density).
         """
+        if is_lazy(X):
+            return stream_rows(self, X, "log_density")
         source = self._checked_rows(X)
         return to_host(self.model_.log_density(source.X))
 
     def score(self, X: Any, y: Any = None) -> float:
         """Mean of ``score_samples`` over the rows of X (a store is scored batch by batch)."""
-        from mixstream.data.sources import open_source
-        from mixstream.learn.executor import score_batch
+        total, n = self._log_likelihood(X)
+        return total / n
 
-        source = open_source(X)
-        if isinstance(source, ArraySource):
-            return float(self.score_samples(X).mean())
-        self._check_fitted()
-        with self._open(X) as executor:
-            SS = executor.map_sum(score_batch, self.model_)
-        return SS.scalars["log_norm"] / SS.scalars["n_rows"]
+    def _log_likelihood(self, X: Any) -> tuple[float, int]:
+        """Summed log-density of the rows of X and their number (stores: streamed)."""
+        if is_lazy(X):
+            return stream_log_likelihood(self, X)
+        log_density = self.score_samples(X)
+        return float(log_density.sum()), int(log_density.shape[0])
 
     # ------------------------------------------------------------------ model selection
     def _n_parameters(self) -> int:
@@ -431,13 +437,13 @@ class MixtureModel(DensityMixin, BaseEstimator):
 
     def bic(self, X: Any) -> float:
         """Bayesian information criterion on X (lower is better), as scikit-learn defines it."""
-        n = np.asarray(X).shape[0]
-        return float(-2 * self.score(X) * n + self._n_parameters() * np.log(n))
+        total, n = self._log_likelihood(X)
+        return float(-2 * total + self._n_parameters() * np.log(n))
 
     def aic(self, X: Any) -> float:
         """Akaike information criterion on X (lower is better)."""
-        n = np.asarray(X).shape[0]
-        return float(-2 * self.score(X) * n + 2 * self._n_parameters())
+        total, _ = self._log_likelihood(X)
+        return float(-2 * total + 2 * self._n_parameters())
 
     def get_active_cluster_probs(self) -> np.ndarray:
         """Expected weights of the represented components, shape (n_components_,); for a DP

@@ -55,6 +55,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "mixstream.sampling",
             "mixstream.fit_run",
             "mixstream.estimator",
+            "mixstream.streamed",
             "mixstream.report",
             "mixstream.plots",
             "mixstream.benchmarks",
