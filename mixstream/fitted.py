@@ -49,12 +49,15 @@ def fingerprint(params: dict[str, Any], source: Any) -> dict[str, Any]:
     if not isinstance(params["random_state"], int | type(None)):
         params["random_state"] = type(params["random_state"]).__name__
     params = {k: _jsonable(v) for k, v in params.items()}
-    return {
+    out = {
         "n_rows": source.n_rows,
         "n_features": source.n_features,
         "batches": [list(b) for b in source.batches],
         **{f"param {k}": v for k, v in params.items()},
     }
+    if getattr(source, "weights_path", None):  # a store's weights: a fit on them is another fit
+        out["weights"] = source.weights_path
+    return out
 
 
 def write_estimator(est: Any, path: Any) -> Any:
