@@ -25,6 +25,7 @@ from mixstream.data.array_source import ArraySource
 from mixstream.data.validate import check_fit_data
 from mixstream.fit_run import FitRun, seed_of
 from mixstream.fitted import fingerprint, fitted_attributes, read_estimator, write_estimator
+from mixstream.labelled import checked_input, fit_input, labelled_input, labelled_rows
 from mixstream.learn.executor import Executor
 from mixstream.learn.history import FitResult, move_warnings
 from mixstream.options import COVARIANCE_TYPES as COVARIANCE_TYPES  # re-exported
@@ -222,6 +223,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
             Non-negative weights; an integer weight counts like repeated rows.
         """
         options = self._validate_params()
+        X = fit_input(self, X)
         with self._open(X, sample_weight, options) as executor:
             run = self._start(executor, options).run()
             self.model_, result = run.finish()
@@ -261,6 +263,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
         from mixstream.learn.sovb import SoVBState, sovb_step
 
         options = self._validate_params()
+        X = checked_input(self, X)[0] if hasattr(self, "model_") else fit_input(self, X)
         if not hasattr(self, "model_"):
             from mixstream.learn.init import initialize
 
@@ -352,6 +355,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
         self.model_.obs.validate(source.X, "X")
         return source
 
+    @labelled_rows
     def predict_proba(self, X: Any, out: Any = None) -> Any:
         """Responsibilities of the components for each row, shape (n_samples, K).
 
@@ -365,6 +369,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
         _, log_resp = self._log_resp(X)
         return np.exp(log_resp)
 
+    @labelled_rows
     def predict(self, X: Any, out: Any = None) -> Any:
         """Most probable component of each row, shape (n_samples,).
 
@@ -378,6 +383,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
         _, log_resp = self._log_resp(X)
         return log_resp.argmax(axis=1)
 
+    @labelled_input
     def score_store(self, X: Any, out: Any, proba: bool = False) -> dict[str, Any]:
         """Labels, per-row log-likelihoods (and responsibilities) of a store, written to Zarr.
 
@@ -404,6 +410,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
     def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> np.ndarray:
         return self.fit(X, sample_weight=sample_weight).predict(X)
 
+    @labelled_rows
     def score_samples(self, X: Any) -> np.ndarray:
         """The fitted model's log-density of each row, shape (n_samples,).
 
@@ -418,6 +425,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
         source = self._checked_rows(X)
         return to_host(self.model_.log_density(source.X))
 
+    @labelled_input
     def score(self, X: Any, y: Any = None) -> float:
         """Mean of ``score_samples`` over the rows of X (a store is scored batch by batch)."""
         total, n = self._log_likelihood(X)
@@ -435,11 +443,13 @@ class MixtureModel(DensityMixin, BaseEstimator):
         self._check_fitted()
         return int(self.model_.obs.n_free_params() + self.model_.alloc.n_free_params())
 
+    @labelled_input
     def bic(self, X: Any) -> float:
         """Bayesian information criterion on X (lower is better), as scikit-learn defines it."""
         total, n = self._log_likelihood(X)
         return float(-2 * total + self._n_parameters() * np.log(n))
 
+    @labelled_input
     def aic(self, X: Any) -> float:
         """Akaike information criterion on X (lower is better)."""
         total, _ = self._log_likelihood(X)

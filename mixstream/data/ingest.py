@@ -37,6 +37,8 @@ WRITE_BYTES = 32 * 2**20
 CSV_BLOCK_LINES = 65_536
 #: the store's array of per-row sample weights (``ZarrSource`` reads it by default)
 WEIGHTS_ARRAY = "sample_weight"
+#: the dimension names of every row array mixstream writes (rows, then columns)
+DIMENSION_NAMES = ("sample", "feature")
 FORMATS = ("npy", "csv", "parquet")
 
 
@@ -116,7 +118,8 @@ def create_rows_array(
     """A (n_rows, n_cols) array (1-D when n_cols is None) chunked and sharded along rows.
 
     Floating arrays are filled with NaN, so a chunk that was never written (or went missing)
-    reads as NaN and is caught by the finiteness check instead of passing as zeros.
+    reads as NaN and is caught by the finiteness check instead of passing as zeros. The
+    dimensions are named (``DIMENSION_NAMES``), so ``xarray.open_zarr`` opens the group.
     """
     dtype = np.dtype(dtype)
     shape: tuple[int, ...] = (n_rows,) if n_cols is None else (n_rows, n_cols)
@@ -130,6 +133,7 @@ def create_rows_array(
         shape=shape,
         chunks=chunks,
         shards=shards,
+        dimension_names=DIMENSION_NAMES[: len(shape)],
         dtype=dtype,
         compressors=compressors,
         fill_value=fill,

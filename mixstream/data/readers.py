@@ -25,6 +25,8 @@ import numpy as np
 ARROW_BLOCK_BYTES = 4 * 2**20
 #: CSV lines parsed per block by the line parser
 CSV_BLOCK_LINES = 65_536
+#: read CSV with pyarrow first (False: the line parser only; for benchmarks and comparisons)
+USE_ARROW = True
 
 Block = tuple[np.ndarray, "np.ndarray | None"]
 
@@ -133,8 +135,9 @@ class CsvReader(Reader):
         The header's name of a column of sample weights.
     block_lines : int
         Lines per block of the line parser.
-    arrow : bool
-        Read with pyarrow's streaming reader first (the line parser only as fallback).
+    arrow : bool, optional
+        Read with pyarrow's streaming reader first (the line parser only as fallback);
+        default ``USE_ARROW``.
     """
 
     def __init__(
@@ -145,12 +148,13 @@ class CsvReader(Reader):
         delimiter: str,
         weights: str | None = None,
         block_lines: int = CSV_BLOCK_LINES,
-        arrow: bool = True,
+        arrow: bool | None = None,
     ) -> None:
         self.path = path
         self.delimiter = delimiter
         self.block_lines = block_lines
-        self.arrow = arrow
+        self.arrow = USE_ARROW if arrow is None else arrow
+        self.used_fallback = False
         self.dtype = numeric_dtype(dtype if dtype is not None else np.float64, "dtype")
         self.n_rows = None
         first = None
@@ -189,7 +193,7 @@ class CsvReader(Reader):
                     yield _split(block.astype(self.dtype, copy=False), self.w_index)
                 return
             except _ArrowRefused:
-                pass  # the line parser goes on from row `done`, naming lines and columns
+                self.used_fallback = True  # the line parser goes on from row `done`
         for block in self._line_blocks(rows, skip=done):
             yield _split(block, self.w_index)
 

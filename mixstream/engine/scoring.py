@@ -70,13 +70,25 @@ def score_to_zarr(
     chunk = _output_chunk_rows(source)
     with atomic_directory(out) as tmp:
         group = zarr.open_group(tmp, mode="w-")
-        group.create_array("labels", shape=(source.n_rows,), chunks=(chunk,), dtype="int32")
+        # named dimensions: xarray.open_zarr opens the group
+        rows, both = ("sample",), ("sample", "component")
         group.create_array(
-            "log_likelihood", shape=(source.n_rows,), chunks=(chunk,), dtype="float64"
+            "labels", shape=(source.n_rows,), chunks=(chunk,), dtype="int32", dimension_names=rows
+        )
+        group.create_array(
+            "log_likelihood",
+            shape=(source.n_rows,),
+            chunks=(chunk,),
+            dtype="float64",
+            dimension_names=rows,
         )
         if proba:
             group.create_array(
-                "proba", shape=(source.n_rows, model.K), chunks=(chunk, model.K), dtype="float64"
+                "proba",
+                shape=(source.n_rows, model.K),
+                chunks=(chunk, model.K),
+                dtype="float64",
+                dimension_names=both,
             )
         SS = executor.map_sum(write_batch_outputs, (model, tmp, proba))
         group.attrs["mean_log_likelihood"] = SS.scalars["log_norm"] / SS.scalars["n_rows"]

@@ -56,6 +56,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "mixstream.fit_run",
             "mixstream.estimator",
             "mixstream.streamed",
+            "mixstream.labelled",
             "mixstream.report",
             "mixstream.plots",
             "mixstream.benchmarks",
