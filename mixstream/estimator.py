@@ -30,7 +30,7 @@ from mixstream.learn.executor import Executor
 from mixstream.learn.history import FitResult, move_warnings
 from mixstream.options import COVARIANCE_TYPES as COVARIANCE_TYPES  # re-exported
 from mixstream.options import FitOptions, check_init_features
-from mixstream.streamed import is_lazy, stream_log_likelihood, stream_rows
+from mixstream.streamed import is_lazy, stream_log_likelihood, stream_rows, unweighted
 from mixstream.vocabulary import ALGORITHMS as ALGORITHMS  # re-exported
 from mixstream.vocabulary import MOVES as MOVES  # re-exported
 
@@ -199,7 +199,8 @@ class MixtureModel(DensityMixin, BaseEstimator):
         from mixstream.data.sources import open_source
         from mixstream.engine.factory import make_executor
 
-        source = open_source(X, self.batch_size, sample_weight)
+        kw = unweighted(X) if options is None else {}  # a store's weights are for fit only
+        source = open_source(X, self.batch_size, sample_weight, **kw)
         if options is not None:
             check_init_features(options.init, source.n_features)
             self.n_features_in_ = source.n_features

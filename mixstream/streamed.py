@@ -29,6 +29,12 @@ def is_lazy(X: Any) -> bool:
     )
 
 
+def unweighted(X: Any) -> dict[str, Any]:
+    """Source options that leave a store's ``sample_weight`` array unread (verbs, scoring)."""
+    store = isinstance(X, str | os.PathLike) or type(X).__module__.startswith("zarr")
+    return {"weights": False} if store else {}
+
+
 def open_rows(est: Any, X: Any) -> Any:
     """An executor over the rows of X for a fitted estimator, its features checked.
 
@@ -40,8 +46,7 @@ def open_rows(est: Any, X: Any) -> Any:
     from mixstream.engine.factory import make_executor
 
     est._check_fitted()
-    kw = {"weights": False} if not type(X).__module__.startswith("dask.array") else {}
-    source = open_source(X, est.batch_size, check=False, **kw)
+    source = open_source(X, est.batch_size, check=False, **unweighted(X))
     if source.n_features != est.n_features_in_:
         raise ValueError(
             f"X has {source.n_features} features, but {type(est).__name__} is expecting "

@@ -74,3 +74,13 @@ def test_store_with_other_width_is_refused(fitted, tmp_path):
     g.create_array("X", data=np.zeros((10, 2)), chunks=(5, 2))
     with pytest.raises(ValueError, match="X has 2 features, but MixtureModel is expecting 3"):
         est.bic(str(tmp_path / "narrow.zarr"))
+
+
+def test_scoring_a_store_ignores_its_weights(fitted, tmp_path):
+    # negative weights would stop a fit; scoring never reads them
+    est, X = fitted
+    g = zarr.open_group(tmp_path / "neg.zarr", mode="w")
+    g.create_array("X", data=X, chunks=(500, 3))
+    g.create_array("sample_weight", data=-np.ones(X.shape[0]), chunks=(500,))
+    labels = est.predict(str(tmp_path / "neg.zarr"), out=tmp_path / "labels.zarr")
+    np.testing.assert_array_equal(labels[:], est.predict(X))

@@ -9,6 +9,7 @@ import zarr
 
 from mixstream import MixtureModel
 from mixstream.cli import main
+from mixstream.data.ingest import ingest
 from mixstream.engine.checkpoint import checkpoint_path
 from mixstream.io import read_model_file
 
@@ -104,18 +105,15 @@ def test_bad_store_weights_one_clear_line(data, tmp_path, weights, match):
     assert store in str(err.value) and "\n" not in str(err.value)
 
 
-def test_ingest_refuses_bad_weight_cells(tmp_path):
+def test_ingest_refuses_bad_weight_cells(tmp_path, capsys):
     src = tmp_path / "neg.csv"
     src.write_text("a,b,w\n1,2,1\n3,4,-2\n")
+    dest = str(tmp_path / "n.zarr")
     with pytest.raises(ValueError, match=r"weights column 'w', data row 2: -2.0 is negative"):
-        main_raise(["ingest", str(src), str(tmp_path / "n.zarr"), "--weights", "w"])
+        ingest(src, dest, weights="w")
     with pytest.raises(ValueError, match=r"has no weights column 'v'; it has \['a', 'b', 'w'\]"):
-        main_raise(["ingest", str(src), str(tmp_path / "n.zarr"), "--weights", "v"])
+        ingest(src, dest, weights="v")
+    assert main(["ingest", str(src), dest, "--weights", "w"]) == 2  # the command line: one line
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mixstream: error: ingest:") and "\n" not in err
     assert not (tmp_path / "n.zarr").exists()
-
-
-def main_raise(argv):
-    from mixstream.app import ingest_to_store
-
-    args = dict(zip(("src", "dest"), argv[1:3], strict=True))
-    return ingest_to_store(args["src"], args["dest"], weights=argv[argv.index("--weights") + 1])
