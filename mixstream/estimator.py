@@ -25,10 +25,12 @@ from mixstream.data.array_source import ArraySource
 from mixstream.data.validate import check_fit_data
 from mixstream.fit_run import FitRun, seed_of
 from mixstream.fitted import fingerprint, fitted_attributes, read_estimator, write_estimator
+from mixstream.labelled import checked_input, fit_input, labelled_input, labelled_rows
 from mixstream.learn.executor import Executor
 from mixstream.learn.history import FitResult, move_warnings
 from mixstream.options import COVARIANCE_TYPES as COVARIANCE_TYPES  # re-exported
 from mixstream.options import FitOptions, check_init_features
+from mixstream.streamed import is_lazy, stream_log_likelihood, stream_rows, unweighted
 from mixstream.vocabulary import ALGORITHMS as ALGORITHMS  # re-exported
 from mixstream.vocabulary import MOVES as MOVES  # re-exported
 
@@ -197,7 +199,8 @@ class MixtureModel(DensityMixin, BaseEstimator):
         from mixstream.data.sources import open_source
         from mixstream.engine.factory import make_executor
 
-        source = open_source(X, self.batch_size, sample_weight)
+        kw = unweighted(X) if options is None else {}  # a store's weights are for fit only
+        source = open_source(X, self.batch_size, sample_weight, **kw)
         if options is not None:
             check_init_features(options.init, source.n_features)
             self.n_features_in_ = source.n_features
@@ -221,6 +224,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
             Non-negative weights; an integer weight counts like repeated rows.
         """
         options = self._validate_params()
+        X = fit_input(self, X)
         with self._open(X, sample_weight, options) as executor:
             run = self._start(executor, options).run()
             self.model_, result = run.finish()
@@ -260,6 +264,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
         from mixstream.learn.sovb import SoVBState, sovb_step
 
         options = self._validate_params()
+        X = checked_input(self, X)[0] if hasattr(self, "model_") else fit_input(self, X)
         if not hasattr(self, "model_"):
             from mixstream.learn.init import initialize
 
@@ -351,6 +356,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
         self.model_.obs.validate(source.X, "X")
         return source
 
+    @labelled_rows
     def predict_proba(self, X: Any, out: Any = None) -> Any:
         """Responsibilities of the components for each row, shape (n_samples, K).
 
@@ -359,9 +365,12 @@ class MixtureModel(DensityMixin, BaseEstimator):
         """
         if out is not None:
             return self.score_store(X, out, proba=True)["group"]["proba"]
+        if is_lazy(X):
+            return stream_rows(self, X, "proba")
         _, log_resp = self._log_resp(X)
         return np.exp(log_resp)
 
+    @labelled_rows
     def predict(self, X: Any, out: Any = None) -> Any:
         """Most probable component of each row, shape (n_samples,).
 
@@ -370,9 +379,12 @@ class MixtureModel(DensityMixin, BaseEstimator):
         """
         if out is not None:
             return self.score_store(X, out)["group"]["labels"]
+        if is_lazy(X):
+            return stream_rows(self, X, "labels")
         _, log_resp = self._log_resp(X)
         return log_resp.argmax(axis=1)
 
+    @labelled_input
     def score_store(self, X: Any, out: Any, proba: bool = False) -> dict[str, Any]:
         """Labels, per-row log-likelihoods (and responsibilities) of a store, written to Zarr.
 
@@ -399,6 +411,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
     def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> np.ndarray:
         return self.fit(X, sample_weight=sample_weight).predict(X)
 
+    @labelled_rows
     def score_samples(self, X: Any) -> np.ndarray:
         """The fitted model's log-density of each row, shape (n_samples,).
 
@@ -408,36 +421,40 @@ class MixtureModel(DensityMixin, BaseEstimator):
         weights and log-likelihoods (what scikit-learn's BayesianGaussianMixture reports,
         a lower bound of the predictive density).
         """
+        if is_lazy(X):
+            return stream_rows(self, X, "log_density")
         source = self._checked_rows(X)
         return to_host(self.model_.log_density(source.X))
 
+    @labelled_input
     def score(self, X: Any, y: Any = None) -> float:
         """Mean of ``score_samples`` over the rows of X (a store is scored batch by batch)."""
-        from mixstream.data.sources import open_source
-        from mixstream.learn.executor import score_batch
+        total, n = self._log_likelihood(X)
+        return total / n
 
-        source = open_source(X)
-        if isinstance(source, ArraySource):
-            return float(self.score_samples(X).mean())
-        self._check_fitted()
-        with self._open(X) as executor:
-            SS = executor.map_sum(score_batch, self.model_)
-        return SS.scalars["log_norm"] / SS.scalars["n_rows"]
+    def _log_likelihood(self, X: Any) -> tuple[float, int]:
+        """Summed log-density of the rows of X and their number (stores: streamed)."""
+        if is_lazy(X):
+            return stream_log_likelihood(self, X)
+        log_density = self.score_samples(X)
+        return float(log_density.sum()), int(log_density.shape[0])
 
     # ------------------------------------------------------------------ model selection
     def _n_parameters(self) -> int:
         self._check_fitted()
         return int(self.model_.obs.n_free_params() + self.model_.alloc.n_free_params())
 
+    @labelled_input
     def bic(self, X: Any) -> float:
         """Bayesian information criterion on X (lower is better), as scikit-learn defines it."""
-        n = np.asarray(X).shape[0]
-        return float(-2 * self.score(X) * n + self._n_parameters() * np.log(n))
+        total, n = self._log_likelihood(X)
+        return float(-2 * total + self._n_parameters() * np.log(n))
 
+    @labelled_input
     def aic(self, X: Any) -> float:
         """Akaike information criterion on X (lower is better)."""
-        n = np.asarray(X).shape[0]
-        return float(-2 * self.score(X) * n + 2 * self._n_parameters())
+        total, _ = self._log_likelihood(X)
+        return float(-2 * total + 2 * self._n_parameters())
 
     def get_active_cluster_probs(self) -> np.ndarray:
         """Expected weights of the represented components, shape (n_components_,); for a DP

@@ -49,12 +49,15 @@ def fingerprint(params: dict[str, Any], source: Any) -> dict[str, Any]:
     if not isinstance(params["random_state"], int | type(None)):
         params["random_state"] = type(params["random_state"]).__name__
     params = {k: _jsonable(v) for k, v in params.items()}
-    return {
+    out = {
         "n_rows": source.n_rows,
         "n_features": source.n_features,
         "batches": [list(b) for b in source.batches],
         **{f"param {k}": v for k, v in params.items()},
     }
+    if getattr(source, "weights_path", None):  # a store's weights: a fit on them is another fit
+        out["weights"] = source.weights_path
+    return out
 
 
 def write_estimator(est: Any, path: Any) -> Any:
@@ -79,6 +82,10 @@ def write_estimator(est: Any, path: Any) -> Any:
     }
     if getattr(est, "fit_id_", None):  # the run directory's fit (mixstream.app)
         meta["fit_id"] = str(est.fit_id_)
+    for name in ("feature_names_in_", "sample_dim_"):  # labelled inputs (mixstream.labelled)
+        if hasattr(est, name):
+            value = getattr(est, name)
+            meta["fitted"][name] = [str(v) for v in value] if name[0] == "f" else str(value)
     return write_model_file(path, meta, est.model_.get_state())
 
 
@@ -106,6 +113,10 @@ def read_estimator(cls: type, path: Any) -> Any:
         est._set_fitted(result)
         if meta.get("fit_id"):
             est.fit_id_ = str(meta["fit_id"])
+        if "feature_names_in_" in fitted:
+            est.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
+        if "sample_dim_" in fitted:
+            est.sample_dim_ = str(fitted["sample_dim_"])
         _check_loaded_shapes(est)
     except ModelFileError:
         raise

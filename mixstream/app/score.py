@@ -105,9 +105,11 @@ def ingest_to_store(
     shard_rows: int | None = None,
     overwrite: bool = False,
     header: bool | None = None,
+    weights: str | None = None,
 ) -> dict[str, Any]:
     """Copy a .npy, CSV or Parquet file into the Zarr store ``dest`` (array "X"); what was
-    written: dest, shape, dtype, chunks, shards. ``header``: see mixstream.data.ingest.ingest."""
+    written: dest, shape, dtype, chunks, shards, weights (the weights column, or None).
+    ``header``, ``weights``: see mixstream.data.ingest.ingest."""
     import zarr
 
     from mixstream.data.ingest import ingest
@@ -119,6 +121,7 @@ def ingest_to_store(
         shard_rows=shard_rows,
         overwrite=overwrite,
         header=header,
+        weights=weights,
     )
     X = zarr.open_group(path, mode="r")["X"]
     return {
@@ -127,4 +130,5 @@ def ingest_to_store(
         "dtype": str(X.dtype),
         "chunks": [int(n) for n in X.chunks],
         "shards": None if X.shards is None else [int(n) for n in X.shards],
+        "weights": weights,
     }

@@ -182,12 +182,14 @@ def ingest(args: argparse.Namespace) -> int:
             args.shard_rows,
             args.overwrite,
             header=getattr(args, "header", None),
+            weights=getattr(args, "weights", None),
         )
     except AmbiguousHeaderError as err:  # worded for the command line (mixstream.cli.flags)
         raise ValueError(err.cli_message()) from None
     print(
         f"{info['dest']}: array X {tuple(info['shape'])} {info['dtype']}, "
         f"chunks {tuple(info['chunks'])}"
+        + (f"; sample weights from column {args.weights!r}" if info.get("weights") else "")
     )
     return 0
 

@@ -274,6 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
         "refuses a line 1 mixing text and numbers)",
     )
     ingest.add_argument("--overwrite", action="store_true", help="replace an existing DEST")
+    ingest.add_argument(
+        "--weights",
+        metavar="COLUMN",
+        default=None,
+        help="CSV (with a header) / Parquet: this column holds per-row sample weights; it is "
+        "written to the store's array sample_weight (not to X), which fit uses",
+    )
     _add_verbose(ingest)
     ingest.set_defaults(func="ingest")
 

@@ -13,17 +13,19 @@ object, which Zarr v3 needs for sharded arrays to be written safely.
 
 from __future__ import annotations
 
-import csv
-import itertools
 import logging
 import os
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 import numpy as np
 
 from mixstream.atomic import atomic_directory
+from mixstream.data.readers import (  # re-exported: the readers lived here
+    AmbiguousHeaderError as AmbiguousHeaderError,
+)
+from mixstream.data.readers import CsvReader, NpyReader, ParquetReader, Reader
+from mixstream.data.readers import is_number as _is_number  # noqa: F401  (old name)
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +33,12 @@ logger = logging.getLogger(__name__)
 CHUNK_BYTES = 4 * 2**20
 #: without sharding, each write covers whole chunks adding up to about this many bytes
 WRITE_BYTES = 32 * 2**20
-#: CSV lines parsed per block
+#: CSV lines parsed per block by the line parser (the fallback of pyarrow's CSV reader)
 CSV_BLOCK_LINES = 65_536
+#: the store's array of per-row sample weights (``ZarrSource`` reads it by default)
+WEIGHTS_ARRAY = "sample_weight"
+#: the dimension names of every row array mixstream writes (rows, then columns)
+DIMENSION_NAMES = ("sample", "feature")
 FORMATS = ("npy", "csv", "parquet")
 
 
@@ -112,7 +118,8 @@ def create_rows_array(
     """A (n_rows, n_cols) array (1-D when n_cols is None) chunked and sharded along rows.
 
     Floating arrays are filled with NaN, so a chunk that was never written (or went missing)
-    reads as NaN and is caught by the finiteness check instead of passing as zeros.
+    reads as NaN and is caught by the finiteness check instead of passing as zeros. The
+    dimensions are named (``DIMENSION_NAMES``), so ``xarray.open_zarr`` opens the group.
     """
     dtype = np.dtype(dtype)
     shape: tuple[int, ...] = (n_rows,) if n_cols is None else (n_rows, n_cols)
@@ -126,6 +133,7 @@ def create_rows_array(
         shape=shape,
         chunks=chunks,
         shards=shards,
+        dimension_names=DIMENSION_NAMES[: len(shape)],
         dtype=dtype,
         compressors=compressors,
         fill_value=fill,
@@ -169,6 +177,11 @@ class RowWriter:
             self.array[start:stop] = part
             self.written = stop
 
+    @property
+    def buffered(self) -> int:
+        """Rows appended but not yet written."""
+        return self._buffered
+
     def close(self) -> int:
         if self._buffered:
             data = np.concatenate(self._blocks) if len(self._blocks) > 1 else self._blocks[0]
@@ -191,6 +204,7 @@ def ingest(
     header: bool | None = None,
     delimiter: str | None = None,
     columns: list[str] | None = None,
+    weights: str | None = None,
 ) -> str:
     """Copy a .npy, CSV or Parquet file into a Zarr v3 group (array ``"X"``), atomically.
 
@@ -222,6 +236,10 @@ def ingest(
         Default "," (tab for .tsv).
     columns : list of str, optional (Parquet)
         Columns to read; default all.
+    weights : str, optional (CSV with a header, Parquet)
+        A column of non-negative per-row sample weights: written to the array
+        ``"sample_weight"`` beside ``"X"`` (chunked alike, not part of ``"X"``), which ``fit``
+        then uses as ``sample_weight``.
 
     Returns
     -------
@@ -243,13 +261,13 @@ def ingest(
     dest_path = local_dest(dest)
 
     if fmt == "npy":
-        reader: _Reader = _NpyReader(src_path, dtype)
+        reader: Reader = NpyReader(src_path, dtype, weights)
     elif fmt == "csv":
         if delimiter is None:
             delimiter = "\t" if src_path.lower().endswith(".tsv") else ","
-        reader = _CsvReader(src_path, dtype, header, delimiter)
+        reader = CsvReader(src_path, dtype, header, delimiter, weights, CSV_BLOCK_LINES)
     else:
-        reader = _ParquetReader(src_path, dtype, columns)
+        reader = ParquetReader(src_path, dtype, columns, weights)
 
     n_cols, out_dtype = reader.n_cols, reader.dtype
     if chunk_rows is None:
@@ -268,9 +286,23 @@ def ingest(
             group, "X", n_known or 0, n_cols, out_dtype, chunk_rows, shard_rows, compressors
         )
         writer = RowWriter(arr, unit, grow=n_known is None)
-        for block in reader.blocks(unit):
+        w_writer = None
+        if weights is not None:
+            attrs["mixstream_ingest"]["weights"] = weights
+            group.attrs.update(attrs)
+            w_arr = create_rows_array(
+                group, WEIGHTS_ARRAY, n_known or 0, None, np.float64, chunk_rows, shard_rows,
+                compressors,
+            )  # fmt: skip
+            w_writer = RowWriter(w_arr, unit, grow=n_known is None)
+        for block, w in reader.blocks(unit):
+            if w_writer is not None:
+                check_weights_block(w, src_path, weights, writer.written + writer.buffered)
+                w_writer.append(w)
             writer.append(block)
         n_written = writer.close()
+        if w_writer is not None:
+            w_writer.close()
         if n_known is not None and n_written != n_known:
             raise ValueError(f"ingest: {src_path} yielded {n_written} rows, expected {n_known}")
         if n_written == 0:
@@ -311,215 +343,13 @@ def _guess_format(path: str) -> str:
     )
 
 
-def _numeric_dtype(dt: Any, where: str) -> np.dtype:
-    dt = np.dtype(dt)
-    if not (np.issubdtype(dt, np.number) or np.issubdtype(dt, np.bool_)) or np.issubdtype(
-        dt, np.complexfloating
-    ):
-        raise ValueError(f"ingest: {where} must hold real numbers; its dtype is {dt}")
-    return dt
-
-
-class _Reader:
-    n_rows: int | None
-    n_cols: int
-    dtype: np.dtype
-    names: list[str] | None = None
-
-    def blocks(self, rows: int) -> Iterator[np.ndarray]:
-        raise NotImplementedError
-
-
-class _NpyReader(_Reader):
-    def __init__(self, path: str, dtype: Any) -> None:
-        self.path = path
-        if os.path.getsize(path) == 0:
-            raise ValueError(f"ingest: {path} is empty (0 bytes): it holds no .npy array")
-        try:
-            self.mm = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (ValueError, EOFError, OSError) as e:
-            raise ValueError(
-                f"ingest: cannot read {path} as a numeric .npy file ({type(e).__name__}: {e}); "
-                "is it truncated, or not a .npy file?"
-            ) from e
-        if self.mm.ndim != 2:
-            raise ValueError(
-                f"ingest: {path} must hold a 2-D array (rows = data points); it has shape "
-                f"{self.mm.shape}"
-            )
-        _numeric_dtype(self.mm.dtype, path)
-        self.n_rows, self.n_cols = (int(n) for n in self.mm.shape)
-        self.dtype = _numeric_dtype(dtype if dtype is not None else self.mm.dtype, "dtype")
-
-    def blocks(self, rows: int) -> Iterator[np.ndarray]:
-        for s in range(0, self.n_rows, rows):
-            yield np.asarray(self.mm[s : s + rows], dtype=self.dtype)
-
-
-class _CsvReader(_Reader):
-    def __init__(self, path: str, dtype: Any, header: bool | None, delimiter: str) -> None:
-        self.path = path
-        self.delimiter = delimiter
-        self.dtype = _numeric_dtype(dtype if dtype is not None else np.float64, "dtype")
-        self.n_rows = None
-        first = None
-        with open(path, newline="") as f:
-            for lineno, line in enumerate(f, start=1):
-                if line.strip():
-                    first = (lineno, line)
-                    break
-        if first is None:
-            raise ValueError(f"ingest: CSV {path} is empty")
-        fields = next(csv.reader([first[1]], delimiter=delimiter))
-        if header is None:
-            text = [j for j, x in enumerate(fields) if x.strip() and not _is_number(x)]
-            if text and any(_is_number(x) for x in fields):
-                raise AmbiguousHeaderError(path, first[0], text[0] + 1, fields[text[0]])
-            header = bool(text)  # a guess only when no cell is a number, or none is text
-        elif header not in (True, False):
-            raise ValueError(f"ingest: header must be True, False or None, got {header!r}")
-        self.header = bool(header)
-        self.header_line = first[0] if self.header else 0
-        self.names = [x.strip() for x in fields] if self.header else None
-        self.n_cols = len(fields)
-
-    def blocks(self, rows: int) -> Iterator[np.ndarray]:
-        rows = max(1, min(rows, CSV_BLOCK_LINES))
-        with open(self.path, newline="") as f:
-            numbered = (
-                (n, line)
-                for n, line in enumerate(f, start=1)
-                if n > self.header_line and line.strip()
-            )
-            while True:
-                block = list(itertools.islice(numbered, rows))
-                if not block:
-                    return
-                yield self._parse(block)
-
-    def _parse(self, block: list[tuple[int, str]]) -> np.ndarray:
-        lines = [line for _, line in block]
-        try:
-            out = np.loadtxt(
-                lines,
-                delimiter=self.delimiter,
-                dtype=np.float64,
-                ndmin=2,
-                comments=None,
-                quotechar='"',
-            )
-        except ValueError as e:
-            self._explain(block, e)
-            raise  # _explain always raises; kept for type checkers
-        if out.shape[1] != self.n_cols:
-            self._explain(block, ValueError(f"{out.shape[1]} columns"))
-        return out.astype(self.dtype, copy=False)
-
-    def _explain(self, block: list[tuple[int, str]], err: Exception) -> None:
-        """Raise a ValueError naming the first bad line and field of a block."""
-        for lineno, line in block:
-            fields = next(csv.reader([line], delimiter=self.delimiter))
-            if len(fields) != self.n_cols:
-                raise ValueError(
-                    f"ingest: CSV {self.path} line {lineno}: {len(fields)} field(s), expected "
-                    f"{self.n_cols}: {line.rstrip()[:200]!r}"
-                ) from err
-            for j, x in enumerate(fields):
-                if not _is_number(x):
-                    col = f" ({self.names[j]!r})" if self.names else ""
-                    raise ValueError(
-                        f"ingest: CSV {self.path} line {lineno}, column {j + 1}{col}: cannot "
-                        f"read {x!r} as a number"
-                    ) from err
+def check_weights_block(w: np.ndarray, src: str, column: str, row0: int) -> None:
+    """A block of weights, its first row ``row0`` (0-based data row): finite, non-negative."""
+    bad = ~np.isfinite(w) | (w < 0)
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        what = "not a finite number" if not np.isfinite(w[j]) else "negative"
         raise ValueError(
-            f"ingest: CSV {self.path} lines {block[0][0]}-{block[-1][0]}: {err}"
-        ) from err
-
-
-class AmbiguousHeaderError(ValueError):
-    """The first line of a CSV mixes text and numbers: a header or data? ``header`` decides.
-
-    The message names the option of the Python API (``header=``); ``cli_message`` names the
-    command line's flags.
-    """
-
-    def __init__(self, path: str, line: int, column: int, cell: str) -> None:
-        self.path, self.line, self.column, self.cell = path, line, column, cell
-        super().__init__(self._message("header=True", "header=False"))
-
-    def _message(self, yes: str, no: str) -> str:
-        return (
-            f"ingest: CSV {self.path} line {self.line}, column {self.column}: {self.cell!r} is "
-            f"not a number, but other cells of line {self.line} are: is it a header or data? "
-            f"Pass {yes} if line {self.line} names the columns, or {no} if it is data "
-            "(nothing is dropped without being asked)"
+            f"ingest: {src} weights column {column!r}, data row {row0 + j + 1}: {float(w[j])!r} is "
+            f"{what}; sample weights must be finite and non-negative"
         )
-
-    def cli_message(self) -> str:
-        return self._message("--header", "--no-header")
-
-
-def _is_number(s: str) -> bool:
-    s = s.strip()
-    if not s or "_" in s:
-        return False
-    try:
-        float(s)
-    except ValueError:
-        return False
-    return True
-
-
-class _ParquetReader(_Reader):
-    def __init__(self, path: str, dtype: Any, columns: list[str] | None) -> None:
-        try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-        except ImportError as e:
-            raise ImportError(
-                "reading Parquet needs pyarrow: pip install 'mixstream[parquet]' "
-                "(or pip install pyarrow)"
-            ) from e
-        self.pa = pa
-        self.path = path
-        self.pf = pq.ParquetFile(path)
-        schema = self.pf.schema_arrow
-        names = list(columns) if columns is not None else list(schema.names)
-        missing = [c for c in names if c not in schema.names]
-        if missing:
-            raise ValueError(
-                f"ingest: Parquet {path} has no column(s) {missing}; it has {schema.names}"
-            )
-        dts = []
-        for c in names:
-            t = schema.field(c).type
-            if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
-                raise ValueError(
-                    f"ingest: Parquet {path} column {c!r} has type {t}, not a number; pass "
-                    "columns= to choose numeric columns"
-                )
-            dts.append(np.dtype(t.to_pandas_dtype()))
-        if not names:
-            raise ValueError(f"ingest: Parquet {path} has no columns")
-        self.names = names
-        self.n_cols = len(names)
-        self.n_rows = int(self.pf.metadata.num_rows)
-        default = np.result_type(*dts)
-        if not np.issubdtype(default, np.floating):
-            default = np.dtype(np.float64)
-        self.dtype = _numeric_dtype(dtype if dtype is not None else default, "dtype")
-
-    def blocks(self, rows: int) -> Iterator[np.ndarray]:
-        pa = self.pa
-        for i in range(self.pf.num_row_groups):
-            # one row group at a time, in record batches of at most `rows` rows
-            for rb in self.pf.iter_batches(
-                batch_size=max(1, min(rows, 1 << 16)), row_groups=[i], columns=self.names
-            ):
-                cols = []
-                for c in self.names:
-                    col = rb.column(c)
-                    if col.null_count:
-                        col = col.cast(pa.float64())  # nulls become NaN, caught at read time
-                    cols.append(col.to_numpy(zero_copy_only=False))
-                yield np.column_stack(cols).astype(self.dtype, copy=False)

@@ -86,7 +86,7 @@ def _check_sample(source: Any) -> tuple[np.ndarray | None, bool]:
     an in-memory array whole, otherwise the first rows of the first batch (never a full pass
     over a store)."""
     X = getattr(source, "X", None)
-    if X is not None:
+    if X is not None and not type(X).__module__.startswith("dask"):  # a dask array: streamed
         return np.asarray(to_host(X)), True
     try:
         first = np.asarray(to_host(source.read(0)))[:CHECK_SAMPLE_ROWS]

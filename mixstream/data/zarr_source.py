@@ -27,6 +27,8 @@ from mixstream.data.validate import check_finite
 DEFAULT_BATCH_BYTES = 128 * 2**20
 #: array read from a group store when ``array_path`` is not given
 DEFAULT_ARRAY = "X"
+#: the sibling array of X holding per-row sample weights, used by default when present
+STORE_WEIGHTS = "sample_weight"
 
 
 class StoreNotFoundError(FileNotFoundError, ValueError):
@@ -112,9 +114,10 @@ class ZarrSource:
         rows when the array is not sharded). None: about 128 MiB (as float64) per batch.
     array_path : str, optional
         The array inside a group store; default ``"X"`` when the store is a group.
-    weights : str, optional
+    weights : str or False, optional
         Name of a sibling 1-D array (same group, ``n_rows`` long) of non-negative sample
-        weights.
+        weights. None: the sibling array ``"sample_weight"`` when the store has one (what
+        ``mixstream ingest --weights`` writes), else unit weights. False: unit weights.
     storage_options : dict, optional
         Passed to fsspec for URLs.
 
@@ -133,7 +136,7 @@ class ZarrSource:
         store: Any,
         batch_size: int | None = None,
         array_path: str | None = None,
-        weights: str | None = None,
+        weights: str | bool | None = None,
         storage_options: dict[str, Any] | None = None,
     ) -> None:
         import zarr
@@ -184,7 +187,9 @@ class ZarrSource:
             self.n_rows, self.shard_rows, batch_size, row_bytes
         )
         self.weights_path: str | None = None
-        if weights is not None:
+        if weights is None:  # the store's own weights, when it has them
+            weights = self._default_weights()
+        if weights:
             self.weights_path = self._check_weights(weights)
         self.validated = False
 
@@ -248,6 +253,19 @@ class ZarrSource:
             )
         if shape[0] == 0 or shape[1] == 0:
             raise ValueError(f"Zarr store {self.name!r} is empty: shape {shape}")
+
+    def _default_weights(self) -> str | None:
+        """``STORE_WEIGHTS`` when the group holding X has an array of that name."""
+        import zarr
+
+        if not self.array_path:
+            return None
+        path = posixpath.join(posixpath.dirname(self.array_path), STORE_WEIGHTS)
+        try:
+            zarr.open_array(self._store(), mode="r", path=path)
+        except (FileNotFoundError, zarr.errors.ContainsGroupError, KeyError):
+            return None
+        return STORE_WEIGHTS
 
     def _check_weights(self, weights: str) -> str:
         if not isinstance(weights, str) or not weights:

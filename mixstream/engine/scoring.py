@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mixstream.atomic import atomic_directory
-from mixstream.backend import to_host
+from mixstream.backend import logsumexp_rows, to_host
 from mixstream.learn.executor import Executor
 from mixstream.model import Model
 from mixstream.suffstats import SuffStats
@@ -70,13 +70,25 @@ def score_to_zarr(
     chunk = _output_chunk_rows(source)
     with atomic_directory(out) as tmp:
         group = zarr.open_group(tmp, mode="w-")
-        group.create_array("labels", shape=(source.n_rows,), chunks=(chunk,), dtype="int32")
+        # named dimensions: xarray.open_zarr opens the group
+        rows, both = ("sample",), ("sample", "component")
         group.create_array(
-            "log_likelihood", shape=(source.n_rows,), chunks=(chunk,), dtype="float64"
+            "labels", shape=(source.n_rows,), chunks=(chunk,), dtype="int32", dimension_names=rows
+        )
+        group.create_array(
+            "log_likelihood",
+            shape=(source.n_rows,),
+            chunks=(chunk,),
+            dtype="float64",
+            dimension_names=rows,
         )
         if proba:
             group.create_array(
-                "proba", shape=(source.n_rows, model.K), chunks=(chunk, model.K), dtype="float64"
+                "proba",
+                shape=(source.n_rows, model.K),
+                chunks=(chunk, model.K),
+                dtype="float64",
+                dimension_names=both,
             )
         SS = executor.map_sum(write_batch_outputs, (model, tmp, proba))
         group.attrs["mean_log_likelihood"] = SS.scalars["log_norm"] / SS.scalars["n_rows"]
@@ -91,3 +103,20 @@ def _output_chunk_rows(source: Any) -> int:
     """Largest chunk size that divides every batch boundary, so each task owns its chunks."""
     starts = [a for a, _ in source.batches[1:]]
     return int(np.gcd.reduce(starts)) if starts else min(source.n_rows, 1 << 20)
+
+
+def row_outputs(payload: tuple[Model, str], X: Any, w: Any) -> np.ndarray:
+    """Per-row outputs of one batch, on the host: ``what`` is "log_density" (rows,),
+    "labels" (rows,) int64 or "proba" (rows, K); computed in blocks of ``_BLOCK_ROWS`` rows
+    (the weights ``w`` play no part: these are the model's values of each row)."""
+    model, what = payload
+    parts = []
+    for s in range(0, X.shape[0], _BLOCK_ROWS):
+        Xs = X[s : s + _BLOCK_ROWS]
+        if what == "log_density":
+            parts.append(to_host(model.log_density(Xs)))
+            continue
+        # the same arithmetic as the estimator's in-memory predict / predict_proba
+        log_resp = to_host(logsumexp_rows(model.log_prob(Xs))[1])
+        parts.append(log_resp.argmax(axis=1) if what == "labels" else np.exp(log_resp))
+    return np.concatenate(parts)

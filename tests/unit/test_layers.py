@@ -55,6 +55,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "mixstream.sampling",
             "mixstream.fit_run",
             "mixstream.estimator",
+            "mixstream.streamed",
+            "mixstream.labelled",
             "mixstream.report",
             "mixstream.plots",
             "mixstream.benchmarks",
