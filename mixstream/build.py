@@ -43,6 +43,14 @@ def build_model(options: FitOptions, data_dtype: Any = None) -> Model:
             compute_dtype=compute_dtype(options, data_dtype),
         )
         obs_options.update({p: getattr(options, p) for p in GAUSS_PRIORS})
+    elif options.likelihood == "hmog":
+        auto = options.reg_covar == "auto"
+        obs_options.update(
+            latent_dim=options.latent_dim,
+            covariance_type=options.covariance_type,
+            reg_covar=1e-6 if auto else options.reg_covar,
+            map_prior=options.map_prior,
+        )
     else:
         obs_options["map_prior"] = options.map_prior
         if options.likelihood == "zero_mean_gauss":

@@ -146,6 +146,11 @@ class ObsModel(ABC):
                 "call update(SS) first"
             )
 
+    def init_space(self, X: Any) -> Any:
+        """Coordinates (N, D') of the sample X in which initial clusters are found: X itself;
+        a latent-variable model gives its latent coordinates."""
+        return X
+
     def cache_width(self) -> int:
         """Floats per row that ``log_prob`` keeps in its cache (sizes the row blocks)."""
         return 0
