@@ -14,10 +14,12 @@ log N(x_n | W m_k + mu, W S_k W^T + Psi) (Woodbury and the determinant lemma).
 
 Statistics (additive; fields of a SuffStats, all with the component axis):
   per component: N, y = sum r E[y], yy = sum r E[y y^T], Hy = sum r H[q(y | x, k)];
-  shared (the lower layer's): sx = sum x, sxy = sum x E[y]^T, sxx = sum x x^T on Psi's
-  structure, each batch's sum split over the components in proportion to N_k, so that merges,
-  deletes, reorders and alignments of the SuffStats keep their totals (the model reads them as
-  sums over k). x is centred on a fixed shift (the data mean) for accuracy.
+  the lower layer's, per component too (their sums over k are what its update reads):
+  sx = sum r x, sxy = sum r x E[y | x, k]^T, sxx = sum r x x^T on Psi's structure. Kept per
+  component, every edit of the components (a birth's split of one component's rows, a merge, a
+  delete) keeps the totals exact. x is centred on a fixed shift (the data mean) for accuracy.
+  Costs per row: O(p d) for the projection, O(K d^2) for the posteriors, O(K p d) for sxy (one
+  GEMM), O(K p) for a diagonal sxx (O(K p^2) for a full Psi: prefer "diag" at large p).
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ class HMoGObs(ObsModel):
         self.shift = np.zeros(0)
         self.psi = np.zeros(0)
         self.floor = 0.0
+        #: a proposal's copy (``for_proposal``): the layer (W, mu, Psi) stays as it is
+        self.layer_fixed = False
         self._frame: tuple[np.ndarray, np.ndarray] | None = None
         self._shared: dict[str, np.ndarray] | None = None
         self._derived: dict[str, Any] = {}
@@ -152,12 +156,14 @@ class HMoGObs(ObsModel):
         self._derived.update(inv=inv, logdet=logdet, PiW=PiW, A=0.5 * (A + A.T))
         self._refresh_components()
 
-    def _latent_natural(self, K: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _latent_natural(
+        self, K: int | None = None, standard: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(E[Lambda_k] (K, d, d), E[Lambda_k m_k] (K, d), c_k (K,)) with c_k = E log|Lambda_k| / 2
         - d/2 log 2 pi - E[m_k^T Lambda_k m_k] / 2; a standard normal prior for every component
         before the components exist (the first statistics of an initialisation)."""
         d = self.latent_dim
-        if self.inner.K == 0:
+        if self.inner.K == 0 or standard:
             K = K or 0
             return (
                 np.broadcast_to(np.eye(d), (K, d, d)).copy(),
@@ -169,8 +175,8 @@ class HMoGObs(ObsModel):
         eta = np.matmul(prec, inner.m[:, :, None])[:, :, 0]
         return prec, eta, np.asarray(inner._theta[0], np.float64)
 
-    def _refresh_components(self, K: int | None = None) -> None:
-        prec, eta, c = self._latent_natural(K)
+    def _refresh_components(self, K: int | None = None, standard: bool = False) -> None:
+        prec, eta, c = self._latent_natural(K, standard)
         P = prec + self._derived["A"][None]
         L = np.linalg.cholesky(P)
         eye = np.eye(self.latent_dim)
@@ -217,6 +223,11 @@ class HMoGObs(ObsModel):
             cache[_CACHE_KEY] = means
         return lp
 
+    def for_proposal(self) -> HMoGObs:
+        """This model with its layer fixed: a birth's pieces are latent components only."""
+        self.layer_fixed = True
+        return self
+
     def cache_width(self) -> int:
         return max(self.K, 1) * self.latent_dim
 
@@ -230,8 +241,9 @@ class HMoGObs(ObsModel):
         X = np.asarray(to_host(X), np.float64)
         resp = np.asarray(to_host(resp), np.float64)
         K = resp.shape[1]
-        if self.inner.K == 0 and self._derived.get("K") != K:
-            self._refresh_components(K)  # initialisation: standard normal latent prior
+        if (self.inner.K == 0 or self.layer_fixed) and self._derived.get("K") != K:
+            # initialisation, or a proposal's first pieces: a standard normal latent prior
+            self._refresh_components(K, standard=True)
         elif self._derived.get("K") != K:
             raise ValueError(
                 f"resp has {K} columns but the HMoG has {self._derived.get('K')} components"
@@ -240,31 +252,27 @@ class HMoGObs(ObsModel):
         if means is None or means.shape[1] != X.shape[0]:
             means, _ = self._posterior(X - (self.shift + self.mu))
         D = self._derived
+        n = X.shape[0]
         N = resp.sum(axis=0)
-        rT = resp.T
-        y = np.einsum("kn,knd->kd", rT, means)
-        yy = np.matmul((means * rT[:, :, None]).transpose(0, 2, 1), means)
-        yy += N[:, None, None] * D["Pinv"]
-        ybar = np.einsum("kn,knd->nd", rT, means)  # w_n E[y | x_n]
+        RM = means * resp.T[:, :, None]  # r_nk E[y | x_n, k], (K, N, d)
+        yy = np.matmul(RM.transpose(0, 2, 1), means) + N[:, None, None] * D["Pinv"]
         Xs = X - self.shift
-        wrow = resp.sum(axis=1)
-        sx = wrow @ Xs
-        sxy = Xs.T @ ybar
+        # one GEMM for every component's sum_n r_nk x_n E[y | x_n, k]^T
+        d = self.latent_dim
+        sxy = Xs.T @ RM.transpose(1, 0, 2).reshape(n, K * d)
         if self.covariance_type == "full":
-            sxx = (Xs * wrow[:, None]).T @ Xs
+            sxx = np.stack([(Xs * resp[:, k : k + 1]).T @ Xs for k in range(K)])
         elif self.covariance_type == "diag":
-            sxx = wrow @ (Xs * Xs)
+            sxx = resp.T @ (Xs * Xs)
         else:
-            sxx = np.asarray(wrow @ (Xs * Xs).sum(axis=1))
-        total = N.sum()
-        share = N / total if total > 0 else np.full(K, 1.0 / max(K, 1))
+            sxx = resp.T @ (Xs * Xs).sum(axis=1)
         return {
-            "y": y,
+            "y": RM.sum(axis=1),
             "yy": yy,
             "Hy": N * D["Hy"],
-            "sx": share[:, None] * sx,
-            "sxy": share[:, None, None] * sxy,
-            "sxx": np.multiply.outer(share, sxx),
+            "sx": resp.T @ Xs,
+            "sxy": sxy.reshape(-1, K, d).transpose(1, 0, 2),
+            "sxx": sxx,
         }
 
     # ------------------------------------------------------------------ global step
@@ -287,12 +295,12 @@ class HMoGObs(ObsModel):
         if rho is not None and rho < 1.0 and self._shared is not None:
             tot = {k: (1.0 - rho) * self._shared[k] + rho * v for k, v in tot.items()}
         self._shared = {k: np.array(v, np.float64) for k, v in tot.items()}
-        if tot["n"] > 0:
+        if tot["n"] > 0 and not self.layer_fixed:
             self._update_layer(tot)
         self.inner.update(self._latent_stats(SS), rho)
         self.K = SS.K
         self._frame = None
-        if self.whiten and self.K > 0 and SS.N.sum() > 0:
+        if self.whiten and not self.layer_fixed and self.K > 0 and SS.N.sum() > 0:
             self._whiten(np.maximum(SS.N, 0.0))
         self._refresh_layer()
 
