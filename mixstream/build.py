@@ -44,7 +44,12 @@ def build_model(options: FitOptions, data_dtype: Any = None) -> Model:
         )
         obs_options.update({p: getattr(options, p) for p in GAUSS_PRIORS})
     elif options.likelihood == "hmog":
+        from mixstream.learn.algorithms import memoized
+
         auto = options.reg_covar == "auto"
+        # whitening moves the latent coordinates; a memoized cache holds statistics of earlier
+        # coordinates, so only full-batch EM whitens (see HMoGObs)
+        obs_options.setdefault("whiten", inference == "em" and not memoized(options))
         obs_options.update(
             latent_dim=options.latent_dim,
             covariance_type=options.covariance_type,
