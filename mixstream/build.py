@@ -50,6 +50,8 @@ def build_model(options: FitOptions, data_dtype: Any = None) -> Model:
         # whitening moves the latent coordinates; a memoized cache holds statistics of earlier
         # coordinates, so only full-batch EM whitens (see HMoGObs)
         obs_options.setdefault("whiten", inference == "em" and not memoized(options))
+        # per-component layer statistics cost O(K p d) a row; only a birth needs them
+        obs_options.setdefault("split_rows", "birth" in options.run_moves)
         obs_options.update(
             latent_dim=options.latent_dim,
             covariance_type=options.covariance_type,

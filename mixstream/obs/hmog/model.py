@@ -15,11 +15,14 @@ log N(x_n | W m_k + mu, W S_k W^T + Psi) (Woodbury and the determinant lemma).
 Statistics (additive; fields of a SuffStats, all with the component axis):
   per component: N, y = sum r E[y], yy = sum r E[y y^T], Hy = sum r H[q(y | x, k)];
   the lower layer's, per component too (their sums over k are what its update reads):
-  sx = sum r x, sxy = sum r x E[y | x, k]^T, sxx = sum r x x^T on Psi's structure. Kept per
-  component, every edit of the components (a birth's split of one component's rows, a merge, a
-  delete) keeps the totals exact. x is centred on a fixed shift (the data mean) for accuracy.
-  Costs per row: O(p d) for the projection, O(K d^2) for the posteriors, O(K p d) for sxy (one
-  GEMM), O(K p) for a diagonal sxx (O(K p^2) for a full Psi: prefer "diag" at large p).
+  sx = sum x, sxy = sum x E[y]^T, sxx = sum x x^T on Psi's structure. With ``split_rows``
+  (fits with births) each is a sum over the component's rows, weighted by r_nk and with
+  E[y | x, k], so that a birth's split of one component's rows edits them exactly (O(K p d) a
+  row, one GEMM); without it each batch's sums (O(p d) a row) are split over the components in
+  proportion to N_k, which merges, deletes, reorders and alignments keep exact. x is centred on
+  a fixed shift (the data mean) for accuracy. Costs per row: O(p d) for the projection, O(K d^2)
+  for the posteriors, O(K p) for a diagonal sxx (O(p^2) for a full Psi, and O(K p^2) with
+  ``split_rows``: prefer "diag" at large p).
 """
 
 from __future__ import annotations
@@ -55,6 +58,12 @@ class HMoGObs(ObsModel):
         Added to the diagonal of the latent components' covariances (EM) / scatter (VB).
     map_prior : bool
         EM only: MAP latent components under their Normal-Wishart prior.
+    split_rows : bool
+        Keep the layer's statistics per component as sums over each component's rows, so that
+        a birth, which splits one component's rows among new ones, edits them exactly; this
+        costs O(K p d) per row (one GEMM). False: each batch's sums (O(p d) per row) are split
+        over the components in proportion to N_k, which merges and deletes keep exact but a
+        birth does not (build_model turns it off for fits without births).
     whiten : bool, optional
         After each global step, reparametrise the latent space so that the components' mixture
         (weights N_k / N) has zero mean and identity covariance, preserving p(x). Default: on
@@ -72,6 +81,7 @@ class HMoGObs(ObsModel):
         reg_covar: float | str = 1e-6,
         map_prior: bool = False,
         whiten: bool | None = None,
+        split_rows: bool = True,
     ) -> None:
         super().__init__(inference)
         if latent_dim is None:
@@ -86,6 +96,7 @@ class HMoGObs(ObsModel):
         self.reg_covar = reg
         self.map_prior = bool(map_prior)
         self.whiten = (inference == "em") if whiten is None else bool(whiten)
+        self.split_rows = bool(split_rows)
         self.inner = GaussObs("full", inference=inference, reg_covar=reg, map_prior=map_prior)
         self.W = np.zeros((0, self.latent_dim))
         self.mu = np.zeros(0)  # in shifted coordinates
@@ -252,28 +263,55 @@ class HMoGObs(ObsModel):
         if means is None or means.shape[1] != X.shape[0]:
             means, _ = self._posterior(X - (self.shift + self.mu))
         D = self._derived
-        n = X.shape[0]
         N = resp.sum(axis=0)
         RM = means * resp.T[:, :, None]  # r_nk E[y | x_n, k], (K, N, d)
         yy = np.matmul(RM.transpose(0, 2, 1), means) + N[:, None, None] * D["Pinv"]
         Xs = X - self.shift
+        if self.split_rows:
+            sx, sxy, sxx = self._row_split(Xs, resp, RM)
+        else:
+            sx, sxy, sxx = self._mass_split(Xs, resp, RM, N)
+        return {
+            "y": RM.sum(axis=1),
+            "yy": yy,
+            "Hy": N * D["Hy"],
+            "sx": sx,
+            "sxy": sxy,
+            "sxx": sxx,
+        }
+
+    def _row_split(self, Xs: np.ndarray, resp: np.ndarray, RM: np.ndarray) -> tuple:
+        """(sum r x (K, p), sum r x E[y | x, k]^T (K, p, d), sum r x x^T on the structure)
+        per component, over its rows."""
+        n, K, d = Xs.shape[0], resp.shape[1], self.latent_dim
         # one GEMM for every component's sum_n r_nk x_n E[y | x_n, k]^T
-        d = self.latent_dim
-        sxy = Xs.T @ RM.transpose(1, 0, 2).reshape(n, K * d)
+        sxy = (Xs.T @ RM.transpose(1, 0, 2).reshape(n, K * d)).reshape(-1, K, d)
         if self.covariance_type == "full":
             sxx = np.stack([(Xs * resp[:, k : k + 1]).T @ Xs for k in range(K)])
         elif self.covariance_type == "diag":
             sxx = resp.T @ (Xs * Xs)
         else:
             sxx = resp.T @ (Xs * Xs).sum(axis=1)
-        return {
-            "y": RM.sum(axis=1),
-            "yy": yy,
-            "Hy": N * D["Hy"],
-            "sx": resp.T @ Xs,
-            "sxy": sxy.reshape(-1, K, d).transpose(1, 0, 2),
-            "sxx": sxx,
-        }
+        return resp.T @ Xs, sxy.transpose(1, 0, 2), sxx
+
+    def _mass_split(self, Xs: np.ndarray, resp: np.ndarray, RM: np.ndarray, N: np.ndarray) -> tuple:
+        """The batch's sums (sum w x, sum x E[y | x]^T, sum w x x^T), split over the
+        components in proportion to N_k."""
+        wrow = resp.sum(axis=1)
+        sxy = Xs.T @ RM.sum(axis=0)  # RM summed over k: w_n E[y | x_n]
+        if self.covariance_type == "full":
+            sxx = (Xs * wrow[:, None]).T @ Xs
+        elif self.covariance_type == "diag":
+            sxx = wrow @ (Xs * Xs)
+        else:
+            sxx = np.asarray(wrow @ (Xs * Xs).sum(axis=1))
+        total = N.sum()
+        share = N / total if total > 0 else np.full(N.shape[0], 1.0 / max(N.shape[0], 1))
+        return (
+            np.multiply.outer(share, wrow @ Xs),
+            np.multiply.outer(share, sxy),
+            np.multiply.outer(share, sxx),
+        )
 
     # ------------------------------------------------------------------ global step
     def _latent_stats(self, SS: SuffStats) -> SuffStats:
