@@ -45,7 +45,7 @@ def hmog_lap_seconds(X: np.ndarray, laps: int) -> tuple[float, float]:
     )  # fmt: skip
     m.fit(X)
     secs = [h["seconds"] for h in m.history_[1:]]  # the first lap carries the set-up
-    return float(np.median(secs)), m.lower_bound_
+    return float(np.min(secs)), m.lower_bound_
 
 
 def sklearn_iter_seconds(X: np.ndarray, ctype: str, iters: int) -> float:
@@ -56,10 +56,13 @@ def sklearn_iter_seconds(X: np.ndarray, ctype: str, iters: int) -> float:
         warm_start=True, reg_covar=1e-4,
     )  # fmt: skip
     gm.fit(X)  # initialisation and one iteration
-    t = time.perf_counter()
-    gm.max_iter = iters
-    gm.fit(X)  # warm start: ``iters`` more iterations, no initialisation
-    return (time.perf_counter() - t) / gm.n_iter_
+    best = np.inf
+    gm.max_iter = 1
+    for _ in range(iters):  # warm starts: one more iteration each, no initialisation
+        t = time.perf_counter()
+        gm.fit(X)
+        best = min(best, time.perf_counter() - t)
+    return best
 
 
 def local_step_rate(X: np.ndarray) -> tuple[float, float]:
@@ -76,14 +79,16 @@ def local_step_rate(X: np.ndarray) -> tuple[float, float]:
     t = time.perf_counter()
     model.local_summarize(X)
     secs = time.perf_counter() - t
-    # projection (p d), posteriors and their means (2 K d^2), sum x E[y]^T (K p d), the
-    # latent second moments (K d^2), diagonal x x^T and sum x (2 K p): multiply-adds x 2
-    flops = 2.0 * n * (P * D + 3 * K * D * D + K * P * D + 2 * K * P)
-    A = np.ascontiguousarray(X.T)
-    B = np.random.default_rng(0).normal(size=(n, K * D))
+    # multiply-adds of the GEMMs (x 2 flops): the projection u = W'Psi^-1 (x - mu) (p d), the
+    # log-probabilities and the statistics of the latent features [1, u, u u'] (2 K F), the
+    # posterior means (K d^2) and sum x E[y]^T (p d)
+    F = 1 + D + D * (D + 1) // 2
+    flops = 2.0 * n * (2 * P * D + 2 * K * F + K * D * D)
+    A = np.ascontiguousarray(X[:, :F])
+    B = np.random.default_rng(0).normal(size=(F, K))
     t = time.perf_counter()
     A @ B
-    gemm = 2.0 * n * P * K * D / (time.perf_counter() - t)
+    gemm = 2.0 * n * F * K / (time.perf_counter() - t)
     return flops / secs / 1e9, gemm / 1e9
 
 

@@ -39,7 +39,7 @@ from mixstream.obs.hmog import noise
 from mixstream.obs.hmog.init import pca_layer
 from mixstream.suffstats import SuffStats
 
-_CACHE_KEY = "hmog/means"
+_CACHE_KEY = "hmog/features"
 _SHARED = ("sx", "sxy", "sxx")
 
 
@@ -187,19 +187,32 @@ class HMoGObs(ObsModel):
         return prec, eta, np.asarray(inner._theta[0], np.float64)
 
     def _refresh_components(self, K: int | None = None, standard: bool = False) -> None:
+        """Per-component posterior factors and the local step's matrix ``theta``.
+
+        With v_k = P_k^-1 E[Lambda_k m_k], the posterior mean is v_k + P_k^-1 u and
+        b^T P_k^-1 b = u^T P_k^-1 u + 2 v_k^T u + eta_k^T v_k: log-probabilities are one GEMM of
+        the latent features f(u) = [1, u, u_i u_j (i <= j)] with theta (1 + d + d(d+1)/2, K).
+        """
         prec, eta, c = self._latent_natural(K, standard)
         P = prec + self._derived["A"][None]
         L = np.linalg.cholesky(P)
-        eye = np.eye(self.latent_dim)
-        Linv = np.linalg.solve(L, np.broadcast_to(eye, P.shape))
-        logdetP = 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
         d = self.latent_dim
+        Linv = np.linalg.solve(L, np.broadcast_to(np.eye(d), P.shape))
+        Pinv = np.matmul(Linv.transpose(0, 2, 1), Linv)
+        logdetP = 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
+        v = np.matmul(Pinv, eta[:, :, None])[:, :, 0]
+        const = c + 0.5 * d * LOG_2PI - 0.5 * logdetP
+        iu = np.triu_indices(d)
+        scale = np.where(iu[0] == iu[1], 0.5, 1.0)  # u_i u_j appears twice off the diagonal
+        theta = np.empty((1 + d + iu[0].size, P.shape[0]))
+        theta[0] = const + 0.5 * (eta * v).sum(axis=1)
+        theta[1 : 1 + d] = v.T
+        theta[1 + d :] = (Pinv[:, iu[0], iu[1]] * scale).T
         self._derived.update(
-            eta=eta,
-            Linv=Linv,
-            Pinv=np.matmul(Linv.transpose(0, 2, 1), Linv),
-            logdetP=logdetP,
-            const=c + 0.5 * d * LOG_2PI - 0.5 * logdetP,
+            Pinv=0.5 * (Pinv + Pinv.transpose(0, 2, 1)),
+            v=v,
+            theta=theta,
+            iu=iu,
             Hy=0.5 * d * (1.0 + LOG_2PI) - 0.5 * logdetP,
             K=P.shape[0],
         )
@@ -207,31 +220,33 @@ class HMoGObs(ObsModel):
     # ------------------------------------------------------------------ local step
     def _rows(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
         """(x - shift - mu (N, p), the row-wise base term (N,))."""
-        X = np.asarray(X, np.float64)
+        X = np.asarray(to_host(X), np.float64)
         Xc = X - (self.shift + self.mu)
         D = self._derived
         q0 = noise.quad_rows(self.covariance_type, D["inv"], Xc, np)
         base = -0.5 * self.n_features * LOG_2PI - 0.5 * D["logdet"] - 0.5 * q0
         return Xc, base
 
-    def _posterior(self, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(posterior means (K, N, d), the quadratic terms b^T P^-1 b (N, K))."""
-        D = self._derived
-        U = Xc @ D["PiW"]  # (N, d)
-        B = U[None, :, :] + D["eta"][:, None, :]  # (K, N, d)
-        Z = np.matmul(B, D["Linv"].transpose(0, 2, 1))  # rows L^-1 b
-        quad = np.einsum("knd,knd->nk", Z, Z)
-        return np.matmul(Z, D["Linv"]), quad
+    def _features(self, U: np.ndarray) -> np.ndarray:
+        """f(u) = [1, u, u_i u_j (i <= j)] (N, 1 + d + d(d+1)/2)."""
+        iu = self._derived["iu"]
+        n, d = U.shape
+        F = np.empty((n, 1 + d + iu[0].size))
+        F[:, 0] = 1.0
+        F[:, 1 : 1 + d] = U
+        np.multiply(U[:, iu[0]], U[:, iu[1]], out=F[:, 1 + d :])
+        return F
 
     def log_prob(self, X: Any, cache: dict | None = None, bias: Any = None) -> Any:
         self._require_params()
         Xc, base = self._rows(X)
-        means, quad = self._posterior(Xc)
-        lp = base[:, None] + self._derived["const"][None, :] + 0.5 * quad
+        F = self._features(Xc @ self._derived["PiW"])
+        lp = F @ self._derived["theta"]
+        lp += base[:, None]
         if bias is not None:
-            lp = lp + np.asarray(to_host(bias), np.float64)[None, :]
+            lp += np.asarray(to_host(bias), np.float64)[None, :]
         if cache is not None:
-            cache[_CACHE_KEY] = means
+            cache[_CACHE_KEY] = F
         return lp
 
     def for_proposal(self) -> HMoGObs:
@@ -240,13 +255,20 @@ class HMoGObs(ObsModel):
         return self
 
     def cache_width(self) -> int:
-        return max(self.K, 1) * self.latent_dim
+        d = self.latent_dim
+        return 1 + d + d * (d + 1) // 2
+
+    def _mean_rows(self, U: np.ndarray, resp: np.ndarray) -> np.ndarray:
+        """sum_k r_nk E[y | x_n, k] = sum_k r_nk (v_k + P_k^-1 u_n), (N, d)."""
+        D = self._derived
+        K, d = resp.shape[1], self.latent_dim
+        G = (resp @ D["Pinv"].reshape(K, d * d)).reshape(-1, d, d)
+        return resp @ D["v"] + np.einsum("nij,nj->ni", G, U)
 
     def latent_means(self, X: Any, resp: np.ndarray) -> np.ndarray:
         """E[y | x_n] = sum_k r_nk E[y | x_n, k] (N, d) for given responsibilities."""
         Xc, _ = self._rows(X)
-        means, _ = self._posterior(Xc)
-        return np.einsum("nk,knd->nd", resp, means)
+        return self._mean_rows(Xc @ self._derived["PiW"], np.asarray(resp, np.float64))
 
     def calc_stats(self, X: Any, resp: Any, cache: dict | None = None) -> dict[str, Any]:
         X = np.asarray(to_host(X), np.float64)
@@ -259,20 +281,27 @@ class HMoGObs(ObsModel):
             raise ValueError(
                 f"resp has {K} columns but the HMoG has {self._derived.get('K')} components"
             )
-        means = None if cache is None else cache.get(_CACHE_KEY)
-        if means is None or means.shape[1] != X.shape[0]:
-            means, _ = self._posterior(X - (self.shift + self.mu))
-        D = self._derived
-        N = resp.sum(axis=0)
-        RM = means * resp.T[:, :, None]  # r_nk E[y | x_n, k], (K, N, d)
-        yy = np.matmul(RM.transpose(0, 2, 1), means) + N[:, None, None] * D["Pinv"]
+        F = None if cache is None else cache.get(_CACHE_KEY)
+        if F is None or F.shape[0] != X.shape[0]:
+            F = self._features((X - (self.shift + self.mu)) @ self._derived["PiW"])
+        D, d = self._derived, self.latent_dim
+        T = resp.T @ F  # (K, features): N_k, sum r u, sum r u u^T (packed)
+        N, Su = T[:, 0], T[:, 1 : 1 + d]
+        Suu = np.empty((K, d, d))
+        iu = D["iu"]
+        Suu[:, iu[0], iu[1]] = T[:, 1 + d :]
+        Suu[:, iu[1], iu[0]] = T[:, 1 + d :]
+        Pinv, v = D["Pinv"], D["v"]
+        PSu = np.matmul(Pinv, Su[:, :, None])[:, :, 0]  # P^-1 sum r u
+        outer = v[:, :, None] * PSu[:, None, :]
+        yy = np.matmul(np.matmul(Pinv, Suu), Pinv) + outer + outer.transpose(0, 2, 1)
+        yy += N[:, None, None] * (v[:, :, None] * v[:, None, :] + Pinv)
         Xs = X - self.shift
-        if self.split_rows:
-            sx, sxy, sxx = self._row_split(Xs, resp, RM)
-        else:
-            sx, sxy, sxx = self._mass_split(Xs, resp, RM, N)
+        U = F[:, 1 : 1 + d]
+        split = self._row_split if self.split_rows else self._mass_split
+        sx, sxy, sxx = split(Xs, resp, U, N)
         return {
-            "y": RM.sum(axis=1),
+            "y": PSu + N[:, None] * v,
             "yy": yy,
             "Hy": N * D["Hy"],
             "sx": sx,
@@ -280,25 +309,28 @@ class HMoGObs(ObsModel):
             "sxx": sxx,
         }
 
-    def _row_split(self, Xs: np.ndarray, resp: np.ndarray, RM: np.ndarray) -> tuple:
+    def _row_split(self, Xs: np.ndarray, resp: np.ndarray, U: np.ndarray, N: np.ndarray) -> tuple:
         """(sum r x (K, p), sum r x E[y | x, k]^T (K, p, d), sum r x x^T on the structure)
-        per component, over its rows."""
+        per component, over its rows: sum r x E[y|k]^T = (sum r x) v_k^T + (sum r x u^T) P_k^-1."""
         n, K, d = Xs.shape[0], resp.shape[1], self.latent_dim
-        # one GEMM for every component's sum_n r_nk x_n E[y | x_n, k]^T
-        sxy = (Xs.T @ RM.transpose(1, 0, 2).reshape(n, K * d)).reshape(-1, K, d)
+        sx = resp.T @ Xs
+        # one GEMM for every component's sum_n r_nk x_n u_n^T
+        RU = (resp[:, :, None] * U[:, None, :]).reshape(n, K * d)
+        XU = (Xs.T @ RU).reshape(-1, K, d).transpose(1, 0, 2)
+        sxy = np.matmul(XU, self._derived["Pinv"]) + sx[:, :, None] * self._derived["v"][:, None]
         if self.covariance_type == "full":
             sxx = np.stack([(Xs * resp[:, k : k + 1]).T @ Xs for k in range(K)])
         elif self.covariance_type == "diag":
             sxx = resp.T @ (Xs * Xs)
         else:
             sxx = resp.T @ (Xs * Xs).sum(axis=1)
-        return resp.T @ Xs, sxy.transpose(1, 0, 2), sxx
+        return sx, sxy, sxx
 
-    def _mass_split(self, Xs: np.ndarray, resp: np.ndarray, RM: np.ndarray, N: np.ndarray) -> tuple:
+    def _mass_split(self, Xs: np.ndarray, resp: np.ndarray, U: np.ndarray, N: np.ndarray) -> tuple:
         """The batch's sums (sum w x, sum x E[y | x]^T, sum w x x^T), split over the
         components in proportion to N_k."""
         wrow = resp.sum(axis=1)
-        sxy = Xs.T @ RM.sum(axis=0)  # RM summed over k: w_n E[y | x_n]
+        sxy = Xs.T @ self._mean_rows(U, resp)  # resp carries the row weights
         if self.covariance_type == "full":
             sxx = (Xs * wrow[:, None]).T @ Xs
         elif self.covariance_type == "diag":
