@@ -325,6 +325,14 @@ def _check_multinomial(m: _Arrays) -> int | None:
     return _one_k(m, Ks, "obs/conc")
 
 
+class _LatentArrays(_Arrays):
+    """An HMoG's latent Gaussian components, checked as a Gaussian's "obs/..." arrays and
+    named by their members "obs/latent/..."."""
+
+    def member(self, name: str) -> str:
+        return self.prefix + name.replace("obs/", "obs/latent/", 1)
+
+
 def _check_hmog(m: _Arrays) -> int | None:
     """The HMoG's layer (W, mu, Psi on its structure) and its latent Gaussian components."""
     p, d = int(m.scalar("obs/n_features")), int(m.scalar("obs/latent_dim"))
@@ -336,8 +344,8 @@ def _check_hmog(m: _Arrays) -> int | None:
         raise m.bad("obs/W", f"has shape {None if W is None else W.shape}, not ({p}, {d})")
     if p:
         m.positive_definite("obs/psi", structure, "noise covariance", True)
-    sub = _Arrays(
-        m.prefix + "obs/latent: ",
+    sub = _LatentArrays(
+        m.prefix,
         {
             "obs/" + k[len("obs/latent/") :]: v
             for k, v in m.arrays.items()
