@@ -61,11 +61,19 @@ def read_sample(source: Any, n: int = SAMPLE_ROWS) -> np.ndarray:
 _PLANE = ("gauss", "hmog")
 
 
+def _plane(est: Any, arrays: dict[str, Any]) -> bool:
+    """Whether the report draws the sample in its PCA plane with the components' ellipses."""
+    if est.likelihood == "hmog":
+        return arrays["covariances"] is not None
+    return est.likelihood in _PLANE
+
+
 def _report_arrays(est: Any) -> dict[str, Any]:
     gauss = est.likelihood in ("gauss", "zero_mean_gauss", "hmog")
     means = getattr(est, "means_", None)
     if est.likelihood == "hmog":  # the components in x-space: W m_k + mu, W S_k W^T + Psi
-        return {"means": means, "covariances": est.covariances_, "covariance_type": "full"}
+        cov = getattr(est, "covariances_", None)  # omitted for very large K p^2
+        return {"means": means, "covariances": cov, "covariance_type": "full"}
     return {
         "means": means,
         "covariances": getattr(est, "covariances_", None) if gauss and means is not None else None,
@@ -85,9 +93,7 @@ def write_report_for(
 
     arrays = _report_arrays(est)
     labels = None
-    if X_sample is not None and (
-        arrays["means"] is None or est.likelihood not in ("gauss", "hmog")
-    ):
+    if X_sample is not None and (arrays["means"] is None or not _plane(est, arrays)):
         X_sample = None  # the PCA view draws Gaussian ellipses around means
     if X_sample is not None:
         labels = est.predict(X_sample)
@@ -121,7 +127,7 @@ def write_figures(
         "weights": lambda ax: plot_weights(est.weights_, ax),
     }
     arrays = _report_arrays(est)
-    if X_sample is not None and arrays["means"] is not None and est.likelihood in _PLANE:
+    if X_sample is not None and arrays["means"] is not None and _plane(est, arrays):
         labels = est.predict(X_sample)
         draws["projection"] = lambda ax: plot_projection(
             X_sample,

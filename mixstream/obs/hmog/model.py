@@ -41,6 +41,9 @@ from mixstream.suffstats import SuffStats
 
 _CACHE_KEY = "hmog/features"
 _SHARED = ("sx", "sxy", "sxx")
+#: most floats of the x-space covariances (K, p, p) kept as ``covariances_`` (256 MB); beyond,
+#: ``model_.obs.x_covariances()`` gives them on demand
+MAX_X_COV_FLOATS = 1 << 25
 
 
 class HMoGObs(ObsModel):
@@ -466,19 +469,26 @@ class HMoGObs(ObsModel):
     def noise_matrix(self) -> np.ndarray:
         return noise.as_matrix(self.covariance_type, self.psi, self.n_features)
 
+    def x_covariances(self) -> np.ndarray:
+        """The components' covariances in x-space, W S_k W^T + Psi, (K, p, p)."""
+        W, S = self.W, self.latent_covariances()
+        return np.matmul(np.matmul(W[None], S), W.T[None]) + self.noise_matrix()[None]
+
     def point_estimates(self) -> dict[str, np.ndarray]:
-        m, S = self.inner.m.copy(), self.latent_covariances()
-        W = self.W
-        cov = np.matmul(np.matmul(W[None], S), W.T[None]) + self.noise_matrix()[None]
-        return {
-            "means": m @ W.T + (self.shift + self.mu),
-            "covariances": cov,
+        """x-space means (K, p) and, up to ``MAX_X_COV_FLOATS`` floats, covariances (K, p, p);
+        the latent components, W^T ("components", (d, p)), mu and Psi."""
+        m = self.inner.m.copy()
+        out = {
+            "means": m @ self.W.T + (self.shift + self.mu),
             "latent_means": m,
-            "latent_covariances": S,
-            "components": W.T.copy(),
+            "latent_covariances": self.latent_covariances(),
+            "components": self.W.T.copy(),
             "mean": self.shift + self.mu,
             "noise_variance": np.asarray(self.psi).copy(),
         }
+        if self.K * self.n_features**2 <= MAX_X_COV_FLOATS:
+            out["covariances"] = self.x_covariances()
+        return out
 
     def n_free_params(self) -> int:
         """W (p d) + mu (p) + Psi + K latent means and covariances, less the d + d^2 of the
