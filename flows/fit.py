@@ -75,6 +75,7 @@ def fit_flow(
     scheduler: str | None = None,
     n_workers: int = 2,
     overwrite: bool = False,
+    latent_dim: int | None = None,
 ) -> dict[str, Any]:
     """Fit a mixture to the Zarr store ``data``; model, report and checkpoints go to ``out``.
 
@@ -85,6 +86,7 @@ def fit_flow(
     n_components, ..., random_state : MixtureModel options (words, defaults: mixstream.options)
     scheduler : Dask scheduler address; None: $MIXSTREAM_SCHEDULER, else a LocalCluster of
         ``n_workers`` single-threaded workers started and closed by this run
+    latent_dim : likelihood="hmog": the latent dimension d
     overwrite : replace a finished run in ``out``; an unfinished run is resumed either way
 
     Returns
@@ -94,7 +96,7 @@ def fit_flow(
     t0 = time.perf_counter()
     options = app.fit_options(
         n_components, allocation, likelihood, covariance_type, algorithm, moves,
-        batch_size, max_laps, tol, random_state,
+        batch_size, max_laps, tol, random_state, latent_dim,
     )  # fmt: skip
     plan = validate(data, options)
     out_dir = Path(out).resolve()

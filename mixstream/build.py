@@ -43,6 +43,21 @@ def build_model(options: FitOptions, data_dtype: Any = None) -> Model:
             compute_dtype=compute_dtype(options, data_dtype),
         )
         obs_options.update({p: getattr(options, p) for p in GAUSS_PRIORS})
+    elif options.likelihood == "hmog":
+        from mixstream.learn.algorithms import memoized
+
+        auto = options.reg_covar == "auto"
+        # whitening moves the latent coordinates; a memoized cache holds statistics of earlier
+        # coordinates, so only full-batch EM whitens (see HMoGObs)
+        obs_options.setdefault("whiten", inference == "em" and not memoized(options))
+        # per-component layer statistics cost O(K p d) a row; only a birth needs them
+        obs_options.setdefault("split_rows", "birth" in options.run_moves)
+        obs_options.update(
+            latent_dim=options.latent_dim,
+            covariance_type=options.covariance_type,
+            reg_covar=1e-6 if auto else options.reg_covar,
+            map_prior=options.map_prior,
+        )
     else:
         obs_options["map_prior"] = options.map_prior
         if options.likelihood == "zero_mean_gauss":

@@ -101,6 +101,10 @@ class MixtureModel(DensityMixin, BaseEstimator):
     warm_start : bool
         A second ``fit`` starts from the fitted parameters of the first (n_init is then 1).
     verbose : int
+    latent_dim : int, optional
+        likelihood="hmog" only (and required there): the dimension d of the latent space,
+        1 <= d < n_features; ``covariance_type`` then names the noise structure Psi
+        ("spherical", "diag" or "full") and the latent components have full covariances.
     """
 
     def __init__(
@@ -135,6 +139,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
         checkpoint_dir: Any = None,
         warm_start: bool = False,
         verbose: int = 0,
+        latent_dim: int | None = None,
     ) -> None:
         self.n_components = n_components
         self.allocation = allocation
@@ -165,6 +170,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
         self.checkpoint_dir = checkpoint_dir
         self.warm_start = warm_start
         self.verbose = verbose
+        self.latent_dim = latent_dim
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -516,6 +522,31 @@ class MixtureModel(DensityMixin, BaseEstimator):
     def load(cls, path: Any) -> MixtureModel:
         """Read a model written by ``save``; refuses damaged, tampered or newer-format files."""
         return read_estimator(cls, path)
+
+    # ------------------------------------------------------------------ latent space (hmog)
+    def _hmog(self) -> Any:
+        self._check_fitted()
+        if self.likelihood != "hmog":
+            raise AttributeError(
+                f"transform / inverse_transform need likelihood='hmog', got {self.likelihood!r}"
+            )
+        return self.model_.obs
+
+    def transform(self, X: Any) -> np.ndarray:
+        """likelihood="hmog": the posterior mean E[y | x] of the latent factors, the components
+        marginalised (as scikit-learn's FactorAnalysis.transform), shape (n_samples, d)."""
+        obs = self._hmog()
+        source = self._checked_rows(X)
+        _, log_resp = logsumexp_rows(self.model_.log_prob(source.X))
+        return obs.latent_means(source.X, np.exp(log_resp))
+
+    def inverse_transform(self, Y: Any) -> np.ndarray:
+        """likelihood="hmog": the mean W y + mu of x given latent factors Y (n, d)."""
+        obs = self._hmog()
+        Y = np.asarray(Y, dtype=np.float64)
+        if Y.ndim != 2 or Y.shape[1] != obs.latent_dim:
+            raise ValueError(f"Y must have shape (n, latent_dim={obs.latent_dim}), got {Y.shape}")
+        return Y @ obs.W.T + (obs.shift + obs.mu)
 
 
 def _feature_mismatch(est: MixtureModel, source: Any) -> str:

@@ -166,7 +166,10 @@ class _Arrays:
 def _check_model(prefix: str, arrays: dict[str, np.ndarray], params: dict[str, Any]) -> None:
     m = _Arrays(prefix, arrays)
     K_alloc = _check_alloc(m, params)
-    if "obs/covariance_type" in arrays:
+    if "obs/latent_dim" in arrays:
+        K_obs = _check_hmog(m)
+        likelihood = "hmog"
+    elif "obs/covariance_type" in arrays:
         K_obs = _check_gauss(m, params)
         likelihood = "gauss"
     elif "obs/B" in arrays or "obs/prior_cov" in arrays:
@@ -320,6 +323,36 @@ def _check_multinomial(m: _Arrays) -> int | None:
     phi = m.simplex("obs/phi")
     Ks = [x.shape[0] for x in (conc, phi) if x is not None and x.ndim]
     return _one_k(m, Ks, "obs/conc")
+
+
+class _LatentArrays(_Arrays):
+    """An HMoG's latent Gaussian components, checked as a Gaussian's "obs/..." arrays and
+    named by their members "obs/latent/..."."""
+
+    def member(self, name: str) -> str:
+        return self.prefix + name.replace("obs/", "obs/latent/", 1)
+
+
+def _check_hmog(m: _Arrays) -> int | None:
+    """The HMoG's layer (W, mu, Psi on its structure) and its latent Gaussian components."""
+    p, d = int(m.scalar("obs/n_features")), int(m.scalar("obs/latent_dim"))
+    structure = str(m.scalar("obs/covariance_type"))
+    if structure not in ("spherical", "diag", "full"):
+        raise m.bad("obs/covariance_type", f"names no HMoG noise structure: {structure!r}")
+    W = m.get("obs/W")
+    if W is None or (p and W.shape != (p, d)):
+        raise m.bad("obs/W", f"has shape {None if W is None else W.shape}, not ({p}, {d})")
+    if p:
+        m.positive_definite("obs/psi", structure, "noise covariance", True)
+    sub = _LatentArrays(
+        m.prefix,
+        {
+            "obs/" + k[len("obs/latent/") :]: v
+            for k, v in m.arrays.items()
+            if k.startswith("obs/latent/")
+        },
+    )
+    return _check_gauss(sub, {"covariance_type": "full"})
 
 
 def _one_k(m: _Arrays, Ks: list[int], name: str) -> int | None:

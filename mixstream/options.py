@@ -38,6 +38,7 @@ from mixstream.vocabulary import (
     COVARIANCE_ALIASES,
     DEFAULT_MOVES,
     ENGINES,
+    HMOG_NOISE_STRUCTURES,
     INIT_METHODS,
     LIKELIHOODS,
     MOVES,
@@ -170,6 +171,7 @@ class FitOptions:
     checkpoint_dir: Any = None
     warm_start: bool = False
     verbose: int = 0
+    latent_dim: int | None = None
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -321,6 +323,7 @@ CONSTRAINTS: dict[str, Constraint] = {
             text="a number greater than n_features - 1 (full covariance types) or 0 (the others)",
         )
     ),
+    "latent_dim": optional(POSITIVE_INT),
 }
 
 
@@ -331,6 +334,8 @@ def _check(name: str, value: Any, constraint: Constraint) -> None:
 
 # ---------------------------------------------------------------------- cross-option rules
 def _covariance_needs_gauss(o: FitOptions) -> None:
+    if o.likelihood == "hmog":
+        return  # covariance_type names the noise structure: _hmog_options
     if o.likelihood != "gauss" and o.covariance_type != "full":
         raise ValueError(
             f"covariance_type={o.covariance_type!r} applies to likelihood='gauss' "
@@ -411,7 +416,7 @@ def _obs_prior(o: FitOptions) -> None:
         return
     if not isinstance(o.obs_prior, Mapping):
         raise ValueError(f"obs_prior must be a dict of prior options or None, got {o.obs_prior!r}")
-    own = {"inference", "covariance_type", "reg_covar", "map_prior", *GAUSS_PRIORS}
+    own = {"inference", "covariance_type", "reg_covar", "map_prior", "latent_dim", *GAUSS_PRIORS}
     clash = sorted(set(o.obs_prior) & own)
     if clash:
         raise ValueError(f"obs_prior may not set {clash}: they are MixtureModel's own parameters")
@@ -444,6 +449,20 @@ def prior_options(likelihood: str) -> set[str]:
     }
 
 
+def _hmog_options(o: FitOptions) -> None:
+    if o.likelihood != "hmog":
+        if o.latent_dim is not None:
+            raise ValueError(
+                f"latent_dim applies to likelihood='hmog', got likelihood={o.likelihood!r}"
+            )
+        return
+    if o.covariance_type not in HMOG_NOISE_STRUCTURES:
+        raise ValueError(
+            f"covariance_type for likelihood='hmog' names the noise structure Psi and must be "
+            f"one of {HMOG_NOISE_STRUCTURES}, got {o.covariance_type!r}"
+        )
+
+
 #: checks that involve several options, run after ``CONSTRAINTS`` in this order
 CROSS_RULES: tuple[Callable[[FitOptions], None], ...] = (
     _covariance_needs_gauss,
@@ -454,6 +473,7 @@ CROSS_RULES: tuple[Callable[[FitOptions], None], ...] = (
     _gauss_priors,
     _obs_prior,
     _backend_available,
+    _hmog_options,
 )
 
 

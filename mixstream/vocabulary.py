@@ -16,7 +16,7 @@ MOVES = ("birth", "merge", "delete")
 #: priors over the mixture weights
 ALLOCATIONS = ("dp", "finite")
 #: observation models
-LIKELIHOODS = ("gauss", "zero_mean_gauss", "bernoulli", "multinomial")
+LIKELIHOODS = ("gauss", "zero_mean_gauss", "bernoulli", "multinomial", "hmog")
 #: Gaussian covariance structures
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied_full", "tied_diag", "tied_spherical")
 #: scikit-learn's names that mean one of ours
@@ -48,6 +48,10 @@ DEFAULT_MOVES = MOVES_WHEN_NONE["movb"]
 def default_moves(algorithm: str | None) -> tuple[str, ...]:
     """The moves of ``moves=None``: all three for "movb", none for every other algorithm."""
     return MOVES_WHEN_NONE.get(algorithm, ())  # type: ignore[arg-type]
+
+
+#: noise structures (Psi) of the hierarchical mixture of Gaussians, named by covariance_type
+HMOG_NOISE_STRUCTURES = ("spherical", "diag", "full")
 
 
 # ---------------------------------------------------------------------- model selection

@@ -57,9 +57,23 @@ def read_sample(source: Any, n: int = SAMPLE_ROWS) -> np.ndarray:
     return np.asarray(X, dtype=np.float64)
 
 
+#: likelihoods whose report draws the sample in its PCA plane with the components' ellipses
+_PLANE = ("gauss", "hmog")
+
+
+def _plane(est: Any, arrays: dict[str, Any]) -> bool:
+    """Whether the report draws the sample in its PCA plane with the components' ellipses."""
+    if est.likelihood == "hmog":
+        return arrays["covariances"] is not None
+    return est.likelihood in _PLANE
+
+
 def _report_arrays(est: Any) -> dict[str, Any]:
-    gauss = est.likelihood in ("gauss", "zero_mean_gauss")
+    gauss = est.likelihood in ("gauss", "zero_mean_gauss", "hmog")
     means = getattr(est, "means_", None)
+    if est.likelihood == "hmog":  # the components in x-space: W m_k + mu, W S_k W^T + Psi
+        cov = getattr(est, "covariances_", None)  # omitted for very large K p^2
+        return {"means": means, "covariances": cov, "covariance_type": "full"}
     return {
         "means": means,
         "covariances": getattr(est, "covariances_", None) if gauss and means is not None else None,
@@ -79,7 +93,7 @@ def write_report_for(
 
     arrays = _report_arrays(est)
     labels = None
-    if X_sample is not None and (arrays["means"] is None or est.likelihood != "gauss"):
+    if X_sample is not None and (arrays["means"] is None or not _plane(est, arrays)):
         X_sample = None  # the PCA view draws Gaussian ellipses around means
     if X_sample is not None:
         labels = est.predict(X_sample)
@@ -113,7 +127,7 @@ def write_figures(
         "weights": lambda ax: plot_weights(est.weights_, ax),
     }
     arrays = _report_arrays(est)
-    if X_sample is not None and arrays["means"] is not None and est.likelihood == "gauss":
+    if X_sample is not None and arrays["means"] is not None and _plane(est, arrays):
         labels = est.predict(X_sample)
         draws["projection"] = lambda ax: plot_projection(
             X_sample,
@@ -173,6 +187,7 @@ def write_run_dir(
         "likelihood": est.likelihood,
         "covariance_type": est.covariance_type,
         "moves": ", ".join(est.moves) or "none",
+        **_latent_lines(est),
         "laps": len(est.history_),
         "resumed from lap": resumed_from_lap,
         "model": str(model_path),
@@ -271,3 +286,16 @@ def rewrite_report(
     extra.update(dict(run.get("options", {})))
     target = Path(out) if out else path.parent / REPORT_FILE
     return write_report_for(est, target, X_sample, n_rows, extra), note
+
+
+def _latent_lines(est: Any) -> dict[str, Any]:
+    """The report's lines on an HMoG's latent space (none for other likelihoods)."""
+    if est.likelihood != "hmog":
+        return {}
+    lm = np.asarray(est.latent_means_)
+    return {
+        "latent_dim": est.latent_dim,
+        "latent component means (first 3 coordinates)": "; ".join(
+            "[" + ", ".join(f"{v:.3g}" for v in row[:3]) + "]" for row in lm[:12]
+        ),
+    }

@@ -72,6 +72,7 @@ def fit_options(
     max_laps: int = RUN_DEFAULTS.max_laps,
     tol: float = RUN_DEFAULTS.tol,
     random_state: int = RUN_DEFAULTS.random_state,
+    latent_dim: int | None = RUN_DEFAULTS.latent_dim,
 ) -> dict[str, Any]:
     """The options of a fit into a run directory (JSON-able, for run.json and flow tasks);
     the defaults are ``mixstream.options.RUN_DEFAULTS``; ``moves=None`` means the algorithm's
@@ -91,6 +92,7 @@ def fit_options(
         "max_laps": max_laps,
         "tol": tol,
         "random_state": random_state,
+        "latent_dim": latent_dim,
     }
 
 

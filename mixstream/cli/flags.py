@@ -24,6 +24,7 @@ PARAM_FLAGS: dict[str, str] = {
     "n_workers": "--workers",
     "chunk_rows": "--chunk-rows",
     "shard_rows": "--shard-rows",
+    "latent_dim": "--latent-dim",
 }
 #: single-word parameters, shown as flags only in the ``name=value`` form (as words they are
 #: ordinary English: "moves", "data", "out")

@@ -197,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop when the ELBO per point changes less than this over a lap (%(default)s)",
     )
     fit.add_argument("--seed", type=int, default=_D.random_state, help="random seed (%(default)s)")
+    fit.add_argument(
+        "--latent-dim",
+        type=_positive_int,
+        metavar="D",
+        help="--likelihood hmog: dimension of the latent space (--covariance-type then names "
+        "the noise structure: spherical, diag or full)",
+    )
     _add_cluster_args(fit, "default 2 with Prefect; in-process for small data with --no-prefect")
     fit.add_argument(
         "--progress",

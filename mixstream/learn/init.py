@@ -125,7 +125,9 @@ def initialize(
     if isinstance(init, Mapping):
         _init_from_dict(model, executor, K, init)
         return
-    resp = init_responsibilities(X, K, init, rng, w)
+    # a latent-variable model (HMoG) clusters its initial responsibilities in its latent space
+    space = X if isinstance(init, np.ndarray) else model.obs.init_space(X)
+    resp = init_responsibilities(space, K, init, rng, w)
     SS = model.summarize(X, {"resp": resp}, sample_weight=w)
     model.global_step(SS.scale(scale) if scale != 1.0 else SS)
 

@@ -146,6 +146,18 @@ class ObsModel(ABC):
                 "call update(SS) first"
             )
 
+    def init_space(self, X: Any) -> Any:
+        """Coordinates (N, D') of the sample X in which initial clusters are found: X itself;
+        a latent-variable model gives its latent coordinates."""
+        return X
+
+    def for_proposal(self) -> ObsModel:
+        """The observation model a move's proposal (a birth's pieces) is fitted with, on the
+        rows of one target component: itself; a model with parameters shared by all components
+        (HMoG's linear-Gaussian layer) keeps them fixed there, since those rows alone would
+        estimate them for the target only."""
+        return self
+
     def cache_width(self) -> int:
         """Floats per row that ``log_prob`` keeps in its cache (sizes the row blocks)."""
         return 0

@@ -245,6 +245,7 @@ def _fit_pieces(
     s = to_device(s, xp)
     zeros = xp.zeros(labels.size)
     sub = model.copy()
+    sub.obs = sub.obs.for_proposal()
     ids = np.array([target, *new[: n_pieces - 1]], np.int64)
     for _ in range(opts["n_iters"]):
         sub.uids = ids
