@@ -46,7 +46,9 @@ def open_rows(est: Any, X: Any) -> Any:
     from mixstream.engine.factory import make_executor
 
     est._check_fitted()
-    source = open_source(X, est.batch_size, check=False, **unweighted(X))
+    # the missing-value option (issue 17 item 1) where the estimator has it
+    kw = {"missing": est.missing} if hasattr(est, "missing") else {}
+    source = open_source(X, est.batch_size, check=False, **unweighted(X), **kw)
     if source.n_features != est.n_features_in_:
         raise ValueError(
             f"X has {source.n_features} features, but {type(est).__name__} is expecting "

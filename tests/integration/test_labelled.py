@@ -117,3 +117,12 @@ def test_every_store_mixstream_writes_opens_with_xarray(tmp_path, synthetic_stor
     lazy = xr.open_zarr(ingested, consolidated=False)["X"]
     assert est().fit(lazy).bic(lazy) == pytest.approx(m.bic(ingested), rel=1e-10)
     assert zarr.open_group(ingested)["X"].metadata.dimension_names == ("sample", "feature")
+
+
+def test_dask_backed_dataarray_on_a_cluster(plain, labelled, client):
+    lazy = labelled.chunk({"time": 200})
+    m = est(client=client, batch_size=200).fit(lazy)
+    np.testing.assert_allclose(m.means_, plain.means_, rtol=1e-9, atol=1e-9)
+    dens = m.score_samples(lazy)
+    assert dens.dims == ("time",)
+    np.testing.assert_allclose(dens.values, plain.score_samples(X), rtol=1e-9)
