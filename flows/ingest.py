@@ -12,10 +12,8 @@ from mixstream import app
 
 
 @task(name="ingest", task_run_name="ingest", **TASK)
-def ingest_task(
-    src: str, dest: str, chunk_rows: int | None, shard_rows: int | None, overwrite: bool
-) -> dict[str, Any]:
-    return app.ingest_to_store(src, dest, chunk_rows, shard_rows, overwrite)
+def ingest_task(src: str, dest: str, options: dict[str, Any]) -> dict[str, Any]:
+    return app.ingest_to_store(src, dest, **options)
 
 
 @flow(name="ingest-flow", persist_result=False)
@@ -25,11 +23,15 @@ def ingest_flow(
     chunk_rows: int | None = None,
     shard_rows: int | None = None,
     overwrite: bool = False,
+    header: bool | None = None,
+    weights: str | None = None,
 ) -> str:
     """Copy ``src`` (.npy, .csv / .tsv / .txt, .parquet) into the Zarr store ``dest`` (array "X").
 
-    Returns the absolute path of ``dest``.
+    ``header``: whether a CSV's first line names the columns (None: only a line of text is);
+    ``weights``: a column written as the store's sample_weight. Returns ``dest``'s path.
     """
-    info = ingest_task(src, dest, chunk_rows, shard_rows, overwrite)
+    options = {k: v for k, v in locals().items() if k not in ("src", "dest")}
+    info = ingest_task(src, dest, options)
     app.publish_ingest(PrefectArtifacts(), src, info)
     return info["dest"]

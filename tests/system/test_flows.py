@@ -278,6 +278,20 @@ def test_ingest_flow_round_trips_a_npy_file(tmp_path):
     assert "mixstream-ingest" in _artifacts(state.state_details.flow_run_id)
 
 
+def test_ingest_flow_writes_a_weights_column(tmp_path):
+    from flows.ingest import ingest_flow
+
+    rng = np.random.default_rng(1)
+    X, w = rng.normal(size=(200, 3)), rng.uniform(0.5, 2.0, 200)
+    rows = ["a,b,c,w"] + [",".join(map(repr, [*x.tolist(), float(v)])) for x, v in zip(X, w)]
+    (tmp_path / "points.csv").write_text("\n".join(rows) + "\n")
+    dest = tmp_path / "points.zarr"
+    ingest_flow(str(tmp_path / "points.csv"), str(dest), header=True, weights="w")
+    group = zarr.open_group(str(dest), mode="r")
+    np.testing.assert_array_equal(group["X"][:], X)  # the weights column is not a feature
+    np.testing.assert_array_equal(group["sample_weight"][:], w)
+
+
 def test_flows_load_from_their_entrypoints(monkeypatch):
     from prefect.flows import load_flow_from_entrypoint
 
