@@ -40,6 +40,7 @@ from mixstream.vocabulary import (
     ENGINES,
     INIT_METHODS,
     LIKELIHOODS,
+    MISSING_MODES,
     MOVES,
     MOVES_WHEN_NONE,
     default_moves,
@@ -169,6 +170,7 @@ class FitOptions:
     checkpoint_dir: Any = None
     warm_start: bool = False
     verbose: int = 0
+    missing: str = "error"
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -320,6 +322,7 @@ CONSTRAINTS: dict[str, Constraint] = {
             text="a number greater than n_features - 1 (full covariance types) or 0 (the others)",
         )
     ),
+    "missing": one_of(MISSING_MODES),
 }
 
 

@@ -48,3 +48,7 @@ DEFAULT_MOVES = MOVES_WHEN_NONE["movb"]
 def default_moves(algorithm: str | None) -> tuple[str, ...]:
     """The moves of ``moves=None``: all three for "movb", none for every other algorithm."""
     return MOVES_WHEN_NONE.get(algorithm, ())  # type: ignore[arg-type]
+
+
+#: what a fit does with NaN in the data: refuse it (naming the rows) or marginalise it
+MISSING_MODES = ("error", "marginalize")
