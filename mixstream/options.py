@@ -447,6 +447,15 @@ def prior_options(likelihood: str) -> set[str]:
 
 
 #: checks that involve several options, run after ``CONSTRAINTS`` in this order
+def _missing_likelihood(o: FitOptions) -> None:
+    if o.missing == "marginalize" and o.likelihood == "multinomial":
+        raise ValueError(
+            "missing='marginalize' does not apply to likelihood='multinomial': a row with a "
+            "missing count has an unknown total, so its counts have no multinomial marginal; "
+            "drop the category or the row, or fit likelihood='bernoulli' / 'gauss'"
+        )
+
+
 CROSS_RULES: tuple[Callable[[FitOptions], None], ...] = (
     _covariance_needs_gauss,
     _init,
@@ -456,6 +465,7 @@ CROSS_RULES: tuple[Callable[[FitOptions], None], ...] = (
     _gauss_priors,
     _obs_prior,
     _backend_available,
+    _missing_likelihood,
 )
 
 

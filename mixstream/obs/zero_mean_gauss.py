@@ -35,6 +35,7 @@ from scipy.special import digamma, multigammaln
 
 from mixstream.backend import get_namespace, to_device, to_host
 from mixstream.obs.base import ObsModel
+from mixstream.obs.gauss.missing import find_missing, full_log_prob, full_stats, split_rows
 from mixstream.suffstats import SuffStats
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -42,6 +43,8 @@ _LOG_2PI = math.log(2.0 * math.pi)
 _EMPTY = 1e-10
 #: cache key for the per-block features phi(X)
 _CACHE_KEY = "zero_mean_gauss/xxT_upper"
+#: cache key for a block's incomplete rows
+_MISSING_KEY = "zero_mean_gauss/missing"
 
 
 class ZeroMeanGaussObs(ObsModel):
@@ -59,6 +62,9 @@ class ZeroMeanGaussObs(ObsModel):
         Added to the diagonal of maximum-likelihood EM covariances (default 1e-6).
     map_prior : bool
         EM only: the posterior mode under the Wishart prior instead of maximum likelihood.
+    missing : {"error", "marginalize"}
+        "marginalize": NaN entries are integrated out, as for ``GaussObs`` (the formulas of
+        ``obs/gauss/missing.py`` with mean zero); statistics then carry "Hmiss".
     """
 
     likelihood = "zero_mean_gauss"
@@ -70,8 +76,12 @@ class ZeroMeanGaussObs(ObsModel):
         prior_cov: Any = None,
         reg_covar: float = 1e-6,
         map_prior: bool = False,
+        missing: str = "error",
     ) -> None:
         super().__init__(inference)
+        if missing not in ("error", "marginalize"):
+            raise ValueError(f"missing must be 'error' or 'marginalize', got {missing!r}")
+        self.missing = missing
         if nu0 is not None and not (np.isfinite(nu0) and nu0 > 0):
             raise ValueError(f"nu0 must be a positive finite number, got {nu0!r}")
         if not (np.isfinite(reg_covar) and reg_covar >= 0):
@@ -157,6 +167,10 @@ class ZeroMeanGaussObs(ObsModel):
     def log_prob(self, X: Any, cache: dict | None = None, bias: Any = None) -> Any:
         self.require_prior()
         xp = get_namespace(X)
+        if self.missing == "marginalize":
+            rows_missing = find_missing(X, xp)
+            if rows_missing is not None:
+                return self._log_prob_missing(X, rows_missing, xp, cache, bias)
         phi = self._features(X, cache)
         W = self._prec[:, self._iu[0], self._iu[1]] * self._w  # (K, P)
         const = -0.5 * self.n_features * _LOG_2PI + 0.5 * self._logdet
@@ -168,6 +182,47 @@ class ZeroMeanGaussObs(ObsModel):
     def calc_stats(self, X: Any, resp: Any, cache: dict | None = None) -> dict[str, Any]:
         self.require_prior()
         xp = get_namespace(X)
+        if self.missing == "marginalize":
+            return self._calc_stats_missing(X, resp, xp, cache)
+        return self._calc_stats_plain(X, resp, xp, cache)
+
+    # ------------------------------------------------------------------ missing values
+    def _log_prob_missing(
+        self, X: Any, rows_missing: np.ndarray, xp: Any, cache: dict | None, bias: Any
+    ) -> Any:
+        """Complete rows by the GEMM, incomplete ones marginalised (obs/gauss/missing.py)."""
+        mr = split_rows(X, rows_missing, np.zeros(self.n_features))
+        complete = np.flatnonzero(~rows_missing)
+        out = np.empty((X.shape[0], self.K))
+        if complete.size:
+            out[complete] = to_host(self.log_prob(X[to_device(complete, xp)], None, bias))
+        c0 = -0.5 * self.n_features * _LOG_2PI + 0.5 * self._logdet
+        lp = full_log_prob(mr, self._prec, np.zeros((self.K, self.n_features)), c0, False)
+        out[mr.rows] = lp if bias is None else lp + np.asarray(to_host(bias), np.float64)
+        if cache is not None:
+            cache[_MISSING_KEY] = (X.shape[0], complete, mr)
+        return to_device(out, xp) if xp is not np else out
+
+    def _calc_stats_missing(self, X: Any, resp: Any, xp: Any, cache: dict | None) -> dict:
+        entry = None if cache is None else cache.get(_MISSING_KEY)
+        if entry is None or entry[0] != X.shape[0]:
+            rows_missing = find_missing(X, xp)
+            if rows_missing is None:
+                plain = self._calc_stats_plain(X, resp, xp, cache)
+                return {**plain, "Hmiss": xp.zeros(resp.shape[1])}
+            own: dict = {}
+            self._log_prob_missing(X, rows_missing, xp, own, None)
+            entry = own[_MISSING_KEY]
+        _, complete, mr = entry
+        r = np.asarray(to_host(resp), np.float64)
+        part = full_stats(mr, r[mr.rows], False, self.n_features)
+        S = part["xx"]
+        if complete.size:
+            idx = to_device(complete, xp)
+            S = S + to_host(self._calc_stats_plain(X[idx], xp.asarray(resp)[idx], xp, None)["xxT"])
+        return {"xxT": to_device(S, xp), "Hmiss": to_device(part["Hmiss"], xp)}
+
+    def _calc_stats_plain(self, X: Any, resp: Any, xp: Any, cache: dict | None) -> dict:
         phi = self._features(X, cache)
         T = xp.asarray(resp, dtype=xp.float64).T @ phi  # (K, P)
         D = self.n_features
@@ -261,6 +316,8 @@ class ZeroMeanGaussObs(ObsModel):
             return 0.0
         D = self.n_features
         N, S = SS.N, SS["xxT"]
+        # missing values: the entropy of q(x_m | x_o, k)
+        hmiss = float(SS["Hmiss"].sum()) if "Hmiss" in SS else 0.0
         if self.inference == "vb":
             # E_q log p(X | Lambda) + E_q log p(Lambda) - E_q log q(Lambda), for any Wishart q
             resid = S + self.B0[None] - self.B  # (K, D, D)
@@ -271,8 +328,8 @@ class ZeroMeanGaussObs(ObsModel):
                 + _log_wishart_norm(self.nu0, _logdet(self.B0), D)
                 - _log_wishart_norm(self.nu, self._logdet_B, D)
             )
-            return float(terms.sum())
-        total = float(
+            return float(terms.sum()) + hmiss
+        total = hmiss + float(
             (N * (-0.5 * D * _LOG_2PI + 0.5 * self._logdet)).sum()
             - 0.5 * np.einsum("kij,kij->", S, self._prec)
         )
