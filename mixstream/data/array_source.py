@@ -50,9 +50,7 @@ class ArraySource:
         start, stop = self.batches[i]
         Xb = self.X[start:stop]
         if not self.validated:
-            check_finite(
-                Xb, f"{self.name} batch {i}", row_offset=start, allow_nan=self.allow_nan
-            )
+            check_finite(Xb, f"{self.name} batch {i}", row_offset=start, allow_nan=self.allow_nan)
         return Xb
 
     def read_weights(self, i: int) -> np.ndarray | None:

@@ -35,7 +35,13 @@ from scipy.special import digamma, multigammaln
 
 from mixstream.backend import get_namespace, to_device, to_host
 from mixstream.obs.base import ObsModel
-from mixstream.obs.gauss.missing import find_missing, full_log_prob, full_stats, split_rows
+from mixstream.obs.gauss.missing import (
+    fill_shift,
+    find_missing,
+    full_correction,
+    full_stats_correction,
+    split_rows,
+)
 from mixstream.suffstats import SuffStats
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -190,18 +196,17 @@ class ZeroMeanGaussObs(ObsModel):
     def _log_prob_missing(
         self, X: Any, rows_missing: np.ndarray, xp: Any, cache: dict | None, bias: Any
     ) -> Any:
-        """Complete rows by the GEMM, incomplete ones marginalised (obs/gauss/missing.py)."""
-        mr = split_rows(X, rows_missing, np.zeros(self.n_features))
-        complete = np.flatnonzero(~rows_missing)
-        out = np.empty((X.shape[0], self.K))
-        if complete.size:
-            out[complete] = to_host(self.log_prob(X[to_device(complete, xp)], None, bias))
-        c0 = -0.5 * self.n_features * _LOG_2PI + 0.5 * self._logdet
-        lp = full_log_prob(mr, self._prec, np.zeros((self.K, self.n_features)), c0, False)
-        out[mr.rows] = lp if bias is None else lp + np.asarray(to_host(bias), np.float64)
+        """The GEMM path with the missing values at 0, plus the marginalisation's correction
+        on the incomplete rows (obs/gauss/missing.py, with mean zero)."""
+        zero = np.zeros(self.n_features)
+        Xf = fill_shift(X, zero, xp)
+        out = self.log_prob(Xf, cache, bias)
+        mr = split_rows(Xf, rows_missing, zero, X)
+        corr = full_correction(mr, self._prec, np.zeros((self.K, self.n_features)), False)
+        out[to_device(mr.rows, xp)] += to_device(corr, xp)
         if cache is not None:
-            cache[_MISSING_KEY] = (X.shape[0], complete, mr)
-        return to_device(out, xp) if xp is not np else out
+            cache[_MISSING_KEY] = (X.shape[0], mr, Xf)
+        return out
 
     def _calc_stats_missing(self, X: Any, resp: Any, xp: Any, cache: dict | None) -> dict:
         entry = None if cache is None else cache.get(_MISSING_KEY)
@@ -212,15 +217,12 @@ class ZeroMeanGaussObs(ObsModel):
                 return {**plain, "Hmiss": xp.zeros(resp.shape[1])}
             own: dict = {}
             self._log_prob_missing(X, rows_missing, xp, own, None)
-            entry = own[_MISSING_KEY]
-        _, complete, mr = entry
+            entry, cache = own[_MISSING_KEY], own
+        _, mr, Xf = entry
+        S = self._calc_stats_plain(Xf, resp, xp, cache)["xxT"]
         r = np.asarray(to_host(resp), np.float64)
-        part = full_stats(mr, r[mr.rows], False, self.n_features)
-        S = part["xx"]
-        if complete.size:
-            idx = to_device(complete, xp)
-            S = S + to_host(self._calc_stats_plain(X[idx], xp.asarray(resp)[idx], xp, None)["xxT"])
-        return {"xxT": to_device(S, xp), "Hmiss": to_device(part["Hmiss"], xp)}
+        part = full_stats_correction(mr, r[mr.rows], self.n_features)
+        return {"xxT": S + to_device(part["xx"], xp), "Hmiss": to_device(part["Hmiss"], xp)}
 
     def _calc_stats_plain(self, X: Any, resp: Any, xp: Any, cache: dict | None) -> dict:
         phi = self._features(X, cache)

@@ -9,14 +9,14 @@ from typing import Any
 import numpy as np
 
 from mixstream.backend import to_device, to_host
-from mixstream.obs.gauss.linalg import LOG_2PI
 from mixstream.obs.gauss.missing import (
     MissingRows,
-    diag_log_prob,
-    diag_stats,
+    diag_correction,
+    diag_stats_correction,
+    fill_shift,
     find_missing,
-    full_log_prob,
-    full_stats,
+    full_correction,
+    full_stats_correction,
     split_rows,
 )
 
@@ -40,32 +40,25 @@ class MissingValuesMixin:
     def _log_prob_missing(
         self, X: Any, rows_missing: np.ndarray, xp: Any, cache: dict | None, bias: Any
     ) -> Any:
-        """log_prob of a block with NaN: complete rows by the GEMM path, incomplete rows
-        marginalised over their missing coordinates (obs/gauss/missing.py)."""
-        mr = split_rows(X, rows_missing, self.shift)
-        complete = np.flatnonzero(~rows_missing)
-        out = np.empty((X.shape[0], self.K), order="F")
-        sub: dict = {}
-        if complete.size:
-            out[complete] = to_host(self.log_prob(X[to_device(complete, xp)], sub, bias))
-        lp = self._missing_log_prob(mr)
-        if bias is not None:
-            lp = lp + np.asarray(to_host(bias), np.float64)
-        out[mr.rows] = lp
+        """log_prob of a block with NaN: the complete-data path with the missing values at the
+        shift (y_m = 0), plus the marginalisation's correction on the incomplete rows."""
+        Xf = fill_shift(X, self.shift, xp)
+        out = self._log_prob_plain(Xf, cache, bias)
+        mr = split_rows(Xf, rows_missing, self.shift, X)
+        corr = self._missing_correction(mr)
+        rows = to_device(mr.rows, xp)
+        out[rows] += to_device(corr, xp) if xp is not np else corr
         if cache is not None:
-            cache[MISSING_KEY] = (X.shape[0], complete, mr, sub)
-        return to_device(out, xp) if xp is not np else out
+            cache[MISSING_KEY] = (X.shape[0], mr, Xf)
+        return out
 
-    def _missing_log_prob(self, mr: MissingRows) -> np.ndarray:
-        """Marginal log-likelihood terms (n_i, K) of incomplete rows; fills ``mr``."""
-        D, K = self.n_features, self.K
-        logdet = np.broadcast_to(self._logdet, (K,)) if self.tied else self._logdet
-        c0 = 0.5 * logdet - 0.5 * D * LOG_2PI
-        if self.inference == "vb":
-            c0 = c0 - 0.5 * D / self.kappa
+    def _missing_correction(self, mr: MissingRows) -> np.ndarray:
+        """What marginalising adds to the incomplete rows' terms (n_i, K); fills ``mr``."""
         if self.structure == "full":
-            return full_log_prob(mr, self._prec, self.m, c0, self.tied)
-        return diag_log_prob(mr, self._diag_precisions(), self.m, c0)
+            P = np.asarray(self._prec, np.float64)
+            b = np.matmul(np.broadcast_to(P, (self.K, *P.shape[1:])), self.m[:, :, None])[..., 0]
+            return full_correction(mr, P, b, self.tied)
+        return diag_correction(mr, self._diag_precisions(), self.m)
 
     def _diag_precisions(self) -> np.ndarray:
         """Per-component diagonal precisions (K, D) of a diag or spherical model."""
@@ -75,8 +68,8 @@ class MissingValuesMixin:
         return np.broadcast_to(P, (self.K, self.n_features))
 
     def _calc_stats_missing(self, X: Any, resp: Any, xp: Any, cache: dict | None) -> dict:
-        """calc_stats when NaN may be present: the statistics of the complete rows plus the
-        expected statistics of the incomplete ones, and Hmiss (K,) (zeros when none miss)."""
+        """calc_stats when NaN may be present: the statistics of the block with y_m = 0 plus
+        the expected values' corrections, and Hmiss (K,) (zeros when none miss)."""
         entry = None if cache is None else cache.get(MISSING_KEY)
         if entry is None or entry[0] != X.shape[0]:
             # log_prob marks a block it found complete: no second pass over it
@@ -88,25 +81,24 @@ class MissingValuesMixin:
                 return out
             if self.K == 0:
                 raise ValueError("rows with missing values need fitted components")
-            mr = split_rows(X, rows_missing, self.shift)
-            self._missing_log_prob(mr)
-            entry = (X.shape[0], np.flatnonzero(~rows_missing), mr, None)
-        _, complete, mr, sub = entry
+            Xf = fill_shift(X, self.shift, xp)
+            mr = split_rows(Xf, rows_missing, self.shift, X)
+            self._missing_correction(mr)
+            entry, cache = (X.shape[0], mr, Xf), None
+        _, mr, Xf = entry
+        out = self._calc_stats_plain(Xf, resp, xp, cache)
         r = np.asarray(to_host(resp), np.float64)
         r_i = r[mr.rows]
-        D = self.n_features
         if self.structure == "full":
-            part = full_stats(mr, r_i, self.tied, D)
+            part = full_stats_correction(mr, r_i, self.n_features)
             part["xx"] = self._pack(part["xx"])
         else:
-            part = diag_stats(mr, r_i, self._diag_precisions(), self.m)
+            part = diag_stats_correction(mr, r_i, self._diag_precisions(), self.m)
             if self.structure == "spherical":
                 part["xx"] = part["xx"].sum(axis=1)
-        part["N"] = r_i.sum(axis=0)
-        if complete.size:
-            idx = to_device(complete, xp)
-            plain = self._calc_stats_plain(X[idx], xp.asarray(resp)[idx], xp, sub)
-            plain.setdefault("N", r[complete].sum(axis=0))
-            for k in ("N", "x", "xx"):
-                part[k] = part[k] + np.asarray(to_host(plain[k]), np.float64)
-        return {k: to_device(v, xp) if xp is not np else v for k, v in part.items()}
+        if "N" not in out:  # float32 features: the Model sums N from float64 resp
+            out["N"] = xp.asarray(resp, dtype=xp.float64).sum(axis=0)
+        for k in ("x", "xx"):
+            out[k] = xp.asarray(out[k], dtype=xp.float64) + to_device(part[k], xp)
+        out["Hmiss"] = to_device(part["Hmiss"], xp)
+        return out

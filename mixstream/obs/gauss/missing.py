@@ -1,26 +1,30 @@
 """Missing values (NaN) in a Gaussian model: marginalised in the local step, expected in the
 statistics (``missing="marginalize"``; docs/math.md, "Missing values").
 
-For a row y with observed coordinates o and missing ones m, and a component with mean mu and
-precision P (EM: Sigma^{-1}; VB: E[Lambda] = nu Psi^{-1}, with the same constant c0 as the
-complete-data local step, which then carries E log|Lambda| and D / kappa):
+For a row y (shifted coordinates) with observed coordinates o and c missing ones m, and a
+component with mean mu and precision P (EM: Sigma^{-1}; VB: E[Lambda] = nu Psi^{-1}: the
+quadratic part of E_q log N(y | mu, Lambda), so the VB local step's constant, E log|Lambda| and
+D / kappa, stays as it is):
 
-- q(y_m | y_o, k) = N(yhat_m, P_mm^{-1}), yhat_m = mu_m - P_mm^{-1} (P delta)_m, where delta =
-  y - mu with its missing entries set to 0. These are the conditional mean and covariance
-  mu_m + S_mo S_oo^{-1} (y_o - mu_o) and S_mm - S_mo S_oo^{-1} S_om of S = P^{-1} (Schur
-  complement), computed from the precision: the solves are m x m, small when few values miss.
-- log-likelihood term: log int exp(complete(y)) dy_m
-  = c0 - 1/2 (delta^T P delta - (P delta)_m^T P_mm^{-1} (P delta)_m) + m/2 log 2 pi
-    - 1/2 log|P_mm|,
-  which for EM is exactly log N(y_o | mu_o, Sigma_oo).
-- statistics: sum_n r_nk yhat_nk and sum_n r_nk (yhat yhat^T + P_mm^{-1} on the missing block),
-  and Hmiss_k = sum_n r_nk H[q(y_m | y_o, k)] (the entropy, so the ELBO from statistics equals
-  the observed-data objective after a local step).
+- the block is first put through the complete-data path (the GEMMs) with the missing values
+  set to y_m = 0 (the shift): that gives f(0), the log-likelihood term at y_m = 0, and the
+  statistics of y0 (y with zeros at m);
+- q(y_m | y_o, k) = N(yhat_m, P_mm^{-1}) with yhat_m = P_mm^{-1} h, h = (P mu)_m - (P y0)_m:
+  the conditional mean mu_m + S_mo S_oo^{-1} (y_o - mu_o) and covariance S_mm - S_mo S_oo^{-1}
+  S_om of S = P^{-1} (Schur complements), computed from the precision, so the solves are
+  c x c, small when few values miss;
+- log-likelihood term: log int exp f dy_m = f(0) + 1/2 h^T P_mm^{-1} h + c/2 log 2 pi
+  - 1/2 log|P_mm|, which for EM is exactly log N(y_o | mu_o, Sigma_oo);
+- statistics: yhat = y0 + z (z the conditional means at m) gives sum_n r_nk yhat and
+  sum_n r_nk (y0 y0^T + y0 z^T + z y0^T + z z^T + P_mm^{-1} on the missing block): the GEMM
+  statistics of y0 plus corrections; and Hmiss_k = sum_n r_nk H[q(y_m | y_o, k)], the entropy,
+  so that the objective from statistics equals the observed-data one after a local step.
 
-Rows are grouped by their number of missing values c: the c x c factorisations run for all
-rows of a group and all components at once (loops over c, vectorised over rows and
-components, for c <= ``_SMALL``; LAPACK's batched routines above). Diagonal and spherical
-precisions need no solves: the missing coordinates just drop out.
+Rows are grouped by their number of missing values c (``np.unique`` of the counts): the c x c
+factorisations run for all rows of a group and all components at once (loops over c,
+vectorised over rows and components, for c <= ``_SMALL``; LAPACK's batched routines above).
+(P_k y0) for all components is one GEMM. Diagonal and spherical precisions need no solves:
+a missing coordinate just drops out.
 """
 
 from __future__ import annotations
@@ -49,9 +53,9 @@ class MissingRows:
     miss : array (n_i, D) of bool
     groups : list of (sel (n_c,), idx (n_c, c))
         Rows (positions in ``rows``) with c missing values and those values' columns.
-    yhat : array (K, n_i, D), full only
-        Rows completed with each component's conditional mean.
-    cinv : list of arrays (G, n_c, c, c), full only
+    sol : list of arrays (n_c, K, c), full only
+        Conditional means of the missing values (shifted), per group of ``groups``.
+    cinv : list of arrays (n_c, G, c, c), full only
         Conditional covariances P_mm^{-1}, per group of ``groups``.
     ent : array (n_i, K)
         Entropies of q(y_m | y_o, k).
@@ -61,7 +65,7 @@ class MissingRows:
     y0: np.ndarray
     miss: np.ndarray
     groups: list = field(default_factory=list)
-    yhat: np.ndarray | None = None
+    sol: list = field(default_factory=list)
     cinv: list = field(default_factory=list)
     ent: np.ndarray | None = None
 
@@ -91,22 +95,33 @@ def check_rows_observed(miss: np.ndarray, where: str = "X", row_offset: int = 0)
         )
 
 
-def split_rows(X: Any, rows_missing: np.ndarray, shift: np.ndarray) -> MissingRows:
-    """The incomplete rows of X (host float64, shifted, NaN -> 0) grouped by missing count."""
-    from mixstream.backend import to_host
+def fill_shift(X: Any, shift: np.ndarray, xp: Any) -> Any:
+    """X with each NaN replaced by its feature's shift (y_m = 0 in shifted coordinates)."""
+    from mixstream.backend import to_device
+
+    # float64 whatever X's dtype: the local step then computes y_m = shift - shift = 0 exactly
+    s = to_device(np.asarray(shift, np.float64), xp)
+    return xp.where(xp.isnan(X), s[None, :], X)
+
+
+def split_rows(Xf: Any, rows_missing: np.ndarray, shift: np.ndarray, X: Any) -> MissingRows:
+    """The incomplete rows of a block (host float64, shifted, 0 where missing), grouped by
+    their number of missing values; ``Xf`` is X filled by ``fill_shift``."""
+    from mixstream.backend import get_namespace, to_device, to_host
 
     rows = np.flatnonzero(rows_missing)
-    Y = np.asarray(to_host(X[rows]), np.float64) - shift
-    miss = np.isnan(Y)
+    idx = to_device(rows, get_namespace(X))
+    miss = np.asarray(to_host(get_namespace(X).isnan(X[idx])))
     check_rows_observed(miss)
-    y0 = np.where(miss, 0.0, Y)
+    y0 = np.asarray(to_host(Xf[idx]), np.float64) - shift
+    y0[miss] = 0.0  # exactly: a float32 shift minus the float64 one need not be 0
     counts = miss.sum(axis=1)
     groups = []
     for c in np.unique(counts):
         sel = np.flatnonzero(counts == c)
         # stable argsort puts the missing columns first, in increasing order
-        idx = np.argsort(~miss[sel], axis=1, kind="stable")[:, :c]
-        groups.append((sel, idx))
+        idx_c = np.argsort(~miss[sel], axis=1, kind="stable")[:, :c]
+        groups.append((sel, idx_c))
     return MissingRows(rows, y0, miss, groups)
 
 
@@ -137,103 +152,87 @@ def _small_inverse(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------------- full precisions
-def full_log_prob(
-    mr: MissingRows, P: np.ndarray, m: np.ndarray, c0: np.ndarray, tied: bool
-) -> np.ndarray:
-    """Marginal log-likelihood terms (n_i, K) of the incomplete rows; fills mr.yhat, mr.cinv,
-    mr.ent.
+def full_correction(mr: MissingRows, P: np.ndarray, b: np.ndarray, tied: bool) -> np.ndarray:
+    """What marginalising adds (n_i, K) to the complete-data log-likelihood term of the rows
+    with their missing values set to y_m = 0; fills mr.sol, mr.cinv, mr.ent.
+
+    f(y_m) = -1/2 (y - mu)^T P (y - mu) has gradient h = b_m - (P y0)_m at y_m = 0 (b = P mu)
+    and Hessian -P_mm, so int exp f dy_m = exp f(0) exp(1/2 h^T P_mm^{-1} h)
+    (2 pi)^{c/2} |P_mm|^{-1/2}, and the conditional mean is yhat_m = P_mm^{-1} h.
 
     Parameters
     ----------
-    P : array (G, D, D), precisions; m : array (K, D), shifted means; c0 : array (K,), the
-        complete-data constant (0.5 log|P| or 0.5 E log|Lambda|, - D/2 log 2 pi, VB's -D/2k)
+    P : array (G, D, D), precisions; b : array (K, D), P_k mu_k (shifted means)
     """
-    K, D = m.shape
+    K, D = b.shape
     n = mr.y0.shape[0]
-    obs = ~mr.miss
-    out = np.empty((n, K))
-    yhat = np.empty((K, n, D))
+    # (P_k y0) for every row and component in one GEMM: (n_i, D) @ (D, G D)
+    G = P.shape[0]
+    Py = (mr.y0 @ P.transpose(1, 0, 2).reshape(D, G * D)).reshape(n, G, D)
+    corr = np.empty((n, K))
     ent = np.empty((n, K))
-    grads = np.empty((K, n, D))
-    for k in range(K):
-        delta = mr.y0 - m[k]
-        delta[mr.miss] = 0.0
-        grads[k] = delta @ P[0 if tied else k]
-        yhat[k] = np.where(obs, mr.y0, m[k])
-    cinvs = []
+    kk = np.arange(K)[None, :, None]
+    gg = np.zeros_like(kk) if tied else kk
+    sols, cinvs = [], []
     for sel, idx in mr.groups:
         c = idx.shape[1]
-        if c == 0:
-            out[sel] = c0
-            ent[sel] = 0.0
-            cinvs.append(np.zeros((P.shape[0], sel.size, 0, 0)))
-            continue
         Pmm = P[:, idx[:, :, None], idx[:, None, :]]  # (G, n_c, c, c)
         cinv, logdet = _small_inverse(Pmm)
-        cinvs.append(cinv)
-        rhs = grads[:, sel[:, None], idx]  # (K, n_c, c)
-        cinv_k = cinv if not tied else np.broadcast_to(cinv, (K, *cinv.shape[1:]))
-        logdet_k = logdet if not tied else np.broadcast_to(logdet, (K, sel.size))
-        sol = np.einsum("knij,knj->kni", cinv_k, rhs)
-        out[sel] = (c0[:, None] + 0.5 * c * LOG_2PI - 0.5 * logdet_k).T
-        ent[sel] = (0.5 * c * (1.0 + LOG_2PI) - 0.5 * logdet_k).T
-        # yhat_m = mu_m - sol
-        rr = sel[:, None]
-        for k in range(K):
-            yhat[k, rr, idx] = m[k][idx] - sol[k]
-    # the quadratic form at the completed row, (yhat - mu)^T P (yhat - mu): yhat_m minimises it,
-    # so an error in the small solve enters only to second order, while the expansion
-    # delta^T P delta - (P delta)_m^T P_mm^{-1} (P delta)_m cancels (1e-9 at condition 1e4)
-    for k in range(K):
-        dh = yhat[k] - m[k]
-        out[:, k] -= 0.5 * ((dh @ P[0 if tied else k]) * dh).sum(axis=1)
-    mr.yhat, mr.cinv, mr.ent = yhat, cinvs, ent
-    return out
+        cinv_n = np.moveaxis(cinv, 0, 1)  # (n_c, G, c, c)
+        h = b[kk, idx[:, None, :]] - Py[sel[:, None, None], gg, idx[:, None, :]]  # (n_c, K, c)
+        sol = np.einsum("ngij,ngj->ngi", cinv_n, h) if not tied else h @ cinv_n[:, 0]
+        half_logdet = 0.5 * logdet.T  # (n_c, G)
+        corr[sel] = 0.5 * (h * sol).sum(axis=-1) + 0.5 * c * LOG_2PI - half_logdet
+        ent[sel] = 0.5 * c * (1.0 + LOG_2PI) - half_logdet
+        sols.append(sol)
+        cinvs.append(cinv_n)
+    mr.sol, mr.cinv, mr.ent = sols, cinvs, ent
+    return corr
 
 
-def full_stats(mr: MissingRows, resp: np.ndarray, tied: bool, D: int) -> dict[str, np.ndarray]:
-    """x (K, D), xx (K, D, D) and Hmiss (K,) of the incomplete rows under resp (n_i, K)."""
-    K = resp.shape[1]
-    x = np.einsum("nk,knd->kd", resp, mr.yhat)
-    xx = np.empty((K, D, D))
-    for k in range(K):
-        yk = mr.yhat[k]
-        xx[k] = (yk * resp[:, k, None]).T @ yk
-    for (sel, idx), cinv in zip(mr.groups, mr.cinv):
-        c = idx.shape[1]
-        if c == 0:
-            continue
-        flat = (idx[:, :, None] * D + idx[:, None, :]).ravel()
-        for k in range(K):
-            w = resp[sel, k][:, None, None] * cinv[0 if tied else k]
-            xx[k] += np.bincount(flat, weights=w.ravel(), minlength=D * D).reshape(D, D)
-    hmiss = (resp * mr.ent).sum(axis=0)
-    return {"x": x, "xx": xx, "Hmiss": hmiss}
+def full_stats_correction(mr: MissingRows, resp: np.ndarray, D: int) -> dict[str, np.ndarray]:
+    """What the missing values add to the statistics of the rows with y_m = 0: "x" (K, D),
+    "xx" (K, D, D) and "Hmiss" (K,), under resp (n_i, K).
+
+    With yhat = y0 + z (z: the conditional means at the missing positions, zero elsewhere)
+    E[y y^T] = y0 y0^T + y0 z^T + z y0^T + z z^T + C (C: P_mm^{-1} on the missing block).
+    """
+    n, K = resp.shape
+    Z = np.zeros((n, K, D))  # r_nk z_nk
+    flat_parts, value_parts = [], []
+    kk = np.arange(K)[None, :, None]
+    for (sel, idx), sol, cinv in zip(mr.groups, mr.sol, mr.cinv):
+        rs = resp[sel][:, :, None]
+        Z[sel[:, None, None], kk, idx[:, None, :]] = rs * sol
+        # r (z_m z_m^T + C) on the missing block, scattered by one bincount over (k, i, j)
+        block = rs[..., None] * (sol[..., :, None] * sol[..., None, :] + cinv)
+        flat = (kk[..., None] * D + idx[:, None, :, None]) * D + idx[:, None, None, :]
+        flat_parts.append(np.broadcast_to(flat, block.shape).ravel())
+        value_parts.append(block.ravel())
+    dxx = np.bincount(
+        np.concatenate(flat_parts), np.concatenate(value_parts), minlength=K * D * D
+    ).reshape(K, D, D)
+    cross = (mr.y0.T @ Z.reshape(n, K * D)).reshape(D, K, D).transpose(1, 0, 2)
+    dxx += cross + cross.transpose(0, 2, 1)
+    return {"x": Z.sum(axis=0), "xx": dxx, "Hmiss": (resp * mr.ent).sum(axis=0)}
 
 
 # ---------------------------------------------------------------------- diagonal precisions
-def diag_log_prob(mr: MissingRows, p: np.ndarray, m: np.ndarray, c0: np.ndarray) -> np.ndarray:
-    """Marginal log-likelihood terms (n_i, K) with diagonal precisions p (K, D): the missing
-    coordinates drop out (their conditional is their marginal N(mu_d, 1 / p_d)); fills mr.ent.
-    """
+def diag_correction(mr: MissingRows, p: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """What marginalising adds (n_i, K) to the log-likelihood term of the rows with y_m = 0,
+    diagonal precisions p (K, D): each missing coordinate d drops out, taking its term
+    -p_d m_d^2 / 2 (at y_d = 0) and its share of the normaliser with it; fills mr.ent."""
     mf = mr.miss.astype(np.float64)
-    obsf = 1.0 - mf
-    y0 = mr.y0
-    quad = (y0 * y0) @ p.T - 2.0 * y0 @ (p * m).T + obsf @ (p * m * m).T
     logp = np.log(p)
-    n_miss = mf.sum(axis=1)
-    miss_logdet = mf @ logp.T
-    mr.ent = 0.5 * (n_miss[:, None] * (1.0 + LOG_2PI) - miss_logdet)
-    return c0 - 0.5 * quad + 0.5 * (n_miss[:, None] * LOG_2PI - miss_logdet)
+    mr.ent = 0.5 * (mf @ (1.0 + LOG_2PI - logp).T)
+    return 0.5 * (mf @ (p * m * m + LOG_2PI - logp).T)
 
 
-def diag_stats(mr: MissingRows, resp: np.ndarray, p: np.ndarray, m: np.ndarray) -> dict:
-    """x (K, D), per-feature sum of squares (K, D) and Hmiss (K,) of the incomplete rows."""
-    mf = mr.miss.astype(np.float64)
-    rm = resp.T @ mf  # (K, D): mass of each component on each missing feature
-    x = resp.T @ mr.y0 + rm * m
-    xx = resp.T @ (mr.y0 * mr.y0) + rm * (m * m + 1.0 / p)
-    return {"x": x, "xx": xx, "Hmiss": (resp * mr.ent).sum(axis=0)}
+def diag_stats_correction(mr: MissingRows, resp: np.ndarray, p: np.ndarray, m: np.ndarray) -> dict:
+    """What the missing values add to x (K, D) and to the per-feature sums of squares (K, D)
+    of the rows with y_m = 0 (their conditional is their marginal N(mu_d, 1 / p_d))."""
+    rm = resp.T @ mr.miss.astype(np.float64)  # (K, D): each component's mass on each hole
+    return {"x": rm * m, "xx": rm * (m * m + 1.0 / p), "Hmiss": (resp * mr.ent).sum(axis=0)}
 
 
 # ---------------------------------------------------------------------- VB predictive

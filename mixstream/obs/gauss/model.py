@@ -350,6 +350,11 @@ class GaussObs(MissingValuesMixin, GaussParamsMixin, ObsModel):
                 return self._log_prob_missing(X, rows_missing, xp, cache, bias)
             if cache is not None:
                 cache[MISSING_KEY] = (-X.shape[0],)
+        return self._log_prob_plain(X, cache, bias)
+
+    def _log_prob_plain(self, X: Any, cache: dict | None = None, bias: Any = None) -> Any:
+        """log_prob of rows without NaN: the two-GEMM path."""
+        xp = get_namespace(X)
         theta = self._theta
         dead = None
         if bias is not None:  # the constant row of theta: adding it there costs nothing
