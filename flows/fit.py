@@ -22,7 +22,7 @@ from prefect.cache_policies import NONE
 from flows._artifacts import PrefectArtifacts
 from mixstream import app
 from mixstream.options import RUN_DEFAULTS as D
-from mixstream.options import Algorithm, Allocation, CovarianceType, Likelihood, Move
+from mixstream.options import Algorithm, Allocation, CovarianceType, Likelihood, Missing, Move
 
 _TASK = {"cache_policy": NONE, "persist_result": False}
 
@@ -97,6 +97,7 @@ def fit_flow(
     scheduler: str | None = None,
     n_workers: int = 2,
     overwrite: bool = False,
+    missing: Missing = D.missing,
 ) -> dict[str, Any]:
     """Fit a mixture to the Zarr store ``data``; model, report and checkpoints go to ``out``.
 
@@ -110,6 +111,7 @@ def fit_flow(
         ``n_workers`` single-threaded workers started and closed by this run
     overwrite : replace a finished run in ``out`` (moved aside and removed first); without it
         such a run is refused. An unfinished run (a checkpoint) is resumed either way.
+    missing : "error" refuses NaN in the store; "marginalize" integrates missing values out
 
     Returns
     -------
@@ -118,12 +120,12 @@ def fit_flow(
     t0 = time.perf_counter()
     options = app.fit_options(
         n_components, allocation, likelihood, covariance_type, algorithm, moves,
-        batch_size, max_laps, tol, random_state,
+        batch_size, max_laps, tol, random_state, missing,
     )  # fmt: skip
     plan = validate(data, options)
     out_dir = Path(out).resolve()
     app.prepare_run_dir(out_dir, overwrite)
-    source, _ = app.describe_data(data, batch_size)
+    source, _ = app.describe_data(data, batch_size, missing)
     artifacts = PrefectArtifacts()
     with app.open_executor(source, scheduler, n_workers) as executor:
         dashboard = app.dashboard_of(executor)

@@ -55,6 +55,7 @@ Allocation = Literal[ALLOCATIONS]
 Likelihood = Literal[LIKELIHOODS]
 CovarianceType = Literal[COVARIANCE_TYPES]
 Move = Literal[MOVES]
+Missing = Literal[MISSING_MODES]
 #: Gaussian prior options (scikit-learn's names), passed through to GaussObs
 GAUSS_PRIORS = (
     "mean_prior",

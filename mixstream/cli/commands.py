@@ -29,6 +29,7 @@ def options_of(args: argparse.Namespace) -> dict[str, Any]:
         max_laps=args.max_laps,
         tol=args.tol,
         random_state=args.seed,
+        missing=args.missing,
     )
 
 
