@@ -167,3 +167,21 @@ def test_run_directory_fit_and_score_with_missing(nan_store, tmp_path) -> None:
     assert abs(result["mean_log_likelihood"] - est.score_samples(Xm).mean()) < 1e-9
     with pytest.raises(ValueError, match="NaN or infinite"):
         app.fit_to_dir(path, tmp_path / "run2", app.fit_options(max_laps=2))
+
+
+def test_dp_movb_with_moves_finds_the_planted_clusters_with_holes() -> None:
+    """Births (proposals seeded on the target's rows with holes filled, then marginalised),
+    merges and deletes on data with 15% of the values missing: the planted K, and the ELBO
+    never falls lap over lap."""
+    from conftest import planted_gauss
+
+    X, _ = planted_gauss(6000, d=6, k=5, seed=0)
+    Xm = _holes(X, 0.15)
+    est = _fit(
+        Xm, n_components=1, allocation="dp", algorithm="movb", init="kmeans++", max_laps=25,
+        tol=1e-4, batch_size=1500, missing="marginalize",
+    )  # fmt: skip
+    assert est.n_components_ == 5
+    assert max(r["K"] for r in est.history_) > 1
+    elbo = np.array([r["elbo"] for r in est.history_])
+    assert np.diff(elbo).min() > -1e-9 * np.abs(elbo).max()

@@ -334,3 +334,13 @@ def test_zero_mean_gauss_marginal(algorithm: str) -> None:
 def test_multinomial_refuses_marginalize() -> None:
     with pytest.raises(ValueError, match="does not apply to likelihood='multinomial'"):
         MixtureModel(2, likelihood="multinomial", missing="marginalize").fit(np.ones((5, 3)))
+
+
+def test_command_line_flag() -> None:
+    from mixstream.cli.commands import options_of
+    from mixstream.cli.parser import build_parser
+
+    args = build_parser().parse_args(["fit", "s.zarr", "--out", "o", "--missing", "marginalize"])
+    assert options_of(args)["missing"] == "marginalize"
+    default = build_parser().parse_args(["fit", "s.zarr", "--out", "o"])
+    assert options_of(default)["missing"] == "error"

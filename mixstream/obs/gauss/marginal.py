@@ -79,8 +79,12 @@ class MissingValuesMixin:
                 out = self._calc_stats_plain(X, resp, xp, cache)
                 out["Hmiss"] = xp.zeros(resp.shape[1])
                 return out
-            if self.K == 0:
-                raise ValueError("rows with missing values need fitted components")
+            if self.K != resp.shape[1]:
+                raise ValueError(
+                    f"rows with missing values need the components whose responsibilities "
+                    f"these are: resp has {resp.shape[1]} columns, the model {self.K} "
+                    "components (summarize rows with their missing values filled instead)"
+                )
             Xf = fill_shift(X, self.shift, xp)
             mr = split_rows(Xf, rows_missing, self.shift, X)
             self._missing_correction(mr)
