@@ -51,8 +51,11 @@ class MissingRows:
     y0 : array (n_i, D)
         Shifted values, 0 where missing.
     miss : array (n_i, D) of bool
-    groups : list of (sel (n_c,), idx (n_c, c))
+    groups : list of (sel (n_c,), idx (n_c, c)), numpy path of full precisions
         Rows (positions in ``rows``) with c missing values and those values' columns.
+    flat : tuple, numba path of full precisions
+        (cols, offs, sol (total, K), P, tied): row r's missing columns are
+        cols[offs[r]:offs[r + 1]], their conditional means sol[offs[r]:offs[r + 1]].
     sol : list of arrays (n_c, K, c), full only
         Conditional means of the missing values (shifted), per group of ``groups``.
     cinv : list of arrays (n_c, G, c, c), full only
@@ -66,6 +69,7 @@ class MissingRows:
     miss: np.ndarray
     groups: list = field(default_factory=list)
     sol: list = field(default_factory=list)
+    flat: tuple | None = None
     cinv: list = field(default_factory=list)
     ent: np.ndarray | None = None
 
@@ -115,6 +119,11 @@ def split_rows(Xf: Any, rows_missing: np.ndarray, shift: np.ndarray, X: Any) -> 
     check_rows_observed(miss)
     y0 = np.asarray(to_host(Xf[idx]), np.float64) - shift
     y0[miss] = 0.0  # exactly: a float32 shift minus the float64 one need not be 0
+    return MissingRows(rows, y0, miss)
+
+
+def _groups(miss: np.ndarray) -> list:
+    """[(sel (n_c,), idx (n_c, c))]: the rows with c missing values and those columns."""
     counts = miss.sum(axis=1)
     groups = []
     for c in np.unique(counts):
@@ -122,7 +131,21 @@ def split_rows(Xf: Any, rows_missing: np.ndarray, shift: np.ndarray, X: Any) -> 
         # stable argsort puts the missing columns first, in increasing order
         idx_c = np.argsort(~miss[sel], axis=1, kind="stable")[:, :c]
         groups.append((sel, idx_c))
-    return MissingRows(rows, y0, miss, groups)
+    return groups
+
+
+def _numba_kernels() -> Any:
+    """The numba kernels (obs/gauss/_missing_numba.py), or None when numba is off
+    (``MIXSTREAM_NUMBA=0``, as for mixstream._kernels) or missing."""
+    from mixstream import _kernels
+
+    if not _kernels.enabled():
+        return None
+    try:
+        from mixstream.obs.gauss import _missing_numba
+    except ImportError:
+        return None
+    return _missing_numba
 
 
 # ---------------------------------------------------------------------- small factorisations
@@ -171,6 +194,17 @@ def full_correction(mr: MissingRows, P: np.ndarray, b: np.ndarray, tied: bool) -
     Py = (mr.y0 @ P.transpose(1, 0, 2).reshape(D, G * D)).reshape(n, G, D)
     corr = np.empty((n, K))
     ent = np.empty((n, K))
+    kernels = _numba_kernels()
+    if kernels is not None:
+        cols = np.nonzero(mr.miss)[1].astype(np.int64)  # row-major: each row's in order
+        offs = np.concatenate([[0], np.cumsum(mr.miss.sum(axis=1))]).astype(np.int64)
+        sol = np.empty((cols.size, K))
+        P = np.ascontiguousarray(P, dtype=np.float64)
+        b = np.ascontiguousarray(b, dtype=np.float64)
+        kernels.full_correction(Py, b, P, cols, offs, bool(tied), corr, ent, sol)
+        mr.flat, mr.ent = (cols, offs, sol, P, bool(tied)), ent
+        return corr
+    mr.groups = _groups(mr.miss)
     kk = np.arange(K)[None, :, None]
     gg = np.zeros_like(kk) if tied else kk
     sols, cinvs = [], []
@@ -199,6 +233,13 @@ def full_stats_correction(mr: MissingRows, resp: np.ndarray, D: int) -> dict[str
     """
     n, K = resp.shape
     Z = np.zeros((n, K, D))  # r_nk z_nk
+    if mr.flat is not None:
+        kernels = _numba_kernels()
+        cols, offs, sol, P, tied = mr.flat
+        dxx = np.zeros((K, D, D))
+        r = np.ascontiguousarray(resp, dtype=np.float64)
+        kernels.full_block_stats(r, P, cols, offs, tied, sol, Z, dxx)
+        return _with_cross(mr, resp, Z, dxx)
     flat_parts, value_parts = [], []
     kk = np.arange(K)[None, :, None]
     for (sel, idx), sol, cinv in zip(mr.groups, mr.sol, mr.cinv):
@@ -212,6 +253,13 @@ def full_stats_correction(mr: MissingRows, resp: np.ndarray, D: int) -> dict[str
     dxx = np.bincount(
         np.concatenate(flat_parts), np.concatenate(value_parts), minlength=K * D * D
     ).reshape(K, D, D)
+    return _with_cross(mr, resp, Z, dxx)
+
+
+def _with_cross(mr: MissingRows, resp: np.ndarray, Z: np.ndarray, dxx: np.ndarray) -> dict:
+    """The statistics' corrections from Z = r z (n, K, D) and the missing blocks' dxx:
+    adds the cross terms y0 z^T + z y0^T (one GEMM)."""
+    n, K, D = Z.shape
     cross = (mr.y0.T @ Z.reshape(n, K * D)).reshape(D, K, D).transpose(1, 0, 2)
     dxx += cross + cross.transpose(0, 2, 1)
     return {"x": Z.sum(axis=0), "xx": dxx, "Hmiss": (resp * mr.ent).sum(axis=0)}
