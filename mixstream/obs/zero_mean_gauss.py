@@ -199,9 +199,9 @@ class ZeroMeanGaussObs(ObsModel):
         """The GEMM path with the missing values at 0, plus the marginalisation's correction
         on the incomplete rows (obs/gauss/missing.py, with mean zero)."""
         zero = np.zeros(self.n_features)
-        Xf = fill_shift(X, zero, xp)
+        Xf = fill_shift(X, zero, xp, rows_missing)
         out = self.log_prob(Xf, cache, bias)
-        mr = split_rows(Xf, rows_missing, zero, X)
+        mr = split_rows(Xf, rows_missing, zero)
         corr = full_correction(mr, self._prec, np.zeros((self.K, self.n_features)), False)
         out[to_device(mr.rows, xp)] += to_device(corr, xp)
         if cache is not None:

@@ -18,6 +18,7 @@ from mixstream.obs.gauss.missing import (
     full_correction,
     full_stats_correction,
     split_rows,
+    whole_block,
 )
 
 #: cache key for a block's incomplete rows
@@ -42,15 +43,25 @@ class MissingValuesMixin:
     ) -> Any:
         """log_prob of a block with NaN: the complete-data path with the missing values at the
         shift (y_m = 0), plus the marginalisation's correction on the incomplete rows."""
-        Xf = fill_shift(X, self.shift, xp)
+        Xf = fill_shift(X, self.shift, xp, rows_missing)
         out = self._log_prob_plain(Xf, cache, bias)
-        mr = split_rows(Xf, rows_missing, self.shift, X)
+        mr = self._split(Xf, rows_missing, X)
         corr = self._missing_correction(mr)
-        rows = to_device(mr.rows, xp)
-        out[rows] += to_device(corr, xp) if xp is not np else corr
+        corr = to_device(corr, xp) if xp is not np else corr
+        if mr.rows is None:
+            out += corr
+        else:
+            out[to_device(mr.rows, xp)] += corr
         if cache is not None:
             cache[MISSING_KEY] = (X.shape[0], mr, Xf)
         return out
+
+    def _split(self, Xf: Any, rows_missing: np.ndarray, X: Any) -> MissingRows:
+        """The rows the correction needs: the incomplete ones (full precisions), or the whole
+        block with its missing-mask (diagonal precisions: a GEMM with the mask, no gather)."""
+        if self.structure == "full":
+            return split_rows(Xf, rows_missing, self.shift)
+        return whole_block(rows_missing)
 
     def _missing_correction(self, mr: MissingRows) -> np.ndarray:
         """What marginalising adds to the incomplete rows' terms (n_i, K); fills ``mr``."""
@@ -85,14 +96,14 @@ class MissingValuesMixin:
                     f"these are: resp has {resp.shape[1]} columns, the model {self.K} "
                     "components (summarize rows with their missing values filled instead)"
                 )
-            Xf = fill_shift(X, self.shift, xp)
-            mr = split_rows(Xf, rows_missing, self.shift, X)
+            Xf = fill_shift(X, self.shift, xp, rows_missing)
+            mr = self._split(Xf, rows_missing, X)
             self._missing_correction(mr)
             entry, cache = (X.shape[0], mr, Xf), None
         _, mr, Xf = entry
         out = self._calc_stats_plain(Xf, resp, xp, cache)
         r = np.asarray(to_host(resp), np.float64)
-        r_i = r[mr.rows]
+        r_i = r if mr.rows is None else r[mr.rows]
         if self.structure == "full":
             part = full_stats_correction(mr, r_i, self.n_features)
             part["xx"] = self._pack(part["xx"])

@@ -46,8 +46,8 @@ class MissingRows:
 
     Attributes
     ----------
-    rows : array (n_i,) of int
-        Their positions in the block.
+    rows : array (n_i,) of int, or None
+        Their positions in the block; None: every row of the block (``whole_block``).
     y0 : array (n_i, D)
         Shifted values, 0 where missing.
     miss : array (n_i, D) of bool
@@ -60,12 +60,12 @@ class MissingRows:
         Conditional means of the missing values (shifted), per group of ``groups``.
     cinv : list of arrays (n_c, G, c, c), full only
         Conditional covariances P_mm^{-1}, per group of ``groups``.
-    ent : array (n_i, K)
+    ent : array (n_i, K), full only
         Entropies of q(y_m | y_o, k).
     """
 
-    rows: np.ndarray
-    y0: np.ndarray
+    rows: np.ndarray | None
+    y0: np.ndarray | None
     miss: np.ndarray
     groups: list = field(default_factory=list)
     sol: list = field(default_factory=list)
@@ -74,18 +74,17 @@ class MissingRows:
     ent: np.ndarray | None = None
 
 
-def find_missing(X: Any, xp: Any) -> np.ndarray | None:
-    """Boolean mask (N,) of rows with a NaN, or None when X has none (one sum over X)."""
+def find_missing(X: Any, xp: Any) -> Any:
+    """The NaN mask (N, D) of X (X's namespace), or None when X has no NaN (one sum over X
+    clears a complete block)."""
     if X.dtype.kind in "iub":
         return None
     with np.errstate(over="ignore", invalid="ignore"):
         total = X.sum()
     if bool(xp.isfinite(total)):
         return None
-    from mixstream.backend import to_host
-
-    rows = np.asarray(to_host(xp.isnan(X).any(axis=1)))
-    return rows if rows.any() else None
+    miss = xp.isnan(X)
+    return miss if bool(miss.any()) else None
 
 
 def check_rows_observed(miss: np.ndarray, where: str = "X", row_offset: int = 0) -> None:
@@ -99,27 +98,39 @@ def check_rows_observed(miss: np.ndarray, where: str = "X", row_offset: int = 0)
         )
 
 
-def fill_shift(X: Any, shift: np.ndarray, xp: Any) -> Any:
-    """X with each NaN replaced by its feature's shift (y_m = 0 in shifted coordinates)."""
+def fill_shift(X: Any, shift: np.ndarray, xp: Any, miss: Any) -> Any:
+    """X with each NaN (``miss``, from ``find_missing``) replaced by its feature's shift
+    (y_m = 0 in shifted coordinates)."""
     from mixstream.backend import to_device
 
     # float64 whatever X's dtype: the local step then computes y_m = shift - shift = 0 exactly
     s = to_device(np.asarray(shift, np.float64), xp)
-    return xp.where(xp.isnan(X), s[None, :], X)
+    return xp.where(miss, s[None, :], X)
 
 
-def split_rows(Xf: Any, rows_missing: np.ndarray, shift: np.ndarray, X: Any) -> MissingRows:
-    """The incomplete rows of a block (host float64, shifted, 0 where missing), grouped by
-    their number of missing values; ``Xf`` is X filled by ``fill_shift``."""
+def split_rows(Xf: Any, mask: Any, shift: np.ndarray) -> MissingRows:
+    """The incomplete rows of a block (host float64, shifted, 0 where missing); ``Xf`` is the
+    block filled by ``fill_shift``, ``mask`` its NaN mask (``find_missing``)."""
     from mixstream.backend import get_namespace, to_device, to_host
 
-    rows = np.flatnonzero(rows_missing)
-    idx = to_device(rows, get_namespace(X))
-    miss = np.asarray(to_host(get_namespace(X).isnan(X[idx])))
+    mask = np.asarray(to_host(mask))
+    rows = np.flatnonzero(mask.any(axis=1))
+    idx = to_device(rows, get_namespace(Xf))
+    miss = mask[rows]
     check_rows_observed(miss)
     y0 = np.asarray(to_host(Xf[idx]), np.float64) - shift
     y0[miss] = 0.0  # exactly: a float32 shift minus the float64 one need not be 0
     return MissingRows(rows, y0, miss)
+
+
+def whole_block(mask: Any) -> MissingRows:
+    """Every row of a block, for diagonal precisions: only the NaN mask is needed, and a
+    complete row's correction is exactly 0 (no gather of the incomplete rows)."""
+    from mixstream.backend import to_host
+
+    miss = np.asarray(to_host(mask))
+    check_rows_observed(miss)
+    return MissingRows(None, None, miss)
 
 
 def _groups(miss: np.ndarray) -> list:
@@ -269,18 +280,17 @@ def _with_cross(mr: MissingRows, resp: np.ndarray, Z: np.ndarray, dxx: np.ndarra
 def diag_correction(mr: MissingRows, p: np.ndarray, m: np.ndarray) -> np.ndarray:
     """What marginalising adds (n_i, K) to the log-likelihood term of the rows with y_m = 0,
     diagonal precisions p (K, D): each missing coordinate d drops out, taking its term
-    -p_d m_d^2 / 2 (at y_d = 0) and its share of the normaliser with it; fills mr.ent."""
-    mf = mr.miss.astype(np.float64)
-    logp = np.log(p)
-    mr.ent = 0.5 * (mf @ (1.0 + LOG_2PI - logp).T)
-    return 0.5 * (mf @ (p * m * m + LOG_2PI - logp).T)
+    -p_d m_d^2 / 2 (at y_d = 0) and its share of the normaliser with it."""
+    return mr.miss.astype(np.float64) @ (0.5 * (p * m * m + LOG_2PI - np.log(p))).T
 
 
 def diag_stats_correction(mr: MissingRows, resp: np.ndarray, p: np.ndarray, m: np.ndarray) -> dict:
     """What the missing values add to x (K, D) and to the per-feature sums of squares (K, D)
     of the rows with y_m = 0 (their conditional is their marginal N(mu_d, 1 / p_d))."""
     rm = resp.T @ mr.miss.astype(np.float64)  # (K, D): each component's mass on each hole
-    return {"x": rm * m, "xx": rm * (m * m + 1.0 / p), "Hmiss": (resp * mr.ent).sum(axis=0)}
+    # the entropy of N(mu_d, 1 / p_d) per hole, summed with the same masses
+    hmiss = 0.5 * (rm * (1.0 + LOG_2PI - np.log(p))).sum(axis=1)
+    return {"x": rm * m, "xx": rm * (m * m + 1.0 / p), "Hmiss": hmiss}
 
 
 # ---------------------------------------------------------------------- VB predictive
