@@ -77,8 +77,9 @@ def _inverse(P, g, cols, a, c, L, C, e, s):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def full_correction(Py, b, P, cols, offs, tied, corr, ent, sol):
-    """corr (n, K), ent (n, K) and sol (total, K) of the rows (obs/gauss/missing.py).
+def full_correction(Py, b, P, cols, offs, coffs, tied, corr, ent, sol, cinv):
+    """corr (n, K), ent (n, K), sol (total, K) and the conditional covariances P_mm^{-1}
+    (``cinv``: row r, group g at ``coffs[r] * G + g * c * c``, row-major c x c) of the rows.
 
     Py : (n, G, D) P_g y0; b : (K, D) P_k mu_k; P : (G, D, D).
     """
@@ -97,24 +98,20 @@ def full_correction(Py, b, P, cols, offs, tied, corr, ent, sol):
         a = offs[r]
         c = offs[r + 1] - a
         for g in range(G):
-            # closed-form inverses for one or two holes; a Cholesky factor and solves above
-            if c <= 2:
-                logdet = _inverse(P, g, cols, a, c, L, C, e, s)
-            else:
-                logdet = _chol(P, g, cols, a, c, L)
+            logdet = _inverse(P, g, cols, a, c, L, C, e, s)
+            base = coffs[r] * G + g * c * c
+            for i in range(c):
+                for j in range(c):
+                    cinv[base + i * c + j] = C[i, j]
             k0, k1 = (0, K) if tied else (g, g + 1)
             for k in range(k0, k1):
                 for i in range(c):
                     h[i] = b[k, cols[a + i]] - Py[r, g, cols[a + i]]
-                if c > 2:
-                    _solve(L, c, h, s)
                 q = 0.0
                 for i in range(c):
-                    v = s[i]
-                    if c <= 2:
-                        v = 0.0
-                        for j in range(c):
-                            v += C[i, j] * h[j]
+                    v = 0.0
+                    for j in range(c):
+                        v += C[i, j] * h[j]
                     q += h[i] * v
                     sol[a + i, k] = v
                 corr[r, k] = 0.5 * q + 0.5 * c * _LOG_2PI - 0.5 * logdet
@@ -122,24 +119,16 @@ def full_correction(Py, b, P, cols, offs, tied, corr, ent, sol):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def full_block_stats(resp, P, cols, offs, tied, sol, Z, dxx):
+def full_block_stats(resp, cols, offs, coffs, G, tied, sol, cinv, Z, dxx):
     """Z (n, K, D) = r z (the weighted conditional means at the holes) and, added to dxx
     (K, D, D), r (z_m z_m^T + P_mm^{-1}) on each row's missing block."""
     n = offs.size - 1
     K = resp.shape[1]
-    G = P.shape[0]
-    cmax = 2
-    for r in range(n):
-        cmax = max(cmax, offs[r + 1] - offs[r])
-    L = np.empty((cmax, cmax))
-    C = np.empty((cmax, cmax))
-    e = np.zeros(cmax)
-    s = np.empty(cmax)
     for r in range(n):
         a = offs[r]
         c = offs[r + 1] - a
         for g in range(G):
-            _inverse(P, g, cols, a, c, L, C, e, s)
+            base = coffs[r] * G + g * c * c
             k0, k1 = (0, K) if tied else (g, g + 1)
             for k in range(k0, k1):
                 w = resp[r, k]
@@ -148,4 +137,5 @@ def full_block_stats(resp, P, cols, offs, tied, sol, Z, dxx):
                     ci = cols[a + i]
                     Z[r, k, ci] = w * zi
                     for j in range(c):
-                        dxx[k, ci, cols[a + j]] += w * (zi * sol[a + j, k] + C[i, j])
+                        v = zi * sol[a + j, k] + cinv[base + i * c + j]
+                        dxx[k, ci, cols[a + j]] += w * v

@@ -54,8 +54,9 @@ class MissingRows:
     groups : list of (sel (n_c,), idx (n_c, c)), numpy path of full precisions
         Rows (positions in ``rows``) with c missing values and those values' columns.
     flat : tuple, numba path of full precisions
-        (cols, offs, sol (total, K), P, tied): row r's missing columns are
-        cols[offs[r]:offs[r + 1]], their conditional means sol[offs[r]:offs[r + 1]].
+        (cols, offs, coffs, G, tied, sol (total, K), cinv): row r's missing columns are
+        cols[offs[r]:offs[r + 1]], their conditional means sol[offs[r]:offs[r + 1]], and its
+        conditional covariances (one c x c per group) start at cinv[coffs[r] * G].
     sol : list of arrays (n_c, K, c), full only
         Conditional means of the missing values (shifted), per group of ``groups``.
     cinv : list of arrays (n_c, G, c, c), full only
@@ -208,12 +209,15 @@ def full_correction(mr: MissingRows, P: np.ndarray, b: np.ndarray, tied: bool) -
     kernels = _numba_kernels()
     if kernels is not None:
         cols = np.nonzero(mr.miss)[1].astype(np.int64)  # row-major: each row's in order
-        offs = np.concatenate([[0], np.cumsum(mr.miss.sum(axis=1))]).astype(np.int64)
+        counts = mr.miss.sum(axis=1)
+        offs = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        coffs = np.concatenate([[0], np.cumsum(counts * counts)]).astype(np.int64)
         sol = np.empty((cols.size, K))
+        cinv = np.empty(int(coffs[-1]) * G)
         P = np.ascontiguousarray(P, dtype=np.float64)
         b = np.ascontiguousarray(b, dtype=np.float64)
-        kernels.full_correction(Py, b, P, cols, offs, bool(tied), corr, ent, sol)
-        mr.flat, mr.ent = (cols, offs, sol, P, bool(tied)), ent
+        kernels.full_correction(Py, b, P, cols, offs, coffs, bool(tied), corr, ent, sol, cinv)
+        mr.flat, mr.ent = (cols, offs, coffs, G, bool(tied), sol, cinv), ent
         return corr
     mr.groups = _groups(mr.miss)
     kk = np.arange(K)[None, :, None]
@@ -246,10 +250,9 @@ def full_stats_correction(mr: MissingRows, resp: np.ndarray, D: int) -> dict[str
     Z = np.zeros((n, K, D))  # r_nk z_nk
     if mr.flat is not None:
         kernels = _numba_kernels()
-        cols, offs, sol, P, tied = mr.flat
         dxx = np.zeros((K, D, D))
         r = np.ascontiguousarray(resp, dtype=np.float64)
-        kernels.full_block_stats(r, P, cols, offs, tied, sol, Z, dxx)
+        kernels.full_block_stats(r, *mr.flat, Z, dxx)
         return _with_cross(mr, resp, Z, dxx)
     flat_parts, value_parts = [], []
     kk = np.arange(K)[None, :, None]
