@@ -414,7 +414,7 @@ def _obs_prior(o: FitOptions) -> None:
         return
     if not isinstance(o.obs_prior, Mapping):
         raise ValueError(f"obs_prior must be a dict of prior options or None, got {o.obs_prior!r}")
-    own = {"inference", "covariance_type", "reg_covar", "map_prior", *GAUSS_PRIORS}
+    own = {"inference", "covariance_type", "reg_covar", "map_prior", "missing", *GAUSS_PRIORS}
     clash = sorted(set(o.obs_prior) & own)
     if clash:
         raise ValueError(f"obs_prior may not set {clash}: they are MixtureModel's own parameters")
