@@ -364,3 +364,18 @@ def test_numba_and_numpy_paths_agree(ctype: str, monkeypatch) -> None:
     assert np.allclose(fast[0], slow[0], rtol=1e-12, atol=1e-12)
     for name in ("N", "x", "xx", "Hmiss"):
         assert np.allclose(fast[1][name], slow[1][name], rtol=1e-12, atol=1e-10)
+
+
+def test_checkpoint_fingerprint_keeps_older_runs_resumable() -> None:
+    """missing="error" (the default) leaves the fingerprint as it was before the option
+    existed; "marginalize" is part of it (a checkpoint of the other mode is not resumed)."""
+    from types import SimpleNamespace
+
+    from mixstream.fitted import fingerprint
+    from mixstream.options import FitOptions
+
+    source = SimpleNamespace(n_rows=10, n_features=2, batches=[(0, 10)])
+    params = FitOptions().params()
+    assert "param missing" not in fingerprint(params, source)
+    marg = fingerprint({**params, "missing": "marginalize"}, source)
+    assert marg["param missing"] == "marginalize"
