@@ -53,7 +53,7 @@ def _solve(L, c, h, s):
 @njit(nogil=True, cache=True, inline="always", error_model="numpy")
 def _inverse(P, g, cols, a, c, L, C, e, s):
     """C[:c, :c] = P_mm^{-1} of the block cols[a:a+c]; returns log|P_mm|. Closed forms for
-    one and two holes (most rows at low missing rates), a Cholesky factor above."""
+    up to three holes (most rows at low missing rates), a Cholesky factor above."""
     if c == 1:
         p = P[g, cols[a], cols[a]]
         C[0, 0] = 1.0 / p
@@ -66,6 +66,22 @@ def _inverse(P, g, cols, a, c, L, C, e, s):
         C[1, 1] = p / det
         C[0, 1] = C[1, 0] = -q / det
         return math.log(det)
+    if c == 3:  # cofactors; a Cholesky factor below when rounding leaves det <= 0
+        i, j, m = cols[a], cols[a + 1], cols[a + 2]
+        p00, p01, p02 = P[g, i, i], P[g, i, j], P[g, i, m]
+        p11, p12, p22 = P[g, j, j], P[g, j, m], P[g, m, m]
+        c00 = p11 * p22 - p12 * p12
+        c01 = p02 * p12 - p01 * p22
+        c02 = p01 * p12 - p02 * p11
+        det = p00 * c00 + p01 * c01 + p02 * c02
+        if det > 0.0:
+            C[0, 0] = c00 / det
+            C[0, 1] = C[1, 0] = c01 / det
+            C[0, 2] = C[2, 0] = c02 / det
+            C[1, 1] = (p00 * p22 - p02 * p02) / det
+            C[1, 2] = C[2, 1] = (p01 * p02 - p00 * p12) / det
+            C[2, 2] = (p00 * p11 - p01 * p01) / det
+            return math.log(det)
     logdet = _chol(P, g, cols, a, c, L)
     for j in range(c):  # column by column
         e[j] = 1.0
@@ -119,11 +135,13 @@ def full_correction(Py, b, P, cols, offs, coffs, tied, corr, ent, sol, cinv):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def full_block_stats(resp, cols, offs, coffs, G, tied, sol, cinv, Z, dxx):
-    """Z (n, K, D) = r z (the weighted conditional means at the holes) and, added to dxx
-    (K, D, D), r (z_m z_m^T + P_mm^{-1}) on each row's missing block."""
+def full_block_stats(resp, y0, cols, offs, coffs, G, tied, sol, cinv, x, crossT, dxx):
+    """The statistics' corrections of the rows: x (K, D) += r z, crossT (K, D, D): row m of
+    component k += r z_m y0 (the cross term y0 z^T, transposed, for contiguous rows), and
+    dxx (K, D, D) += r (z_m z_m^T + P_mm^{-1}) on each row's missing block."""
     n = offs.size - 1
     K = resp.shape[1]
+    D = y0.shape[1]
     for r in range(n):
         a = offs[r]
         c = offs[r + 1] - a
@@ -133,9 +151,11 @@ def full_block_stats(resp, cols, offs, coffs, G, tied, sol, cinv, Z, dxx):
             for k in range(k0, k1):
                 w = resp[r, k]
                 for i in range(c):
-                    zi = sol[a + i, k]
+                    wz = w * sol[a + i, k]
                     ci = cols[a + i]
-                    Z[r, k, ci] = w * zi
+                    x[k, ci] += wz
+                    for d in range(D):
+                        crossT[k, ci, d] += wz * y0[r, d]
                     for j in range(c):
-                        v = zi * sol[a + j, k] + cinv[base + i * c + j]
+                        v = sol[a + i, k] * sol[a + j, k] + cinv[base + i * c + j]
                         dxx[k, ci, cols[a + j]] += w * v

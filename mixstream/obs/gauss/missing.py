@@ -247,13 +247,14 @@ def full_stats_correction(mr: MissingRows, resp: np.ndarray, D: int) -> dict[str
     E[y y^T] = y0 y0^T + y0 z^T + z y0^T + z z^T + C (C: P_mm^{-1} on the missing block).
     """
     n, K = resp.shape
-    Z = np.zeros((n, K, D))  # r_nk z_nk
     if mr.flat is not None:
         kernels = _numba_kernels()
-        dxx = np.zeros((K, D, D))
+        x, crossT, dxx = np.zeros((K, D)), np.zeros((K, D, D)), np.zeros((K, D, D))
         r = np.ascontiguousarray(resp, dtype=np.float64)
-        kernels.full_block_stats(r, *mr.flat, Z, dxx)
-        return _with_cross(mr, resp, Z, dxx)
+        kernels.full_block_stats(r, mr.y0, *mr.flat, x, crossT, dxx)
+        dxx += crossT + crossT.transpose(0, 2, 1)
+        return {"x": x, "xx": dxx, "Hmiss": (resp * mr.ent).sum(axis=0)}
+    Z = np.zeros((n, K, D))  # r_nk z_nk
     flat_parts, value_parts = [], []
     kk = np.arange(K)[None, :, None]
     for (sel, idx), sol, cinv in zip(mr.groups, mr.sol, mr.cinv):
