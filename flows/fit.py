@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger, task
 from flows._artifacts import TASK, PrefectArtifacts
 from mixstream import app
 from mixstream.options import RUN_DEFAULTS as D
-from mixstream.options import Algorithm, Allocation, CovarianceType, Likelihood, Move
+from mixstream.options import Algorithm, Allocation, CovarianceType, Likelihood, Missing, Move
 
 
 @task(name="validate", task_run_name="validate", **TASK)
@@ -76,6 +76,7 @@ def fit_flow(
     n_workers: int = 2,
     overwrite: bool = False,
     latent_dim: int | None = None,
+    missing: Missing = D.missing,
 ) -> dict[str, Any]:
     """Fit a mixture to the Zarr store ``data``; model, report and checkpoints go to ``out``.
 
@@ -88,6 +89,7 @@ def fit_flow(
         ``n_workers`` single-threaded workers started and closed by this run
     latent_dim : likelihood="hmog": the latent dimension d
     overwrite : replace a finished run in ``out``; an unfinished run is resumed either way
+    missing : "error" refuses NaN in the store; "marginalize" integrates missing values out
 
     Returns
     -------
@@ -96,12 +98,12 @@ def fit_flow(
     t0 = time.perf_counter()
     options = app.fit_options(
         n_components, allocation, likelihood, covariance_type, algorithm, moves,
-        batch_size, max_laps, tol, random_state, latent_dim,
+        batch_size, max_laps, tol, random_state, latent_dim, missing,
     )  # fmt: skip
     plan = validate(data, options)
     out_dir = Path(out).resolve()
     app.prepare_run_dir(out_dir, overwrite)
-    source, _ = app.describe_data(data, batch_size)
+    source, _ = app.describe_data(data, batch_size, missing)
     artifacts = PrefectArtifacts()
     with app.open_executor(source, scheduler, n_workers) as executor:
         dashboard = app.dashboard_of(executor)

@@ -55,7 +55,7 @@ def score_flow(
     """
     out_path = app.check_output(out, overwrite)
     est = load(model)
-    source, _ = app.describe_data(data, est.batch_size)
+    source, _ = app.describe_data(data, est.batch_size, getattr(est, "missing", "error"))
     with app.open_executor(source, scheduler, n_workers) as executor:
         est.client = executor.client  # the scoring borrows this run's cluster
         try:

@@ -35,6 +35,8 @@ def build_model(options: FitOptions, data_dtype: Any = None) -> Model:
     inference = options.inference
     alloc = ALLOCATIONS[options.allocation](alpha=options.alpha, inference=inference)
     obs_options = dict(options.obs_prior or {})
+    if options.missing != "error":  # every likelihood takes it; the default stays implicit
+        obs_options["missing"] = options.missing
     if options.likelihood == "gauss":
         obs_options.update(
             covariance_type=canonical_covariance_type(options.covariance_type),

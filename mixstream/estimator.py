@@ -105,6 +105,12 @@ class MixtureModel(DensityMixin, BaseEstimator):
         likelihood="hmog" only (and required there): the dimension d of the latent space,
         1 <= d < n_features; ``covariance_type`` then names the noise structure Psi
         ("spherical", "diag" or "full") and the latent components have full covariances.
+    missing : {"error", "marginalize"}
+        NaN in X: "error" refuses it, naming the rows; "marginalize" treats NaN as a missing
+        value and integrates it out (not imputed): the local step uses each row's observed
+        values, the statistics the expected values of the missing ones (docs/math.md,
+        "Missing values"). Also for predict / score_samples / score. A row with every value
+        missing, and inf, are refused either way.
     """
 
     def __init__(
@@ -140,6 +146,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
         warm_start: bool = False,
         verbose: int = 0,
         latent_dim: int | None = None,
+        missing: str = "error",
     ) -> None:
         self.n_components = n_components
         self.allocation = allocation
@@ -171,11 +178,13 @@ class MixtureModel(DensityMixin, BaseEstimator):
         self.warm_start = warm_start
         self.verbose = verbose
         self.latent_dim = latent_dim
+        self.missing = missing
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = False  # dense arrays or Zarr stores; sparse input is refused
-        tags.input_tags.allow_nan = False  # NaN / inf rows are refused with their row numbers
+        # NaN / inf rows are refused with their row numbers, unless NaN is marginalised
+        tags.input_tags.allow_nan = self.missing == "marginalize"
         tags.input_tags.positive_only = self.likelihood in ("bernoulli", "multinomial")
         tags.non_deterministic = False  # the same random_state gives the same fit
         return tags
@@ -206,7 +215,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
         from mixstream.engine.factory import make_executor
 
         kw = unweighted(X) if options is None else {}  # a store's weights are for fit only
-        source = open_source(X, self.batch_size, sample_weight, **kw)
+        source = open_source(X, self.batch_size, sample_weight, missing=self.missing, **kw)
         if options is not None:
             check_init_features(options.init, source.n_features)
             self.n_features_in_ = source.n_features
@@ -283,7 +292,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
                 initialize(model, executor, options.n_components, init, rng)
             self.model_ = model
             self._set_fitted(FitResult())
-        source = open_source(X, sample_weight=sample_weight)
+        source = open_source(X, sample_weight=sample_weight, missing=self.missing)
         if not isinstance(source, ArraySource):
             raise ValueError("partial_fit takes in-memory batches; use fit() for stores")
         if source.n_features != self.n_features_in_:
@@ -352,7 +361,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
         from mixstream.data.sources import open_source
 
         self._check_fitted()
-        source = open_source(X)
+        source = open_source(X, missing=self.missing)
         if not isinstance(source, ArraySource):
             raise ValueError(
                 f"{source.name} is a store: use predict_store(...) to write labels to Zarr"

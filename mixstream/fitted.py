@@ -46,6 +46,10 @@ def fingerprint(params: dict[str, Any], source: Any) -> dict[str, Any]:
     from mixstream.io import _jsonable
 
     params = {k: v for k, v in params.items() if k not in _UNFINGERPRINTED}
+    # options added after checkpoints were first written count only away from their default,
+    # so that an interrupted run from before them still resumes
+    if params.get("missing") == "error":
+        del params["missing"]
     if not isinstance(params["random_state"], int | type(None)):
         params["random_state"] = type(params["random_state"]).__name__
     params = {k: _jsonable(v) for k, v in params.items()}

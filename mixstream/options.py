@@ -41,6 +41,7 @@ from mixstream.vocabulary import (
     HMOG_NOISE_STRUCTURES,
     INIT_METHODS,
     LIKELIHOODS,
+    MISSING_MODES,
     MOVES,
     MOVES_WHEN_NONE,
     SELECTION_CRITERIA,
@@ -56,6 +57,7 @@ Allocation = Literal[ALLOCATIONS]
 Likelihood = Literal[LIKELIHOODS]
 CovarianceType = Literal[COVARIANCE_TYPES]
 Move = Literal[MOVES]
+Missing = Literal[MISSING_MODES]
 #: Gaussian prior options (scikit-learn's names), passed through to GaussObs
 GAUSS_PRIORS = (
     "mean_prior",
@@ -172,6 +174,7 @@ class FitOptions:
     warm_start: bool = False
     verbose: int = 0
     latent_dim: int | None = None
+    missing: str = "error"
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -324,6 +327,7 @@ CONSTRAINTS: dict[str, Constraint] = {
         )
     ),
     "latent_dim": optional(POSITIVE_INT),
+    "missing": one_of(MISSING_MODES),
 }
 
 
@@ -416,7 +420,8 @@ def _obs_prior(o: FitOptions) -> None:
         return
     if not isinstance(o.obs_prior, Mapping):
         raise ValueError(f"obs_prior must be a dict of prior options or None, got {o.obs_prior!r}")
-    own = {"inference", "covariance_type", "reg_covar", "map_prior", "latent_dim", *GAUSS_PRIORS}
+    own = {"inference", "covariance_type", "reg_covar", "map_prior", "latent_dim", "missing"}
+    own |= set(GAUSS_PRIORS)
     clash = sorted(set(o.obs_prior) & own)
     if clash:
         raise ValueError(f"obs_prior may not set {clash}: they are MixtureModel's own parameters")
@@ -463,6 +468,15 @@ def _hmog_options(o: FitOptions) -> None:
         )
 
 
+def _missing_likelihood(o: FitOptions) -> None:
+    if o.missing == "marginalize" and o.likelihood == "multinomial":
+        raise ValueError(
+            "missing='marginalize' does not apply to likelihood='multinomial': a row with a "
+            "missing count has an unknown total, so its counts have no multinomial marginal; "
+            "drop the category or the row, or fit likelihood='bernoulli' / 'gauss'"
+        )
+
+
 #: checks that involve several options, run after ``CONSTRAINTS`` in this order
 CROSS_RULES: tuple[Callable[[FitOptions], None], ...] = (
     _covariance_needs_gauss,
@@ -474,6 +488,7 @@ CROSS_RULES: tuple[Callable[[FitOptions], None], ...] = (
     _obs_prior,
     _backend_available,
     _hmog_options,
+    _missing_likelihood,
 )
 
 

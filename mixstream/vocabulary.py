@@ -57,3 +57,8 @@ HMOG_NOISE_STRUCTURES = ("spherical", "diag", "full")
 # ---------------------------------------------------------------------- model selection
 #: what chooses among the fitted candidates of ``mixstream.select``
 SELECTION_CRITERIA = ("bic", "aic", "heldout", "elbo")
+
+
+# ---------------------------------------------------------------------- missing values
+#: what a fit does with NaN in the data: refuse it (naming the rows) or marginalise it
+MISSING_MODES = ("error", "marginalize")

@@ -85,7 +85,7 @@ def lap_detail(record: dict, previous: dict | None = None) -> str:
 def check_fit(data: str, options: dict[str, Any]) -> dict[str, Any]:
     """Check the options, open the store and plan its batches (nothing heavy); the plan."""
     make_estimator(options)
-    _, plan = describe_data(data, options["batch_size"])
+    _, plan = describe_data(data, options["batch_size"], options.get("missing", "error"))
     return plan
 
 
@@ -215,7 +215,7 @@ def fit_to_dir(
     t0 = time.perf_counter()
     publisher = publisher or NullPublisher()
     plan = check_fit(data, options)
-    source, _ = describe_data(data, options["batch_size"])
+    source, _ = describe_data(data, options["batch_size"], options.get("missing", "error"))
     out = Path(out).resolve()
     prepare_run_dir(out, overwrite)
     engine = "dask" if (n_workers or resolve_scheduler(scheduler)) else "auto"

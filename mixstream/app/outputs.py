@@ -54,7 +54,27 @@ def read_sample(source: Any, n: int = SAMPLE_ROWS) -> np.ndarray:
             X = np.concatenate([np.asarray(arr[s : min(s + per, n_rows)]) for s in starts])
     except Exception:  # any other source: the first batch
         X = np.asarray(source.read(0))[:n]
-    return np.asarray(X, dtype=np.float64)
+    return _plottable(np.asarray(X, dtype=np.float64))
+
+
+#: complete rows a sample with missing values keeps for the report, when it has that many
+_MIN_COMPLETE_ROWS = 200
+
+
+def _plottable(X: np.ndarray) -> np.ndarray:
+    """A sample without NaN (missing values, ``missing="marginalize"``) for the report's
+    projections: its complete rows, or, when fewer than ``_MIN_COMPLETE_ROWS`` are complete,
+    every row with its missing values at the feature's mean (for display only; the fit
+    marginalises them)."""
+    miss = np.isnan(X)
+    if not miss.any():
+        return X
+    complete = ~miss.any(axis=1)
+    if complete.sum() >= _MIN_COMPLETE_ROWS:
+        return X[complete]
+    from mixstream.learn.init import fill_missing
+
+    return fill_missing(X)
 
 
 #: likelihoods whose report draws the sample in its PCA plane with the components' ellipses

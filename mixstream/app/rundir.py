@@ -73,6 +73,7 @@ def fit_options(
     tol: float = RUN_DEFAULTS.tol,
     random_state: int = RUN_DEFAULTS.random_state,
     latent_dim: int | None = RUN_DEFAULTS.latent_dim,
+    missing: str = RUN_DEFAULTS.missing,
 ) -> dict[str, Any]:
     """The options of a fit into a run directory (JSON-able, for run.json and flow tasks);
     the defaults are ``mixstream.options.RUN_DEFAULTS``; ``moves=None`` means the algorithm's
@@ -93,6 +94,7 @@ def fit_options(
         "tol": tol,
         "random_state": random_state,
         "latent_dim": latent_dim,
+        "missing": missing,
     }
 
 
@@ -109,8 +111,11 @@ def make_estimator(options: dict[str, Any], checkpoint_dir: Any = None) -> Any:
     return MixtureModel(**fit.params())
 
 
-def describe_data(data: str, batch_size: int | None = None) -> tuple[Any, dict[str, Any]]:
-    """Open ``data`` (a Zarr store's path or URL), check it and plan its batches.
+def describe_data(
+    data: str, batch_size: int | None = None, missing: str = "error"
+) -> tuple[Any, dict[str, Any]]:
+    """Open ``data`` (a Zarr store's path or URL), check it and plan its batches;
+    ``missing="marginalize"``: its batches may hold NaN (missing values).
 
     Returns
     -------
@@ -121,7 +126,7 @@ def describe_data(data: str, batch_size: int | None = None) -> tuple[Any, dict[s
 
     if not isinstance(data, str | os.PathLike):
         raise ValueError(f"data must be the path or URL of a Zarr store, got {type(data).__name__}")
-    source = open_source(os.fspath(data), batch_size)
+    source = open_source(os.fspath(data), batch_size, missing=missing)
     plan = {
         "data": getattr(source, "name", os.fspath(data)),
         "n_rows": int(source.n_rows),

@@ -26,7 +26,7 @@ def load_for_scoring(model: str | os.PathLike, data: str) -> tuple[Any, Any]:
     from mixstream import MixtureModel
 
     est = MixtureModel.load(model_path(model))
-    source, _ = describe_data(data, est.batch_size)
+    source, _ = describe_data(data, est.batch_size, getattr(est, "missing", "error"))
     if source.n_features != est.n_features_in_:
         raise ValueError(
             f"{data} has {source.n_features} features; the model was fitted with "

@@ -30,6 +30,7 @@ def options_of(args: argparse.Namespace) -> dict[str, Any]:
         tol=args.tol,
         random_state=args.seed,
         latent_dim=args.latent_dim,
+        missing=args.missing,
     )
 
 

@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 
 from mixstream.options import COVARIANCE_TYPES, RUN_DEFAULTS, split_moves, unknown_moves
-from mixstream.vocabulary import ALGORITHMS, ALLOCATIONS, LIKELIHOODS, MOVES
+from mixstream.vocabulary import ALGORITHMS, ALLOCATIONS, LIKELIHOODS, MISSING_MODES, MOVES
 
 #: the defaults of ``mixstream fit`` (those of a fit into a run directory)
 _D = RUN_DEFAULTS
@@ -210,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show per-batch progress on stderr even when it is not a terminal (on a "
         "terminal it is shown anyway)",
+    )
+    fit.add_argument(
+        "--missing",
+        choices=MISSING_MODES,
+        default=_D.missing,
+        help="NaN in the store: refuse it (error) or integrate missing values out "
+        "(marginalize) (%(default)s)",
     )
     fit.add_argument(
         "--no-prefect",

@@ -43,12 +43,14 @@ class ArraySource:
         self.sample_weight = sample_weight
         self.name = name
         self.validated = False
+        #: NaN marks a missing value (missing="marginalize"); inf is refused all the same
+        self.allow_nan = False
 
     def read(self, i: int) -> np.ndarray:
         start, stop = self.batches[i]
         Xb = self.X[start:stop]
         if not self.validated:
-            check_finite(Xb, f"{self.name} batch {i}", row_offset=start)
+            check_finite(Xb, f"{self.name} batch {i}", row_offset=start, allow_nan=self.allow_nan)
         return Xb
 
     def read_weights(self, i: int) -> np.ndarray | None:

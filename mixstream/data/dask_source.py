@@ -28,13 +28,15 @@ class DaskArraySource:
         self.dtype = np.dtype(X.dtype)
         self.name = name
         self.batches = _chunk_batches(self.X.chunks[0], batch_size)
+        #: NaN marks a missing value (missing="marginalize"); inf is refused all the same
+        self.allow_nan = False
 
     def read(self, i: int) -> np.ndarray:
         start, stop = self.batches[i]
         Xb = np.asarray(self.X[start:stop].compute(scheduler="sync"))
         if Xb.dtype != np.float32:
             Xb = Xb.astype(np.float64, copy=False)
-        check_finite(Xb, f"{self.name} batch {i}", row_offset=start)
+        check_finite(Xb, f"{self.name} batch {i}", row_offset=start, allow_nan=self.allow_nan)
         return Xb
 
     def read_weights(self, i: int) -> None:

@@ -35,6 +35,7 @@ def open_source(
     batch_size: int | None = None,
     sample_weight: Any = None,
     check: bool = True,
+    missing: str = "error",
     **source_kw: Any,
 ) -> BatchSource:
     """A BatchSource over ``data``: the one place that turns user data into a source.
@@ -52,13 +53,33 @@ def open_source(
         In-memory arrays: check finiteness and convert integer / bool data to float64 now
         (the source is then marked validated). False: keep the dtype and check each batch
         when it is read, so an error names the batch and its rows (the engine factory).
+    missing : {"error", "marginalize"}
+        "marginalize": NaN marks a missing value and passes the checks (inf and rows with
+        every value missing are still refused); "error": NaN is refused, naming its rows.
+        A BatchSource given as it is gets its ``allow_nan`` set from this.
     **source_kw
         Further arguments of the source class (ZarrSource, DaskArraySource, ArraySource).
     """
+    allow_nan = missing == "marginalize"
     if _is_batch_source(data):
         if batch_size is not None or sample_weight is not None or source_kw:
             raise ValueError("batch_size and source options apply when data is not a BatchSource")
+        if allow_nan:
+            data.allow_nan = True
         return data
+    source = _open(data, batch_size, sample_weight, check, allow_nan, source_kw)
+    source.allow_nan = allow_nan
+    return source
+
+
+def _open(
+    data: Any,
+    batch_size: int | None,
+    sample_weight: Any,
+    check: bool,
+    allow_nan: bool,
+    source_kw: dict,
+) -> BatchSource:
     if isinstance(data, str | os.PathLike) or _is_zarr_array(data):
         from mixstream.data.zarr_source import ZarrSource
 
@@ -75,7 +96,7 @@ def open_source(
     if check and not np.issubdtype(X.dtype, np.floating):
         X = X.astype(np.float64)
     if check:
-        check_finite(X, "X")
+        check_finite(X, "X", allow_nan=allow_nan)
     weights = _check_weights(sample_weight, X.shape[0])
     source = ArraySource(X, batch_size, weights, **source_kw)
     source.validated = check

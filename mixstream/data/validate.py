@@ -10,11 +10,20 @@ import numpy as np
 from mixstream.backend import get_namespace, to_host
 
 
-def check_finite(X: Any, where: str, row_offset: int = 0, max_rows: int = 5) -> None:
-    """Raise ValueError naming ``where`` and the first rows holding NaN or inf."""
+def check_finite(
+    X: Any, where: str, row_offset: int = 0, max_rows: int = 5, allow_nan: bool = False
+) -> None:
+    """Raise ValueError naming ``where`` and the first rows holding NaN or inf.
+
+    ``allow_nan`` (``missing="marginalize"``): NaN marks a missing value and is allowed, but
+    inf and rows (of a 2-D X) with every value missing are still refused.
+    """
     xp = get_namespace(X)
     if X.dtype.kind in "iub":
         return  # integers cannot hold NaN or inf
+    if allow_nan:
+        _check_missing(X, where, row_offset, max_rows, xp)
+        return
     # NaN and inf survive a sum, and a sum of finite values is finite unless it overflows: one
     # pass with no (N, D) temporary clears almost every batch; the rest get the full check
     with np.errstate(over="ignore", invalid="ignore"):  # overflow and inf - inf are expected
@@ -30,6 +39,24 @@ def check_finite(X: Any, where: str, row_offset: int = 0, max_rows: int = 5) -> 
         raise ValueError(
             f"{where} holds NaN or infinite values in {n_bad} row(s); first rows: {rows.tolist()}"
         )
+
+
+def _check_missing(X: Any, where: str, row_offset: int, max_rows: int, xp: Any) -> None:
+    """NaN allowed; inf and (2-D) rows of NaN only refused, naming the rows."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = X.sum() if X.size else None
+    if total is None or bool(xp.isfinite(total)):
+        return
+    inf = xp.isinf(X)
+    nan_rows = xp.isnan(X).all(axis=1) if X.ndim > 1 else None
+    if X.ndim > 1:
+        inf = inf.any(axis=1)
+    for bad, what in ((inf, "infinite values"), (nan_rows, "every value missing (NaN)")):
+        if bad is not None and bool(bad.any()):
+            rows = to_host(xp.flatnonzero(bad)[:max_rows]) + row_offset
+            raise ValueError(
+                f"{where} holds {what} in {int(bad.sum())} row(s); first rows: {rows.tolist()}"
+            )
 
 
 def check_matrix(X: Any, where: str = "X") -> Any:

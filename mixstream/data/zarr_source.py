@@ -192,6 +192,8 @@ class ZarrSource:
         if weights:
             self.weights_path = self._check_weights(weights)
         self.validated = False
+        #: NaN marks a missing value (missing="marginalize"); inf is refused all the same
+        self.allow_nan = False
 
     # ------------------------------------------------------------------ opening
     def _store(self) -> Any:
@@ -372,7 +374,7 @@ class ZarrSource:
             Xb = Xb.astype(np.float64)
         if not self.validated:
             where = f"Zarr store {self.name!r} batch {i} (rows {start}:{stop})"
-            check_finite(Xb, where, row_offset=start)
+            check_finite(Xb, where, row_offset=start, allow_nan=self.allow_nan)
         return Xb
 
     def read_weights(self, i: int) -> np.ndarray | None:

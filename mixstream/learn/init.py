@@ -54,6 +54,21 @@ def draw_sample(
     return X, W, total / max(W.sum(), 1e-300)
 
 
+def fill_missing(X: np.ndarray) -> np.ndarray:
+    """X (n, D) with NaN (missing values, ``missing="marginalize"``) replaced by the mean of
+    the feature's observed values (0 where none is observed).
+
+    Only the starting point and the prior's data-dependent defaults are computed from these
+    filled rows; every lap after it marginalises the missing values.
+    """
+    if X.dtype.kind not in "fc" or not np.isnan(X.sum()):
+        return X
+    miss = np.isnan(X)
+    counts = (~miss).sum(axis=0)
+    means = np.where(counts > 0, np.where(miss, 0.0, X).sum(axis=0) / np.maximum(counts, 1), 0.0)
+    return np.where(miss, means.astype(X.dtype), X)
+
+
 def canonical_rows(X: np.ndarray, w: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Distinct rows in lexicographic order with their summed weights; zero weights dropped.
 
@@ -119,6 +134,7 @@ def initialize(
         "covariances") that set an EM model directly.
     """
     X, w, scale = draw_sample(executor, sample_rows, rng)
+    X = fill_missing(X)
     X, w = canonical_rows(X, w)
     model.obs.set_prior_from_data(X, weights=w)
     model.uids = model.new_uids(K)

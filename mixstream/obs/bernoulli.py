@@ -44,6 +44,10 @@ class BernoulliObs(ObsModel):
         EM clips probabilities to [eps, 1 - eps] (default 1e-10).
     map_prior : bool
         EM only: posterior mode instead of maximum likelihood.
+    missing : {"error", "marginalize"}
+        "marginalize": a NaN entry drops out of the row's likelihood and of the statistics;
+        the statistics then carry "nobs" (K, D), sum_n r_nk [x_nd observed], which takes the
+        place of N_k feature by feature (X0 = nobs - x1).
     """
 
     likelihood = "bernoulli"
@@ -55,8 +59,12 @@ class BernoulliObs(ObsModel):
         lam0: Any = 1.0,
         eps: float = 1e-10,
         map_prior: bool = False,
+        missing: str = "error",
     ) -> None:
         super().__init__(inference)
+        if missing not in ("error", "marginalize"):
+            raise ValueError(f"missing must be 'error' or 'marginalize', got {missing!r}")
+        self.missing = missing
         if not (np.isfinite(eps) and 0.0 < eps < 0.5):
             raise ValueError(f"eps must be in (0, 0.5), got {eps!r}")
         self._lam1_user = np.array(lam1, np.float64)
@@ -78,6 +86,7 @@ class BernoulliObs(ObsModel):
         self.p = np.zeros((0, 0))  # em point estimate
         self._em_N = np.zeros(0)
         self._em_X1 = np.zeros((0, 0))
+        self._em_Nd = np.zeros((0, 0))  # per-feature counts behind the EM estimate (missing)
         self._elogp = np.zeros((0, 0))
         self._elog1mp = np.zeros((0, 0))
 
@@ -85,7 +94,10 @@ class BernoulliObs(ObsModel):
     def validate(self, X: Any, where: str = "X") -> None:
         self.check_shape(X, where)
         xp = get_namespace(X)
-        bad = ((X != 0) & (X != 1)).any(axis=1)
+        bad = (X != 0) & (X != 1)
+        if self.missing == "marginalize":
+            bad &= ~xp.isnan(X)
+        bad = bad.any(axis=1)
         if bool(bad.any()):
             raise ValueError(
                 f"bernoulli data must be 0 or 1: {where} rows {_rows(xp, bad)} hold other values"
@@ -114,10 +126,31 @@ class BernoulliObs(ObsModel):
             cache[_CACHE_KEY] = X64
         return X64
 
+    def _observed(self, X: Any, cache: dict | None) -> tuple[Any, Any]:
+        """(X with NaN as 0, observed mask as float64) or (X, None) without NaN."""
+        X64 = self._x64(X, cache)
+        if self.missing != "marginalize":
+            return X64, None
+        xp = get_namespace(X)
+        key = "bernoulli/observed"
+        if cache is not None and key in cache and cache[key][0].shape[0] == X.shape[0]:
+            return cache[key]
+        miss = xp.isnan(X64)
+        out = (X64, None) if not bool(miss.any()) else (xp.where(miss, 0.0, X64), 1.0 - miss)
+        if cache is not None:
+            cache[key] = out
+        return out
+
     def log_prob(self, X: Any, cache: dict | None = None, bias: Any = None) -> Any:
         self.require_prior()
         xp = get_namespace(X)
-        X64 = self._x64(X, cache)
+        X64, W = self._observed(X, cache)
+        if W is not None:  # missing entries drop out: sum over observed d only
+            lp = X64 @ to_device((self._elogp - self._elog1mp).T, xp)
+            lp += W @ to_device(self._elog1mp.T, xp)
+            if bias is not None:
+                lp += to_device(to_host(bias), xp)[None, :]
+            return lp
         lp = X64 @ to_device((self._elogp - self._elog1mp).T, xp)
         const = self._elog1mp.sum(axis=1)
         lp += to_device(const if bias is None else const + to_host(bias), xp)[None, :]
@@ -126,7 +159,21 @@ class BernoulliObs(ObsModel):
     def calc_stats(self, X: Any, resp: Any, cache: dict | None = None) -> dict[str, Any]:
         self.require_prior()
         xp = get_namespace(X)
-        return {"x1": xp.asarray(resp, dtype=xp.float64).T @ self._x64(X, cache)}
+        X64, W = self._observed(X, cache)
+        r = xp.asarray(resp, dtype=xp.float64)
+        stats = {"x1": r.T @ X64}
+        if self.missing == "marginalize":
+            if W is None:  # every feature observed: N_k itself, summed as the Model sums it
+                stats["nobs"] = xp.broadcast_to(r.sum(axis=0)[:, None], stats["x1"].shape)
+            else:
+                stats["nobs"] = r.T @ W
+        return stats
+
+    def _feature_counts(self, SS: SuffStats, N: np.ndarray) -> np.ndarray:
+        """Per-feature mass (K, D): "nobs" with missing values, else N_k for every feature."""
+        if "nobs" in SS:
+            return np.clip(SS["nobs"], 0.0, N[:, None])
+        return np.broadcast_to(N[:, None], (SS.K, self.n_features))
 
     # ------------------------------------------------------------------ global step
     def update(self, SS: SuffStats, rho: float | None = None) -> None:
@@ -135,30 +182,36 @@ class BernoulliObs(ObsModel):
             raise ValueError(f"rho must be in (0, 1], got {rho!r}")
         K = SS.K
         N = np.maximum(SS.N, 0.0)
-        X1 = np.clip(SS["x1"], 0.0, N[:, None])
+        Nd = self._feature_counts(SS, N)
+        X1 = np.clip(SS["x1"], 0.0, Nd)
         blend = rho is not None and rho < 1.0 and self.K == K
         if self.inference == "vb":
             a = self.lam1[None] + X1
-            b = self.lam0[None] + (N[:, None] - X1)
+            b = self.lam0[None] + (Nd - X1)
             if blend:
                 a = (1.0 - rho) * self.a + rho * a
                 b = (1.0 - rho) * self.b + rho * b
             self.a, self.b = a, b
         else:
             if blend:
+                prev = self._em_Nd
+                if prev.shape != X1.shape:
+                    prev = np.broadcast_to(self._em_N[:, None], X1.shape)
                 N = (1.0 - rho) * self._em_N + rho * N
+                Nd = (1.0 - rho) * prev + rho * Nd
                 X1 = (1.0 - rho) * self._em_X1 + rho * X1
-            self._em_N, self._em_X1 = N.copy(), X1.copy()
-            self.p = self._em_estimate(N, X1)
+            self._em_N, self._em_X1, self._em_Nd = N.copy(), X1.copy(), np.array(Nd)
+            self.p = self._em_estimate(Nd, X1)
         self.K = K
         self._refresh()
 
-    def _em_estimate(self, N: np.ndarray, X1: np.ndarray) -> np.ndarray:
+    def _em_estimate(self, Nd: np.ndarray, X1: np.ndarray) -> np.ndarray:
+        """p from per-feature counts Nd (K, D) (N_k broadcast without missing values)."""
         if self.map_prior:
             num = X1 + (self.lam1 - 1.0)[None]
-            den = N[:, None] + (self.lam1 + self.lam0 - 2.0)[None]
+            den = Nd + (self.lam1 + self.lam0 - 2.0)[None]
         else:
-            num, den = X1, np.broadcast_to(N[:, None], X1.shape)
+            num, den = X1, np.broadcast_to(Nd, X1.shape)
         full = den > _EMPTY
         p = np.where(full, num / np.where(full, den, 1.0), self.data_mean[None])
         return np.clip(p, self.eps, 1.0 - self.eps)
@@ -176,8 +229,9 @@ class BernoulliObs(ObsModel):
     def elbo_term(self, SS: SuffStats) -> float:
         self.check_components(SS)
         N = np.maximum(SS.N, 0.0)
-        X1 = np.clip(SS["x1"], 0.0, N[:, None])
-        X0 = N[:, None] - X1
+        Nd = self._feature_counts(SS, N)
+        X1 = np.clip(SS["x1"], 0.0, Nd)
+        X0 = Nd - X1
         if self.inference == "vb":
             # E_q log p(X | p) + E_q log Beta(p | lam) - E_q log q(p), for any Beta q
             terms = (

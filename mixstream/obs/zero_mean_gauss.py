@@ -35,6 +35,13 @@ from scipy.special import digamma, multigammaln
 
 from mixstream.backend import get_namespace, to_device, to_host
 from mixstream.obs.base import ObsModel
+from mixstream.obs.gauss.missing import (
+    fill_shift,
+    find_missing,
+    full_correction,
+    full_stats_correction,
+    split_rows,
+)
 from mixstream.suffstats import SuffStats
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -42,6 +49,8 @@ _LOG_2PI = math.log(2.0 * math.pi)
 _EMPTY = 1e-10
 #: cache key for the per-block features phi(X)
 _CACHE_KEY = "zero_mean_gauss/xxT_upper"
+#: cache key for a block's incomplete rows
+_MISSING_KEY = "zero_mean_gauss/missing"
 
 
 class ZeroMeanGaussObs(ObsModel):
@@ -59,6 +68,9 @@ class ZeroMeanGaussObs(ObsModel):
         Added to the diagonal of maximum-likelihood EM covariances (default 1e-6).
     map_prior : bool
         EM only: the posterior mode under the Wishart prior instead of maximum likelihood.
+    missing : {"error", "marginalize"}
+        "marginalize": NaN entries are integrated out, as for ``GaussObs`` (the formulas of
+        ``obs/gauss/missing.py`` with mean zero); statistics then carry "Hmiss".
     """
 
     likelihood = "zero_mean_gauss"
@@ -70,8 +82,12 @@ class ZeroMeanGaussObs(ObsModel):
         prior_cov: Any = None,
         reg_covar: float = 1e-6,
         map_prior: bool = False,
+        missing: str = "error",
     ) -> None:
         super().__init__(inference)
+        if missing not in ("error", "marginalize"):
+            raise ValueError(f"missing must be 'error' or 'marginalize', got {missing!r}")
+        self.missing = missing
         if nu0 is not None and not (np.isfinite(nu0) and nu0 > 0):
             raise ValueError(f"nu0 must be a positive finite number, got {nu0!r}")
         if not (np.isfinite(reg_covar) and reg_covar >= 0):
@@ -157,6 +173,10 @@ class ZeroMeanGaussObs(ObsModel):
     def log_prob(self, X: Any, cache: dict | None = None, bias: Any = None) -> Any:
         self.require_prior()
         xp = get_namespace(X)
+        if self.missing == "marginalize":
+            rows_missing = find_missing(X, xp)
+            if rows_missing is not None:
+                return self._log_prob_missing(X, rows_missing, xp, cache, bias)
         phi = self._features(X, cache)
         W = self._prec[:, self._iu[0], self._iu[1]] * self._w  # (K, P)
         const = -0.5 * self.n_features * _LOG_2PI + 0.5 * self._logdet
@@ -168,6 +188,43 @@ class ZeroMeanGaussObs(ObsModel):
     def calc_stats(self, X: Any, resp: Any, cache: dict | None = None) -> dict[str, Any]:
         self.require_prior()
         xp = get_namespace(X)
+        if self.missing == "marginalize":
+            return self._calc_stats_missing(X, resp, xp, cache)
+        return self._calc_stats_plain(X, resp, xp, cache)
+
+    # ------------------------------------------------------------------ missing values
+    def _log_prob_missing(
+        self, X: Any, rows_missing: np.ndarray, xp: Any, cache: dict | None, bias: Any
+    ) -> Any:
+        """The GEMM path with the missing values at 0, plus the marginalisation's correction
+        on the incomplete rows (obs/gauss/missing.py, with mean zero)."""
+        zero = np.zeros(self.n_features)
+        Xf = fill_shift(X, zero, xp, rows_missing)
+        out = self.log_prob(Xf, cache, bias)
+        mr = split_rows(Xf, rows_missing, zero)
+        corr = full_correction(mr, self._prec, np.zeros((self.K, self.n_features)), False)
+        out[to_device(mr.rows, xp)] += to_device(corr, xp)
+        if cache is not None:
+            cache[_MISSING_KEY] = (X.shape[0], mr, Xf)
+        return out
+
+    def _calc_stats_missing(self, X: Any, resp: Any, xp: Any, cache: dict | None) -> dict:
+        entry = None if cache is None else cache.get(_MISSING_KEY)
+        if entry is None or entry[0] != X.shape[0]:
+            rows_missing = find_missing(X, xp)
+            if rows_missing is None:
+                plain = self._calc_stats_plain(X, resp, xp, cache)
+                return {**plain, "Hmiss": xp.zeros(resp.shape[1])}
+            own: dict = {}
+            self._log_prob_missing(X, rows_missing, xp, own, None)
+            entry, cache = own[_MISSING_KEY], own
+        _, mr, Xf = entry
+        S = self._calc_stats_plain(Xf, resp, xp, cache)["xxT"]
+        r = np.asarray(to_host(resp), np.float64)
+        part = full_stats_correction(mr, r[mr.rows], self.n_features)
+        return {"xxT": S + to_device(part["xx"], xp), "Hmiss": to_device(part["Hmiss"], xp)}
+
+    def _calc_stats_plain(self, X: Any, resp: Any, xp: Any, cache: dict | None) -> dict:
         phi = self._features(X, cache)
         T = xp.asarray(resp, dtype=xp.float64).T @ phi  # (K, P)
         D = self.n_features
@@ -261,6 +318,8 @@ class ZeroMeanGaussObs(ObsModel):
             return 0.0
         D = self.n_features
         N, S = SS.N, SS["xxT"]
+        # missing values: the entropy of q(x_m | x_o, k)
+        hmiss = float(SS["Hmiss"].sum()) if "Hmiss" in SS else 0.0
         if self.inference == "vb":
             # E_q log p(X | Lambda) + E_q log p(Lambda) - E_q log q(Lambda), for any Wishart q
             resid = S + self.B0[None] - self.B  # (K, D, D)
@@ -271,8 +330,8 @@ class ZeroMeanGaussObs(ObsModel):
                 + _log_wishart_norm(self.nu0, _logdet(self.B0), D)
                 - _log_wishart_norm(self.nu, self._logdet_B, D)
             )
-            return float(terms.sum())
-        total = float(
+            return float(terms.sum()) + hmiss
+        total = hmiss + float(
             (N * (-0.5 * D * _LOG_2PI + 0.5 * self._logdet)).sum()
             - 0.5 * np.einsum("kij,kij->", S, self._prec)
         )

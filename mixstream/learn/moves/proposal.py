@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from mixstream.backend import get_namespace, to_device, to_host
-from mixstream.learn.init import canonical_rows
+from mixstream.learn.init import canonical_rows, fill_missing
 from mixstream.learn.kmeans import kmeans_plusplus, weighted_lloyd
 from mixstream.learn.moves.base import adopt, min_gain, score
 from mixstream.learn.moves.merge import pair_gains
@@ -150,7 +150,10 @@ def fit_proposal(
     # full-covariance pieces that the whole data then rejected, every lap). The halves are
     # drawn over distinct rows in canonical order, so a weighted row and its repeated copies
     # fall on the same side.
-    uniq, inverse = np.unique(X_h, axis=0, return_inverse=True)
+    # missing values (NaN): the seeds, k-means and the first split see the rows with their
+    # holes at the target rows' means; the VB steps after it marginalise them
+    X_fill = fill_missing(X_h)
+    uniq, inverse = np.unique(X_fill, axis=0, return_inverse=True)
     if uniq.shape[0] < 4:
         return None
     if opts["heldout"]:
@@ -160,9 +163,10 @@ def fit_proposal(
         on_fit = np.ones(X_h.shape[0], bool)
     Xs, ws = X_h[on_fit], mass[on_fit]
     Xt, wt = X_h[~on_fit], mass[~on_fit]
+    Xs_fill = X_fill[on_fit]
     # seed from the distinct rows in canonical order: the proposal depends on the weighted
     # rows only, not on their order or on whether a weight is written as repeated rows
-    distinct, distinct_w = canonical_rows(Xs, ws)
+    distinct, distinct_w = canonical_rows(Xs_fill, ws)
     amp = max(1.0, float(target_mass) / float(ws.sum()))
     best, best_score = None, -np.inf
     counts = piece_counts(len(new) + 1, len(distinct) // 2, opts["candidates"])
@@ -171,8 +175,8 @@ def fit_proposal(
         # k-means first: it finds the split along the direction of largest spread, where VB
         # steps from the seeds alone settled, in 50-D with full covariances, on a split along a
         # random direction that one lap could not turn; pieces no row took are dropped
-        labels = np.unique(weighted_lloyd(Xs, ws, seeds)[1], return_inverse=True)[1]
-        sub = _fit_pieces(model, Xs, ws, labels, target, new, amp, opts, hard)
+        labels = np.unique(weighted_lloyd(Xs_fill, ws, seeds)[1], return_inverse=True)[1]
+        sub = _fit_pieces(model, Xs, ws, labels, target, new, amp, opts, hard, Xs_fill)
         if opts["cleanup"] and sub.K > 1:
             _cleanup(sub, Xs, ws, hard, amp)
         held = heldout_score(sub, Xt, wt) if opts["heldout"] else 0.0
@@ -235,9 +239,12 @@ def _fit_pieces(
     amp: float,
     opts: dict[str, Any],
     hard: bool,
+    Xs_fill: Any = None,
 ) -> Model:
     """A copy of the model holding only the pieces, fitted by restricted local / global steps
-    from hard ``labels`` (statistics amplified by ``amp``)."""
+    from hard ``labels`` (statistics amplified by ``amp``); the first statistics are of
+    ``Xs_fill`` (Xs with missing values filled) when given: the model copy's parameters are
+    not yet the pieces', so nothing can be marginalised under them."""
     xp = get_namespace(Xs)
     n_pieces = int(labels.max()) + 1
     s = np.zeros((labels.size, n_pieces))
@@ -247,9 +254,10 @@ def _fit_pieces(
     sub = model.copy()
     sub.obs = sub.obs.for_proposal()
     ids = np.array([target, *new[: n_pieces - 1]], np.int64)
-    for _ in range(opts["n_iters"]):
+    for it in range(opts["n_iters"]):
         sub.uids = ids
-        SS = sub.summarize(Xs, {"resp": s, "log_norm": zeros}, entropy=False, sample_weight=ws)
+        rows = Xs_fill if it == 0 and Xs_fill is not None else Xs
+        SS = sub.summarize(rows, {"resp": s, "log_norm": zeros}, entropy=False, sample_weight=ws)
         sub.global_step(SS.scale(amp))
         s = sub.local_step(Xs, hard=hard)["resp"]
     return sub

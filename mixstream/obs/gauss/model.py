@@ -16,6 +16,8 @@ from mixstream.backend import get_namespace, to_device, to_host
 from mixstream.obs.base import ObsModel
 from mixstream.obs.gauss.grid import REG_COVAR_FLOOR, auto_reg_covar
 from mixstream.obs.gauss.linalg import LOG_2PI
+from mixstream.obs.gauss.marginal import MISSING_KEY, MissingValuesMixin
+from mixstream.obs.gauss.missing import find_missing, log_predictive_missing
 from mixstream.obs.gauss.params import GaussParamsMixin
 from mixstream.obs.gauss.predictive import log_predictive
 from mixstream.obs.gauss.structure import PRIOR_SCALE, CovarianceStructure
@@ -32,6 +34,8 @@ _EMPTY = 1e-10
 _FLOAT32_BLOCK_ROWS = 1 << 14
 #: cache key for the per-block features [1, y, q(y)]
 _CACHE_KEY = "gauss/features"
+#: what ``missing`` may be: refuse NaN (checked by the data sources) or marginalise it
+MISSING_MODES = ("error", "marginalize")
 
 
 def _feature_budget() -> int:
@@ -42,7 +46,7 @@ def _feature_budget() -> int:
     return int(gauss._FEATURE_BUDGET)
 
 
-class GaussObs(GaussParamsMixin, ObsModel):
+class GaussObs(MissingValuesMixin, GaussParamsMixin, ObsModel):
     """Gaussian components with a Normal-Wishart prior.
 
     Parameters
@@ -87,8 +91,13 @@ class GaussObs(GaussParamsMixin, ObsModel):
         covariance_prior: Any = None,
         map_prior: bool = False,
         compute_dtype: str = "float64",
+        missing: str = "error",
     ) -> None:
         super().__init__(inference)
+        if missing not in MISSING_MODES:
+            raise ValueError(f"missing must be one of {MISSING_MODES}, got {missing!r}")
+        #: "marginalize": NaN entries are integrated out (obs/gauss/missing.py)
+        self.missing = missing
         if compute_dtype not in COMPUTE_DTYPES:
             raise ValueError(
                 f"compute_dtype must be one of {COMPUTE_DTYPES}, got {compute_dtype!r}"
@@ -325,10 +334,26 @@ class GaussObs(GaussParamsMixin, ObsModel):
         """Student-t posterior predictive log-densities (N, K) under VB; None under EM."""
         if self.inference != "vb" or self.K == 0:
             return None
+        if self.missing == "marginalize":
+            xp = get_namespace(X)
+            rows_missing = find_missing(X, xp)
+            if rows_missing is not None:
+                return to_device(log_predictive_missing(self, to_host(X)), xp)
         return log_predictive(self, X)
 
     def log_prob(self, X: Any, cache: dict | None = None, bias: Any = None) -> Any:
         self._require_params()
+        xp = get_namespace(X)
+        if self.missing == "marginalize":
+            rows_missing = find_missing(X, xp)
+            if rows_missing is not None:
+                return self._log_prob_missing(X, rows_missing, xp, cache, bias)
+            if cache is not None:
+                cache[MISSING_KEY] = (-X.shape[0],)
+        return self._log_prob_plain(X, cache, bias)
+
+    def _log_prob_plain(self, X: Any, cache: dict | None = None, bias: Any = None) -> Any:
+        """log_prob of rows without NaN: the two-GEMM path."""
         xp = get_namespace(X)
         theta = self._theta
         dead = None
@@ -359,6 +384,12 @@ class GaussObs(GaussParamsMixin, ObsModel):
         if self.n_features == 0:
             self._set_features(X.shape[1])
         xp = get_namespace(X)
+        if self.missing == "marginalize":
+            return self._calc_stats_missing(X, resp, xp, cache)
+        return self._calc_stats_plain(X, resp, xp, cache)
+
+    def _calc_stats_plain(self, X: Any, resp: Any, xp: Any, cache: dict | None) -> dict:
+        """The statistics of complete rows: one GEMM with the (cached) features."""
         # the GEMM runs in the features' precision; its block sums are float64 from here on
         resp = xp.asarray(resp, dtype=self._dtype(xp))
         feat = None if cache is None else cache.get(_CACHE_KEY)

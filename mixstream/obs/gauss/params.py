@@ -40,11 +40,13 @@ class GaussParamsMixin:
             - self._outer(m, x)
             + self._col(N) * self._outer(m, m)
         )
+        # missing values: the entropy of q(y_m | y_o, k) (obs/gauss/missing.py)
+        hmiss = float(SS["Hmiss"].sum()) if "Hmiss" in SS else 0.0
         if self.inference == "em":
             total = float(
                 (0.5 * N * (self._logdet - D * LOG_2PI) - 0.5 * self._tr(self._prec, resid)).sum()
             )
-            return total + (self._log_prior_density() if self.map_prior else 0.0)
+            return total + hmiss + (self._log_prior_density() if self.map_prior else 0.0)
         m0, k0, nu0, psi0 = self._prior()
         kappa, nu, elogdet = self.kappa, self.nu, self._logdet
         loglik = 0.5 * N * (elogdet - D * LOG_2PI) - 0.5 * (
@@ -56,7 +58,7 @@ class GaussParamsMixin:
             + k0 * nu * self._tr(self._inv, self._outer(d, d))
         )
         kl_prec = self._kl_precision(nu, nu0, elogdet, self._logdet_prior(), psi0)
-        return float(loglik.sum() - kl_mean.sum() - kl_prec.sum())
+        return float(loglik.sum() - kl_mean.sum() - kl_prec.sum()) + hmiss
 
     def _kl_precision(
         self, nu: np.ndarray, nu0: float, elogdet: np.ndarray, logdet_psi0: float, psi0: Any
