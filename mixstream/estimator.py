@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.metaestimators import available_if
 
 from mixstream.backend import logsumexp_rows, resolve_backend, to_host
 from mixstream.build import build_model
@@ -33,6 +34,10 @@ from mixstream.options import FitOptions, check_init_features
 from mixstream.streamed import is_lazy, stream_log_likelihood, stream_rows, unweighted
 from mixstream.vocabulary import ALGORITHMS as ALGORITHMS  # re-exported
 from mixstream.vocabulary import MOVES as MOVES  # re-exported
+
+
+def _is_hmog(est: Any) -> bool:
+    return est.likelihood == "hmog"
 
 
 class MixtureModel(DensityMixin, BaseEstimator):
@@ -533,6 +538,8 @@ class MixtureModel(DensityMixin, BaseEstimator):
         return read_estimator(cls, path)
 
     # ------------------------------------------------------------------ latent space (hmog)
+    # available_if: only an HMoG estimator has these (scikit-learn would otherwise take every
+    # MixtureModel for a transformer)
     def _hmog(self) -> Any:
         self._check_fitted()
         if self.likelihood != "hmog":
@@ -541,6 +548,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
             )
         return self.model_.obs
 
+    @available_if(_is_hmog)
     def transform(self, X: Any) -> np.ndarray:
         """likelihood="hmog": the posterior mean E[y | x] of the latent factors, the components
         marginalised (as scikit-learn's FactorAnalysis.transform), shape (n_samples, d)."""
@@ -549,6 +557,7 @@ class MixtureModel(DensityMixin, BaseEstimator):
         _, log_resp = logsumexp_rows(self.model_.log_prob(source.X))
         return obs.latent_means(source.X, np.exp(log_resp))
 
+    @available_if(_is_hmog)
     def inverse_transform(self, Y: Any) -> np.ndarray:
         """likelihood="hmog": the mean W y + mu of x given latent factors Y (n, d)."""
         obs = self._hmog()

@@ -466,6 +466,11 @@ def _hmog_options(o: FitOptions) -> None:
             f"covariance_type for likelihood='hmog' names the noise structure Psi and must be "
             f"one of {HMOG_NOISE_STRUCTURES}, got {o.covariance_type!r}"
         )
+    if o.backend != "numpy":
+        from mixstream.backend import resolve_backend
+
+        if resolve_backend(o.backend) != "numpy":
+            raise ValueError("likelihood='hmog' runs on numpy (the CPU) only: use backend='numpy'")
 
 
 def _missing_likelihood(o: FitOptions) -> None:

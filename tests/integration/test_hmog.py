@@ -10,6 +10,8 @@ from sklearn.metrics import adjusted_rand_score
 from mixstream import MixtureModel
 from mixstream.data.ingest import ingest
 
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
 P, D, K, N = 256, 8, 12, 3000
 BATCH = 750
 
@@ -64,3 +66,35 @@ def test_the_same_fit_from_a_zarr_store_through_dask(fitted, tmp_path, client):
     np.testing.assert_allclose(there.means_, here.means_, rtol=1e-8, atol=1e-8)
     np.testing.assert_allclose(there.weights_, here.weights_, rtol=1e-8)
     assert adjusted_rand_score(z, there.predict(X)) >= 0.99
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(n_components=3, algorithm="em", allocation="finite"),  # whitening every lap
+        dict(n_components=1, algorithm="movb"),  # births, merges, deletes
+    ],
+)
+def test_an_interrupted_hmog_fit_resumes_to_the_same_result(tmp_path, kw):
+    from mixstream.data.sources import open_source
+    from mixstream.engine.local import LocalExecutor
+
+    rng = np.random.default_rng(4)
+    W = rng.normal(size=(20, 3))
+    z = rng.integers(3, size=1200)
+    X = (4 * rng.normal(size=(3, 3))[z] + 0.5 * rng.normal(size=(1200, 3))) @ W.T
+    X += 0.5 * rng.normal(size=(1200, 20))
+    options = dict(
+        likelihood="hmog", latent_dim=3, covariance_type="diag", batch_size=300, max_laps=6,
+        tol=0.0, random_state=0, **kw,
+    )  # fmt: skip
+    full = MixtureModel(**options).fit(X)
+    run = MixtureModel(**options, checkpoint_dir=tmp_path).start_fit(
+        LocalExecutor(open_source(X, 300))
+    )
+    for _ in range(3):
+        run.step()
+    del run  # the coordinator "dies" after lap 3
+    resumed = MixtureModel(**options, checkpoint_dir=tmp_path).fit(X)
+    assert [h["elbo"] for h in resumed.history_] == [h["elbo"] for h in full.history_]
+    np.testing.assert_array_equal(resumed.means_, full.means_)

@@ -384,7 +384,9 @@ class HMoGObs(ObsModel):
         H[:d, :d], H[:d, d], H[d, :d], H[d, d] = tot["Syy"], tot["Sy"], tot["Sy"], tot["n"]
         G = np.concatenate([tot["sxy"], tot["sx"][:, None]], axis=1)  # (p, d + 1)
         B = np.linalg.solve(0.5 * (H + H.T), G.T).T
-        self.W, self.mu = B[:, :d], B[:, d]
+        # contiguous copies: a strided W would take other BLAS paths (other rounding) than the
+        # contiguous one a checkpoint restores, and a resumed fit would drift by 1e-13
+        self.W, self.mu = np.ascontiguousarray(B[:, :d]), B[:, d].copy()
         resid = self._residual(tot, B, G, H)
         self.psi = np.asarray(
             noise.estimate(self.covariance_type, resid, tot["n"], self.n_features, self.floor)
