@@ -449,6 +449,12 @@ def prior_options(likelihood: str) -> set[str]:
 
 #: checks that involve several options, run after ``CONSTRAINTS`` in this order
 def _missing_likelihood(o: FitOptions) -> None:
+    if o.missing == "marginalize" and o.algorithm == "kmeans":
+        raise ValueError(
+            "missing='marginalize' does not apply to algorithm='kmeans' (Lloyd's distances "
+            "need every coordinate); fit algorithm='cem' (hard assignments with the missing "
+            "values marginalised) or 'em'"
+        )
     if o.missing == "marginalize" and o.likelihood == "multinomial":
         raise ValueError(
             "missing='marginalize' does not apply to likelihood='multinomial': a row with a "
