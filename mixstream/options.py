@@ -474,6 +474,12 @@ def _hmog_options(o: FitOptions) -> None:
 
 
 def _missing_likelihood(o: FitOptions) -> None:
+    if o.missing == "marginalize" and o.algorithm == "kmeans":
+        raise ValueError(
+            "missing='marginalize' does not apply to algorithm='kmeans' (Lloyd's distances "
+            "need every coordinate); fit algorithm='cem' (hard assignments with the missing "
+            "values marginalised) or 'em'"
+        )
     if o.missing == "marginalize" and o.likelihood == "multinomial":
         raise ValueError(
             "missing='marginalize' does not apply to likelihood='multinomial': a row with a "

@@ -379,3 +379,15 @@ def test_checkpoint_fingerprint_keeps_older_runs_resumable() -> None:
     assert "param missing" not in fingerprint(params, source)
     marg = fingerprint({**params, "missing": "marginalize"}, source)
     assert marg["param missing"] == "marginalize"
+
+
+def test_kmeans_refuses_marginalize_and_cem_marginalizes() -> None:
+    with pytest.raises(ValueError, match="does not apply to algorithm='kmeans'"):
+        MixtureModel(2, algorithm="kmeans", missing="marginalize").fit(_data(20))
+    X = _holes(_data(300), 0.2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = MixtureModel(
+            3, algorithm="cem", allocation="finite", random_state=0, missing="marginalize"
+        ).fit(X)
+    assert np.isfinite(est.means_).all() and est.predict(X).shape == (300,)
