@@ -226,9 +226,9 @@ CKPT = dict(n_components=3, algorithm="movb", batch_size=100, random_state=0, ma
 @pytest.mark.parametrize(
     ("member", "edit", "what"),
     [
-        ("model/obs/m", lambda a: np.full_like(a, np.nan), "non-finite"),
-        ("model/obs/psi", lambda a: -a, "not positive definite"),
-        ("model/alloc/eta0", lambda a: -a, "> 0"),
+        ("best/obs/m", lambda a: np.full_like(a, np.nan), "non-finite"),
+        ("best/obs/psi", lambda a: -a, "not positive definite"),
+        ("best/alloc/eta0", lambda a: -a, "> 0"),
     ],
 )
 def test_checkpoint_with_invalid_values_is_refused_saying_what_to_do(tmp_path, member, edit, what):
