@@ -157,6 +157,8 @@ def write_figures(
             arrays["covariance_type"],
             ax=ax,
         )
+    if X_sample is not None and est.likelihood == "hmog" and est.latent_dim >= 2:
+        draws["latent"] = _latent_draw(est, X_sample, plot_projection)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     out = {}
@@ -319,3 +321,11 @@ def _latent_lines(est: Any) -> dict[str, Any]:
             "[" + ", ".join(f"{v:.3g}" for v in row[:3]) + "]" for row in lm[:12]
         ),
     }
+
+
+def _latent_draw(est: Any, X_sample: np.ndarray, plot_projection: Any) -> Any:
+    """An HMoG's latent space: the sample's E[y | x] in its leading principal plane, with the
+    latent components' ellipses (figures/latent.png)."""
+    Y, labels = est.transform(X_sample), est.predict(X_sample)
+    means, covs = est.latent_means_, est.latent_covariances_
+    return lambda ax: plot_projection(Y, labels, means, covs, "full", ax=ax)

@@ -42,7 +42,13 @@ def test_fit_hmog_into_a_run_directory(tmp_path):
     code, out, err = _cli("fit", store, "--out", str(run), "--no-prefect", *flags)
     assert code == 0, err
     assert f"K                {K}" in out
-    for name in ("model.msz", "report.html", "run.json", "figures/projection.png"):
+    for name in (
+        "model.msz",
+        "report.html",
+        "run.json",
+        "figures/projection.png",
+        "figures/latent.png",
+    ):
         assert (run / name).exists(), name
     assert json.loads((run / "run.json").read_text())["options"]["latent_dim"] == D
     est = MixtureModel.load(run / "model.msz")

@@ -63,7 +63,7 @@ def test_n_init_keeps_the_best_start():
 def test_memoized_em_with_merges_does_not_whiten_and_is_monotone():
     m = _fit(
         K=6, algorithm="em", map_prior=True, moves=("merge", "delete"), batch_size=150,
-        max_laps=15, tol=0.0,
+        max_laps=8, tol=0.0,
     )  # fmt: skip
     assert not m.model_.obs.whiten and not m.model_.obs.split_rows
     lb = np.array(m.lower_bounds_)
