@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import tempfile
 import time
 import warnings
@@ -27,19 +28,9 @@ from pathlib import Path
 import numpy as np
 
 COVS = ("full", "diag", "spherical")
-
-
-def planted(n: int, d: int = 8, k: int = 6, seed: int = 0) -> np.ndarray:
-    """6 clusters, means ~ N(0, 6^2 I), covariances with eigenvalues in [0.1, 3]."""
-    rng = np.random.default_rng(seed)
-    means = rng.normal(scale=6.0, size=(k, d))
-    covs = []
-    for _ in range(k):
-        q, _ = np.linalg.qr(rng.normal(size=(d, d)))
-        covs.append((q * np.exp(rng.uniform(np.log(0.1), np.log(3.0), d))) @ q.T)
-    z = rng.integers(k, size=n)
-    chol = np.linalg.cholesky(np.stack(covs))
-    return means[z] + np.einsum("nde,ne->nd", chol[z], rng.normal(size=(n, d)))
+# the planted data of the selection tests: the benchmark and the tests draw the same rows
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers.selection_data import planted  # noqa: E402
 
 
 def sklearn_grid(

@@ -262,3 +262,16 @@ def discovery_data():
     X.setflags(write=False)
     labels.setflags(write=False)
     return X, labels
+
+
+def with_holes(X: Any, frac: float, seed: int = 1) -> Any:
+    """X (n, D) with a fraction ``frac`` of its entries NaN, missing completely at random;
+    every row keeps at least one value (the missing-value tests)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    Xm = X.copy()
+    mask = rng.random(X.shape) < frac
+    mask[mask.all(axis=1), 0] = False
+    Xm[mask] = np.nan
+    return Xm

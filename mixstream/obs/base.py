@@ -134,6 +134,22 @@ class ObsModel(ABC):
                 f"{where} has {X.shape[1]} {columns} but the model was set up for {self.n_features}"
             )
 
+    def check_real(self, X: Any, where: str, likelihood: str) -> None:
+        """X must be a 2-D array of real numbers with the model's number of features (X may
+        be any array-like with ``shape`` and ``dtype``: a store is checked without reading)."""
+        shape = getattr(X, "shape", None)
+        dtype = getattr(X, "dtype", None)
+        if shape is None or len(shape) != 2:
+            raise ValueError(f"{where} must be a 2-D array (rows, features), got shape {shape}")
+        if dtype is None or np.dtype(dtype).kind not in "biuf":
+            raise ValueError(
+                f"{where} must hold real numbers for likelihood={likelihood!r}, got {dtype}"
+            )
+        if self.n_features and shape[1] != self.n_features:
+            raise ValueError(
+                f"{where} has {shape[1]} features but the model was set up for {self.n_features}"
+            )
+
     def require_prior(self) -> None:
         if self.n_features == 0:
             raise RuntimeError("call set_prior_from_data(X) before fitting")

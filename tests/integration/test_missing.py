@@ -9,6 +9,7 @@ from itertools import permutations
 
 import numpy as np
 import pytest
+from conftest import with_holes
 
 from mixstream import MixtureModel, app
 from mixstream.data.ingest import ingest
@@ -26,15 +27,6 @@ def _planted(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.n
     z = rng.integers(0, K, n)
     X = np.stack([rng.multivariate_normal(means[k], covs[k]) for k in z])
     return X, means, np.array(covs)
-
-
-def _holes(X: np.ndarray, frac: float, seed: int = 1) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    Xm = X.copy()
-    mask = rng.random(X.shape) < frac
-    mask[mask.all(axis=1), 0] = False
-    Xm[mask] = np.nan
-    return Xm
 
 
 def _fit(X: np.ndarray, **kw) -> MixtureModel:
@@ -69,7 +61,7 @@ def test_parameters_close_to_complete_fit_and_far_better_than_mean_imputation() 
     ref = _fit(X)
     rows = []
     for frac in (0.1, 0.4):
-        Xm = _holes(X, frac)
+        Xm = with_holes(X, frac)
         marg = _fit(Xm, missing="marginalize")
         imputed = np.where(np.isnan(Xm), np.nanmean(Xm, axis=0), Xm)
         imp = _fit(imputed)
@@ -93,7 +85,7 @@ def test_parameters_close_to_complete_fit_and_far_better_than_mean_imputation() 
 def nan_store(tmp_path_factory):
     """A Zarr store of 4000 x 5 rows with 20% of the values missing, in chunks of 500 rows."""
     X, _, _ = _planted(4000, seed=3)
-    Xm = _holes(X, 0.2, seed=4)
+    Xm = with_holes(X, 0.2, seed=4)
     d = tmp_path_factory.mktemp("missing")
     np.save(d / "x.npy", Xm)
     return ingest(d / "x.npy", d / "nan.zarr", chunk_rows=500), Xm
@@ -143,7 +135,7 @@ def test_bernoulli_streamed_equals_in_memory(tmp_path) -> None:
     rng = np.random.default_rng(0)
     P = rng.uniform(0.1, 0.9, size=(3, 8))
     X = (rng.random((2000, 8)) < P[rng.integers(0, 3, 2000)]).astype(np.float64)
-    Xm = _holes(X, 0.3)
+    Xm = with_holes(X, 0.3)
     np.save(tmp_path / "b.npy", Xm)
     path = ingest(tmp_path / "b.npy", tmp_path / "b.zarr", chunk_rows=250)
     options = dict(likelihood="bernoulli", missing="marginalize", batch_size=500, max_laps=20)
@@ -169,14 +161,14 @@ def test_run_directory_fit_and_score_with_missing(nan_store, tmp_path) -> None:
         app.fit_to_dir(path, tmp_path / "run2", app.fit_options(max_laps=2))
 
 
-def test_dp_movb_with_moves_finds_the_planted_clusters_with_holes() -> None:
+def test_dp_movb_with_moves_finds_the_planted_clusters_withwith_holes() -> None:
     """Births (proposals seeded on the target's rows with holes filled, then marginalised),
     merges and deletes on data with 15% of the values missing: the planted K, and the ELBO
     never falls lap over lap."""
     from conftest import planted_gauss
 
     X, _ = planted_gauss(6000, d=6, k=5, seed=0)
-    Xm = _holes(X, 0.15)
+    Xm = with_holes(X, 0.15)
     est = _fit(
         Xm, n_components=1, allocation="dp", algorithm="movb", init="kmeans++", max_laps=25,
         tol=1e-4, batch_size=1500, missing="marginalize",

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import with_holes
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal, multivariate_t
 
@@ -26,16 +27,6 @@ def _data(n: int = 120, D: int = 5, seed: int = 0) -> np.ndarray:
     return rng.normal(size=(n, D)) @ A + 3.0
 
 
-def _holes(X: np.ndarray, frac: float, seed: int = 1) -> np.ndarray:
-    """X with a fraction of its entries NaN (MCAR); every row keeps one value."""
-    rng = np.random.default_rng(seed)
-    Xm = X.copy()
-    mask = rng.random(X.shape) < frac
-    mask[mask.all(axis=1), 0] = False
-    Xm[mask] = np.nan
-    return Xm
-
-
 def _obs(ctype: str, inference: str, X: np.ndarray, K: int = 3) -> GaussObs:
     """A GaussObs with parameters from random responsibilities on complete rows X."""
     rng = np.random.default_rng(2)
@@ -52,7 +43,7 @@ def _obs(ctype: str, inference: str, X: np.ndarray, K: int = 3) -> GaussObs:
 def test_em_log_prob_is_the_marginal_density(ctype: str) -> None:
     X = _data()
     obs = _obs(ctype, "em", X)
-    Xm = _holes(X, 0.35)
+    Xm = with_holes(X, 0.35)
     lp = obs.log_prob(Xm)
     est = obs.point_estimates()
     K, D = est["means"].shape
@@ -80,8 +71,8 @@ def test_score_samples_is_the_mixture_marginal(ctype: str) -> None:
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        est.fit(_holes(X, 0.2))
-    Xm = _holes(X[:40], 0.4, seed=5)
+        est.fit(with_holes(X, 0.2))
+    Xm = with_holes(X[:40], 0.4, seed=5)
     got = est.score_samples(Xm)
     K, D = est.means_.shape
     C = covariance_strategy(ctype).to_full(est.covariances_, K, D)
@@ -100,7 +91,7 @@ def test_score_samples_is_the_mixture_marginal(ctype: str) -> None:
 def test_vb_predictive_is_the_marginal_student_t() -> None:
     X = _data(200)
     obs = _obs("full", "vb", X)
-    Xm = _holes(X[:30], 0.4, seed=3)
+    Xm = with_holes(X[:30], 0.4, seed=3)
     got = obs.log_predictive(Xm)
     D = X.shape[1]
     for i in range(Xm.shape[0]):
@@ -121,7 +112,7 @@ def test_expected_statistics_are_the_conditional_moments(ctype: str) -> None:
     S_om computed row by row."""
     X = _data(60)
     obs = _obs(ctype, "em", X)
-    Xm = _holes(X, 0.4)
+    Xm = with_holes(X, 0.4)
     rng = np.random.default_rng(4)
     resp = rng.dirichlet(np.ones(obs.K), size=Xm.shape[0])
     got = obs.calc_stats(Xm, resp)
@@ -171,7 +162,7 @@ def test_em_objective_after_a_local_step_is_the_observed_log_likelihood(ctype: s
     model = Model(alloc, obs)
     model.uids = model.new_uids(obs.K)
     alloc.update(SuffStats({"N": np.array([30.0, 25.0, 25.0])}))
-    Xm = _holes(X, 0.3)
+    Xm = with_holes(X, 0.3)
     LP = model.local_step(Xm)
     SS = model.summarize(Xm, LP)
     assert SS["Hmiss"].shape == (obs.K,) and SS["Hmiss"].sum() > 0
@@ -194,7 +185,7 @@ def test_no_nan_fit_is_unchanged(ctype: str, algorithm: str) -> None:
 
 @pytest.mark.parametrize("ctype", COVS)
 def test_em_is_monotone_with_nan(ctype: str) -> None:
-    X = _holes(_data(300), 0.3)
+    X = with_holes(_data(300), 0.3)
     est = MixtureModel(
         4,
         allocation="finite",
@@ -271,7 +262,7 @@ def test_bernoulli_without_nan_is_unchanged_and_with_nan_drops_entries(algorithm
         a = MixtureModel(3, **kw, max_laps=40).fit(X)
         b = MixtureModel(3, missing="marginalize", **kw, max_laps=40).fit(X)
         assert np.array_equal(a.means_, b.means_) and a.lower_bound_ == b.lower_bound_
-        Xm = _holes(X, 0.3)
+        Xm = with_holes(X, 0.3)
         c = MixtureModel(3, missing="marginalize", **kw, max_laps=40, tol=0.0).fit(Xm)
     elbo = np.diff([r["elbo"] for r in c.history_])
     assert elbo.min() > -1e-9
@@ -289,7 +280,7 @@ def test_bernoulli_per_feature_counts() -> None:
     """ "nobs" counts each feature's observed mass; the EM estimate is x1 / nobs."""
     from mixstream.obs.bernoulli import BernoulliObs
 
-    X = _holes(_bernoulli_data(200), 0.4)
+    X = with_holes(_bernoulli_data(200), 0.4)
     obs = BernoulliObs("em", missing="marginalize")
     obs.set_prior_from_data(np.nan_to_num(X))
     resp = np.random.default_rng(0).dirichlet(np.ones(2), size=X.shape[0])
@@ -311,7 +302,7 @@ def test_zero_mean_gauss_marginal(algorithm: str) -> None:
         a = MixtureModel(2, **kw, random_state=0, max_laps=30).fit(Z)
         b = MixtureModel(2, **kw, random_state=0, max_laps=30, missing="marginalize").fit(Z)
         assert np.array_equal(a.covariances_, b.covariances_)
-        Zm = _holes(Z, 0.25)
+        Zm = with_holes(Z, 0.25)
         c = MixtureModel(2, **kw, random_state=0, max_laps=30, tol=0.0, missing="marginalize")
         c.fit(Zm)
     assert np.diff([r["elbo"] for r in c.history_]).min() > -1e-9
@@ -356,7 +347,7 @@ def test_numba_and_numpy_paths_agree(ctype: str, monkeypatch) -> None:
         pytest.skip("numba kernels are off")
     X = _data(150)
     obs = _obs(ctype, "vb", X)
-    Xm = _holes(X, 0.5)
+    Xm = with_holes(X, 0.5)
     resp = np.random.default_rng(7).dirichlet(np.ones(obs.K), size=Xm.shape[0])
     fast = (obs.log_prob(Xm), obs.calc_stats(Xm, resp))
     monkeypatch.setattr(_kernels, "_kernels", False)
@@ -384,7 +375,7 @@ def test_checkpoint_fingerprint_keeps_older_runs_resumable() -> None:
 def test_kmeans_refuses_marginalize_and_cem_marginalizes() -> None:
     with pytest.raises(ValueError, match="does not apply to algorithm='kmeans'"):
         MixtureModel(2, algorithm="kmeans", missing="marginalize").fit(_data(20))
-    X = _holes(_data(300), 0.2)
+    X = with_holes(_data(300), 0.2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         est = MixtureModel(

@@ -192,16 +192,7 @@ class GaussObs(MissingValuesMixin, GaussParamsMixin, ObsModel):
 
     # ------------------------------------------------------------------ data and prior
     def validate(self, X: Any, where: str = "X") -> None:
-        shape = getattr(X, "shape", None)
-        dtype = getattr(X, "dtype", None)
-        if shape is None or len(shape) != 2:
-            raise ValueError(f"{where} must be a 2-D array (rows, features), got shape {shape}")
-        if dtype is None or np.dtype(dtype).kind not in "biuf":
-            raise ValueError(f"{where} must hold real numbers for likelihood='gauss', got {dtype}")
-        if self.n_features and shape[1] != self.n_features:
-            raise ValueError(
-                f"{where} has {shape[1]} features but the model was set up for {self.n_features}"
-            )
+        self.check_real(X, where, "gauss")
 
     def set_prior_from_data(self, X: Any, weights: Any = None) -> None:
         """Resolve the priors (scikit-learn's defaults from X) and set the shift.

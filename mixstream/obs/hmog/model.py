@@ -114,17 +114,8 @@ class HMoGObs(ObsModel):
 
     # ------------------------------------------------------------------ data
     def validate(self, X: Any, where: str = "X") -> None:
-        shape = getattr(X, "shape", None)
-        dtype = getattr(X, "dtype", None)
-        if shape is None or len(shape) != 2:
-            raise ValueError(f"{where} must be a 2-D array (rows, features), got shape {shape}")
-        if dtype is None or np.dtype(dtype).kind not in "biuf":
-            raise ValueError(f"{where} must hold real numbers for likelihood='hmog', got {dtype}")
-        self.check_latent_dim(shape[1])
-        if self.n_features and shape[1] != self.n_features:
-            raise ValueError(
-                f"{where} has {shape[1]} features but the model was set up for {self.n_features}"
-            )
+        self.check_real(X, where, "hmog")
+        self.check_latent_dim(X.shape[1])
 
     def check_latent_dim(self, p: int) -> None:
         if not self.latent_dim < p:
