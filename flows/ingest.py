@@ -25,11 +25,13 @@ def ingest_flow(
     overwrite: bool = False,
     header: bool | None = None,
     weights: str | None = None,
+    na_values: list[str] | None = None,
 ) -> str:
     """Copy ``src`` (.npy, .csv / .tsv / .txt, .parquet) into the Zarr store ``dest`` (array "X").
 
     ``header``: whether a CSV's first line names the columns (None: only a line of text is);
-    ``weights``: a column written as the store's sample_weight. Returns ``dest``'s path.
+    ``weights``: a column written as the store's sample_weight; ``na_values``: cells read as
+    NaN (missing values). Returns ``dest``'s path.
     """
     options = {k: v for k, v in locals().items() if k not in ("src", "dest")}
     info = ingest_task(src, dest, options)

@@ -6,6 +6,7 @@ result = score_to_store("runs/today", "new.zarr", "runs/today/labels.zarr")
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -106,10 +107,11 @@ def ingest_to_store(
     overwrite: bool = False,
     header: bool | None = None,
     weights: str | None = None,
+    na_values: Sequence[str] | None = (),
 ) -> dict[str, Any]:
     """Copy a .npy, CSV or Parquet file into the Zarr store ``dest`` (array "X"); what was
     written: dest, shape, dtype, chunks, shards, weights (the weights column, or None).
-    ``header``, ``weights``: see mixstream.data.ingest.ingest."""
+    ``header``, ``weights``, ``na_values``: see mixstream.data.ingest.ingest."""
     import zarr
 
     from mixstream.data.ingest import ingest
@@ -122,6 +124,7 @@ def ingest_to_store(
         overwrite=overwrite,
         header=header,
         weights=weights,
+        na_values=na_values,
     )
     X = zarr.open_group(path, mode="r")["X"]
     return {

@@ -172,6 +172,12 @@ def score(args: argparse.Namespace) -> int:
     return 0
 
 
+def na_values_of(text: str | None) -> tuple[str, ...]:
+    """``--na-values``: None (not given) -> (); "" (the flag alone) -> ("",); "NA,?" ->
+    ("NA", "?"); ",NA" -> ("", "NA")."""
+    return () if text is None else tuple(text.split(","))
+
+
 def ingest(args: argparse.Namespace) -> int:
     from mixstream.app import ingest_to_store
     from mixstream.data.ingest import AmbiguousHeaderError
@@ -185,6 +191,7 @@ def ingest(args: argparse.Namespace) -> int:
             args.overwrite,
             header=getattr(args, "header", None),
             weights=getattr(args, "weights", None),
+            na_values=na_values_of(getattr(args, "na_values", None)),
         )
     except AmbiguousHeaderError as err:  # worded for the command line (mixstream.cli.flags)
         raise ValueError(err.cli_message()) from None

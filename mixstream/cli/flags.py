@@ -25,6 +25,7 @@ PARAM_FLAGS: dict[str, str] = {
     "chunk_rows": "--chunk-rows",
     "shard_rows": "--shard-rows",
     "latent_dim": "--latent-dim",
+    "na_values": "--na-values",
 }
 #: single-word parameters, shown as flags only in the ``name=value`` form (as words they are
 #: ordinary English: "moves", "data", "out")
@@ -37,6 +38,7 @@ VALUE_FLAGS: dict[str, str] = {
     "scheduler": "--scheduler",
     "out": "--out",
     "proba": "--proba",
+    "missing": "--missing",
 }
 
 _EXACT = re.compile(

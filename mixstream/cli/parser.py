@@ -295,6 +295,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="CSV (with a header) / Parquet: this column holds per-row sample weights; it is "
         "written to the store's array sample_weight (not to X), which fit uses",
     )
+    ingest.add_argument(
+        "--na-values",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="LIST",
+        help="CSV: cells read as NaN (missing values), comma-separated; the flag alone: empty "
+        "cells (default: an empty cell is an error). Fit such a store with --missing marginalize",
+    )
     _add_verbose(ingest)
     ingest.set_defaults(func="ingest")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -205,6 +206,7 @@ def ingest(
     delimiter: str | None = None,
     columns: list[str] | None = None,
     weights: str | None = None,
+    na_values: Sequence[str] | None = (),
 ) -> str:
     """Copy a .npy, CSV or Parquet file into a Zarr v3 group (array ``"X"``), atomically.
 
@@ -240,6 +242,10 @@ def ingest(
         A column of non-negative per-row sample weights: written to the array
         ``"sample_weight"`` beside ``"X"`` (chunked alike, not part of ``"X"``), which ``fit``
         then uses as ``sample_weight``.
+    na_values : sequence of str, optional (CSV)
+        Cells read as NaN, a missing value (e.g. ``("", "NA")``; "nan" always is). Default
+        none: an empty cell is an error naming its line and column. A store with NaN is fitted
+        with ``missing="marginalize"``; Parquet nulls are NaN either way.
 
     Returns
     -------
@@ -265,7 +271,15 @@ def ingest(
     elif fmt == "csv":
         if delimiter is None:
             delimiter = "\t" if src_path.lower().endswith(".tsv") else ","
-        reader = CsvReader(src_path, dtype, header, delimiter, weights, CSV_BLOCK_LINES)
+        reader = CsvReader(
+            src_path,
+            dtype,
+            header,
+            delimiter,
+            weights,
+            CSV_BLOCK_LINES,
+            na_values=tuple(na_values or ()),
+        )
     else:
         reader = ParquetReader(src_path, dtype, columns, weights)
 

@@ -149,8 +149,11 @@ class CsvReader(Reader):
         weights: str | None = None,
         block_lines: int = CSV_BLOCK_LINES,
         arrow: bool | None = None,
+        na_values: tuple[str, ...] = (),
     ) -> None:
         self.path = path
+        # cells read as NaN (missing values); none by default: an empty cell is an error
+        self.na_values = tuple(str(v).strip() for v in na_values)
         self.delimiter = delimiter
         self.block_lines = block_lines
         self.arrow = USE_ARROW if arrow is None else arrow
@@ -167,7 +170,11 @@ class CsvReader(Reader):
             raise ValueError(f"ingest: CSV {path} is empty")
         fields = next(csv.reader([first[1]], delimiter=delimiter))
         if header is None:
-            text = [j for j, x in enumerate(fields) if x.strip() and not is_number(x)]
+            text = [
+                j
+                for j, x in enumerate(fields)
+                if x.strip() and not is_number(x) and x.strip() not in self.na_values
+            ]
             if text and any(is_number(x) for x in fields):
                 raise AmbiguousHeaderError(path, first[0], text[0] + 1, fields[text[0]])
             header = bool(text)  # a guess only when no cell is a number, or none is text
@@ -213,7 +220,7 @@ class CsvReader(Reader):
                 parse_options=pacsv.ParseOptions(delimiter=self.delimiter, quote_char='"'),
                 convert_options=pacsv.ConvertOptions(
                     column_types={n: pa.float64() for n in names},
-                    null_values=[],  # an empty cell is an error, as in the line parser
+                    null_values=list(self.na_values),  # nulls become NaN in to_numpy
                     strings_can_be_null=False,
                     quoted_strings_can_be_null=False,
                 ),
@@ -245,6 +252,8 @@ class CsvReader(Reader):
 
     def _parse(self, block: list[tuple[int, str]]) -> np.ndarray:
         lines = [line for _, line in block]
+        if self.na_values:
+            lines = [self._with_nan(line) for line in lines]
         try:
             out = np.loadtxt(
                 lines,
@@ -261,6 +270,11 @@ class CsvReader(Reader):
             self._explain(block, ValueError(f"{out.shape[1]} columns"))
         return out.astype(self.dtype, copy=False)
 
+    def _with_nan(self, line: str) -> str:
+        fields = next(csv.reader([line], delimiter=self.delimiter), [])
+        cells = ["nan" if x.strip() in self.na_values else x for x in fields]
+        return self.delimiter.join(cells)
+
     def _explain(self, block: list[tuple[int, str]], err: Exception) -> None:
         """Raise a ValueError naming the first bad line and field of a block."""
         for lineno, line in block:
@@ -271,11 +285,14 @@ class CsvReader(Reader):
                     f"{self.n_fields}: {line.rstrip()[:200]!r}"
                 ) from err
             for j, x in enumerate(fields):
-                if not is_number(x):
+                if not is_number(x) and x.strip() not in self.na_values:
                     col = f" ({self.all_names[j]!r})" if self.all_names else ""
+                    what = "an empty cell" if not x.strip() else "if it marks a missing value"
+                    hint = f" ({what}: pass na_values to read such cells as NaN and fit the"
+                    hint += " store with missing='marginalize')"
                     raise ValueError(
                         f"ingest: CSV {self.path} line {lineno}, column {j + 1}{col}: cannot "
-                        f"read {x!r} as a number"
+                        f"read {x!r} as a number{hint}"
                     ) from err
         raise ValueError(
             f"ingest: CSV {self.path} lines {block[0][0]}-{block[-1][0]}: {err}"
