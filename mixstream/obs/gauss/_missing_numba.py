@@ -87,15 +87,12 @@ def _inverse(P, g, cols, a, c, L, Li, C):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def full_correction(y0, b, P, cols, offs, coffs, tied, corr, ent, sol, cinv):
+def full_correction(Py, b, P, cols, offs, coffs, tied, corr, ent, sol, cinv):
     """corr (n, K), ent (n, K), sol (total, K) and the conditional covariances P_mm^{-1}
     (``cinv``: row r, group g at ``coffs[r] * G + g * c * c``, row-major c x c) of the rows.
 
-    y0 : (n, D) the rows with their holes at 0; b : (K, D) P_k mu_k; P : (G, D, D). Only the
-    missing entries of P_g y0 are needed (c D flops a row and group, where the GEMM of all of
-    P_g y0 costs D^2).
+    Py : (n, G, D) P_g y0; b : (K, D) P_k mu_k; P : (G, D, D).
     """
-    D = y0.shape[1]
     n = offs.size - 1
     K = b.shape[0]
     G = P.shape[0]
@@ -106,7 +103,6 @@ def full_correction(y0, b, P, cols, offs, coffs, tied, corr, ent, sol, cinv):
     Li = np.empty((cmax, cmax))
     C = np.empty((cmax, cmax))
     h = np.empty(cmax)
-    pym = np.empty(cmax)
     for r in range(n):
         a = offs[r]
         c = offs[r + 1] - a
@@ -116,15 +112,10 @@ def full_correction(y0, b, P, cols, offs, coffs, tied, corr, ent, sol, cinv):
             for i in range(c):
                 for j in range(c):
                     cinv[base + i * c + j] = C[i, j]
-            for i in range(c):
-                v = 0.0
-                for d in range(D):
-                    v += P[g, cols[a + i], d] * y0[r, d]
-                pym[i] = v
             k0, k1 = (0, K) if tied else (g, g + 1)
             for k in range(k0, k1):
                 for i in range(c):
-                    h[i] = b[k, cols[a + i]] - pym[i]
+                    h[i] = b[k, cols[a + i]] - Py[r, g, cols[a + i]]
                 q = 0.0
                 for i in range(c):
                     v = 0.0

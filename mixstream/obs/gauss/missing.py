@@ -201,7 +201,9 @@ def full_correction(mr: MissingRows, P: np.ndarray, b: np.ndarray, tied: bool) -
     """
     K, D = b.shape
     n = mr.y0.shape[0]
+    # (P_k y0) for every row and component in one GEMM: (n_i, D) @ (D, G D)
     G = P.shape[0]
+    Py = (mr.y0 @ P.transpose(1, 0, 2).reshape(D, G * D)).reshape(n, G, D)
     corr = np.empty((n, K))
     ent = np.empty((n, K))
     kernels = _numba_kernels()
@@ -214,12 +216,9 @@ def full_correction(mr: MissingRows, P: np.ndarray, b: np.ndarray, tied: bool) -
         cinv = np.empty(int(coffs[-1]) * G)
         P = np.ascontiguousarray(P, dtype=np.float64)
         b = np.ascontiguousarray(b, dtype=np.float64)
-        y0 = np.ascontiguousarray(mr.y0, dtype=np.float64)
-        kernels.full_correction(y0, b, P, cols, offs, coffs, bool(tied), corr, ent, sol, cinv)
+        kernels.full_correction(Py, b, P, cols, offs, coffs, bool(tied), corr, ent, sol, cinv)
         mr.flat, mr.ent = (cols, offs, coffs, G, bool(tied), sol, cinv), ent
         return corr
-    # (P_k y0) for every row and component in one GEMM: (n_i, D) @ (D, G D)
-    Py = (mr.y0 @ P.transpose(1, 0, 2).reshape(D, G * D)).reshape(n, G, D)
     mr.groups = _groups(mr.miss)
     kk = np.arange(K)[None, :, None]
     gg = np.zeros_like(kk) if tied else kk
