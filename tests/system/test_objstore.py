@@ -163,3 +163,20 @@ def test_missing_credentials_one_line(s3_run, tmp_path):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "no credentials" in lines[0] and "AWS_ACCESS_KEY_ID" in lines[0]
     assert "Traceback" not in err
+
+
+@pytest.mark.filterwarnings("ignore:MixtureModel did not converge")
+def test_dask_workers_open_the_s3_store_themselves(s3_run):
+    """Workers (separate processes) read the store from its URL with their own environment's
+    credentials: the fit on a LocalCluster equals the in-process fit of the same URL."""
+    from conftest import start_local_cluster
+    from distributed import Client, get_task_stream
+
+    kw = {"n_components": 3, "algorithm": "em", "max_laps": 5, "tol": 0.0, "random_state": 0}
+    local = MixtureModel(**kw).fit(s3_run["store"])
+    with start_local_cluster(n_workers=1) as cluster, Client(cluster) as client:
+        with get_task_stream(client) as tasks:
+            on_dask = MixtureModel(**kw, client=client).fit(s3_run["store"])
+        assert len(tasks.data) > 0  # the batches were read and processed on the worker
+    np.testing.assert_allclose(on_dask.means_, local.means_, atol=1e-10, rtol=0)
+    np.testing.assert_allclose(on_dask.weights_, local.weights_, atol=1e-10, rtol=0)
