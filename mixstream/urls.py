@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import os
 import posixpath
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from mixstream.atomic import atomic_write_bytes
+from mixstream.atomic import atomic_directory, atomic_write_bytes
 
 
 class UrlError(ValueError):
@@ -209,6 +212,41 @@ def upload_tree(local_dir: str, url: str, last: tuple[str, ...] = ()) -> None:
             write_bytes(join(url, rel), fh.read())
 
 
+
+def publish_tree(local_dir: str, url: str, marker: str | None = None) -> str:
+    """Replace what is under ``url`` with the files of ``local_dir``: the old ``marker``
+    (the object that makes the tree visible to readers) is deleted first, then the rest, and
+    the new tree uploaded with its ``marker`` last."""
+    url = resolve(url)
+    if marker:
+        remove(join(url, marker))
+    remove(url, recursive=True)
+    upload_tree(local_dir, url, last=(marker,) if marker else ())
+    return url
+
+
+@contextmanager
+def staged_directory(
+    dest: str | os.PathLike, overwrite: bool = False, marker: str | None = None
+) -> Iterator[str]:
+    """A path (not yet existing) to write a directory tree at that becomes ``dest`` when the
+    block ends without error: ``mixstream.atomic.atomic_directory`` for a local ``dest``; for a
+    URL a local temporary directory, then ``publish_tree`` with ``marker`` last. An existing
+    ``dest`` raises FileExistsError unless ``overwrite``."""
+    if not is_url(dest):
+        with atomic_directory(local_path(dest), overwrite=overwrite) as tmp:
+            yield tmp
+        return
+    url = resolve(dest)
+    check_url(url)
+    if not overwrite and listdir(url):
+        raise FileExistsError(f"{url} already exists; pass overwrite=True to replace it")
+    with tempfile.TemporaryDirectory(prefix="mixstream-stage-") as stage:
+        tmp = os.path.join(stage, "out")
+        yield tmp
+        publish_tree(tmp, url, marker)
+
+
 __all__ = [
     "ObjectStoreAccessError",
     "UrlError",
@@ -219,9 +257,11 @@ __all__ = [
     "join",
     "listdir",
     "local_path",
+    "publish_tree",
     "read_bytes",
     "remove",
     "resolve",
+    "staged_directory",
     "upload_tree",
     "write_bytes",
 ]

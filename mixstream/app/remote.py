@@ -111,11 +111,7 @@ def check_remote_output(url: str, overwrite: bool) -> str:
 def publish_zarr_tree(local_dir: str, url: str) -> str:
     """Upload the Zarr group in ``local_dir`` to ``url``, replacing what is there: the old
     root zarr.json is deleted first, the new one uploaded last."""
-    url = url.rstrip("/")
-    urls.remove(urls.join(url, ZARR_MARKER))
-    urls.remove(url, recursive=True)
-    urls.upload_tree(local_dir, url, last=(ZARR_MARKER,))
-    return url
+    return urls.publish_tree(local_dir, url, ZARR_MARKER)
 
 
 def staged_store(url: str) -> tempfile.TemporaryDirectory:

@@ -76,3 +76,31 @@ def test_scheme_without_its_package_names_it():
         pass
     with pytest.raises(urls.UrlError, match=r"'gs' needs the package gcsfs \(pip install gcsfs\)"):
         describe_data("gs://bucket/data.zarr")
+
+
+def test_score_store_to_memory_url(mem):
+    import zarr
+
+    X = np.random.default_rng(1).normal(size=(300, 2))
+    est = MixtureModel(n_components=2, algorithm="em", max_laps=50, random_state=0).fit(X)
+    url = f"{mem}/labels.zarr"
+    est.score_store(X, url)
+    g = zarr.open_group(url, mode="r")
+    np.testing.assert_array_equal(np.asarray(g["labels"]), est.predict(X))
+    assert urls.listdir(url)[-1] == "zarr.json"  # (sorted) the marker is there
+    with pytest.raises(FileExistsError, match="never written over"):
+        est.score_store(X, url)
+
+
+def test_select_writes_its_directory_to_a_memory_url(mem):
+    from mixstream import select
+
+    X = np.random.default_rng(2).normal(size=(400, 2))
+    sel = select(X, [1, 2], ["diag"], holdout=0.0, n_seeds=1, max_laps=10, out=f"{mem}/sel")
+    assert sel.out["model"] == f"{mem}/sel/model.msz"
+    assert {"selection.json", "selection.csv", "model.msz", "report.html"} <= set(
+        urls.listdir(f"{mem}/sel")
+    )
+    assert MixtureModel.load(sel.out["model"]).n_components_ == sel.best["K"]
+    with pytest.raises(FileExistsError):
+        select(X, [1], ["diag"], holdout=0.0, n_seeds=1, max_laps=10, out=f"{mem}/sel")
