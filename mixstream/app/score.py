@@ -130,15 +130,8 @@ def ingest_to_store(
         "header": header,
         "weights": weights,
     }
-    if urls.is_url(dest):  # built locally, uploaded with its root zarr.json last
-        from mixstream.app.remote import publish_zarr_tree, stage_path, staged_store
-
-        url = check_output(dest, overwrite)
-        with staged_store(url) as stage:
-            local = ingest(src, stage_path(stage), **kw)
-            info = _store_info(zarr.open_group(local, mode="r")["X"], url, weights)
-            publish_zarr_tree(local, url)
-        return info
+    if urls.is_url(dest):  # refused in the command line's words before anything is read
+        dest = check_output(dest, overwrite)
     path = ingest(src, dest, overwrite=overwrite, **kw)
     return _store_info(zarr.open_group(path, mode="r")["X"], path, weights)
 

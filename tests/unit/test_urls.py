@@ -104,3 +104,19 @@ def test_select_writes_its_directory_to_a_memory_url(mem):
     assert MixtureModel.load(sel.out["model"]).n_components_ == sel.best["K"]
     with pytest.raises(FileExistsError):
         select(X, [1], ["diag"], holdout=0.0, n_seeds=1, max_laps=10, out=f"{mem}/sel")
+
+
+def test_ingest_to_memory_url(mem, tmp_path):
+    import zarr
+
+    from mixstream.data.ingest import ingest
+
+    X = np.random.default_rng(3).normal(size=(250, 3))
+    np.save(tmp_path / "x.npy", X)
+    url = f"{mem}/x.zarr"
+    assert ingest(tmp_path / "x.npy", url, chunk_rows=100) == url
+    np.testing.assert_array_equal(np.asarray(zarr.open_group(url, mode="r")["X"]), X)
+    with pytest.raises(FileExistsError):
+        ingest(tmp_path / "x.npy", url)
+    ingest(tmp_path / "x.npy", url, chunk_rows=50, overwrite=True)
+    assert zarr.open_group(url, mode="r")["X"].chunks == (50, 3)
