@@ -120,3 +120,19 @@ def test_ingest_to_memory_url(mem, tmp_path):
         ingest(tmp_path / "x.npy", url)
     ingest(tmp_path / "x.npy", url, chunk_rows=50, overwrite=True)
     assert zarr.open_group(url, mode="r")["X"].chunks == (50, 3)
+
+
+@pytest.mark.filterwarnings("ignore:MixtureModel did not converge")
+def test_estimator_checkpoints_to_a_url_as_to_a_directory(mem, tmp_path):
+    """A checkpoint_dir URL behaves as a local directory: written after the laps, read back
+    by the next fit with the same options (the same history and parameters)."""
+    X = np.random.default_rng(4).normal(size=(300, 2))
+    kw = {"n_components": 2, "algorithm": "em", "tol": 0.0, "random_state": 0}
+    fits = {}
+    for where in (f"{mem}/ckpt", str(tmp_path / "ckpt")):
+        MixtureModel(**kw, max_laps=3, checkpoint_dir=where).fit(X)
+        assert urls.exists(urls.join(where, "checkpoint.msz"))
+        fits[where] = MixtureModel(**kw, max_laps=6, checkpoint_dir=where).fit(X)
+    on_url, on_disk = fits.values()
+    assert len(on_url.history_) == len(on_disk.history_) >= 3
+    np.testing.assert_array_equal(on_url.means_, on_disk.means_)
