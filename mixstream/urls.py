@@ -232,14 +232,17 @@ def staged_directory(
     """A path (not yet existing) to write a directory tree at that becomes ``dest`` when the
     block ends without error: ``mixstream.atomic.atomic_directory`` for a local ``dest``; for a
     URL a local temporary directory, then ``publish_tree`` with ``marker`` last. An existing
-    ``dest`` raises FileExistsError unless ``overwrite``."""
+    ``dest`` (for a URL with a marker: one whose marker exists) raises FileExistsError unless
+    ``overwrite``."""
     if not is_url(dest):
         with atomic_directory(local_path(dest), overwrite=overwrite) as tmp:
             yield tmp
         return
     url = resolve(dest)
     check_url(url)
-    if not overwrite and listdir(url):
+    # with a marker, a prefix without it holds only leftovers of an interrupted upload
+    taken = exists(join(url, marker)) if marker else bool(listdir(url))
+    if taken and not overwrite:
         raise FileExistsError(f"{url} already exists; pass overwrite=True to replace it")
     with tempfile.TemporaryDirectory(prefix="mixstream-stage-") as stage:
         tmp = os.path.join(stage, "out")

@@ -66,7 +66,7 @@ def score_to_zarr(
     import zarr
 
     out = urls.resolve(out) if urls.is_url(out) else Path(out)
-    taken = bool(urls.listdir(out)) if urls.is_url(out) else out.exists()
+    taken = urls.exists(urls.join(out, "zarr.json")) if urls.is_url(out) else out.exists()
     if taken:
         raise FileExistsError(f"{out} exists; scores are never written over existing data")
     source = executor.source

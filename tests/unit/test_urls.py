@@ -114,7 +114,9 @@ def test_ingest_to_memory_url(mem, tmp_path):
     X = np.random.default_rng(3).normal(size=(250, 3))
     np.save(tmp_path / "x.npy", X)
     url = f"{mem}/x.zarr"
+    urls.write_bytes(f"{url}/X/stale", b"left by an interrupted upload (no zarr.json)")
     assert ingest(tmp_path / "x.npy", url, chunk_rows=100) == url
+    assert "X/stale" not in urls.listdir(url) and urls.listdir(url)[-1] == "zarr.json"
     np.testing.assert_array_equal(np.asarray(zarr.open_group(url, mode="r")["X"]), X)
     with pytest.raises(FileExistsError):
         ingest(tmp_path / "x.npy", url)
