@@ -180,3 +180,24 @@ def test_dask_workers_open_the_s3_store_themselves(s3_run):
         assert len(tasks.data) > 0  # the batches were read and processed on the worker
     np.testing.assert_allclose(on_dask.means_, local.means_, atol=1e-10, rtol=0)
     np.testing.assert_allclose(on_dask.weights_, local.weights_, atol=1e-10, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore:MixtureModel did not converge")
+def test_storage_options_are_used_and_never_written(s3_run, s3_server, s3_bucket):
+    """Credentials a user passes as storage_options open the store (on the workers too, the
+    source carries them in memory) but reach no object mixstream writes."""
+    from mixstream.data.zarr_source import ZarrSource
+
+    secret = "passed-secret-5d0c2e"
+    opts = {"key": "passed-key-91ab", "secret": secret, "endpoint_url": s3_server}
+    source = ZarrSource(s3_run["store"], storage_options=opts)
+    ckpt = f"{s3_bucket}/opts/checkpoints"
+    est = MixtureModel(n_components=3, algorithm="em", max_laps=3, checkpoint_dir=ckpt)
+    est.fit(source)
+    est.save(f"{s3_bucket}/opts/model.msz")
+    fs = _fs()
+    written = fs.find(f"{s3_bucket}/opts")
+    assert f"{s3_bucket[5:]}/opts/model.msz" in written and len(written) == 2
+    for path in written:
+        blob = fs.cat_file(path)
+        assert secret.encode() not in blob and b"passed-key-91ab" not in blob, path
