@@ -8,13 +8,12 @@ checkpoint; retried on transient failures, never applied twice), ``evaluate``, `
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 
 from flows._artifacts import TASK, PrefectArtifacts
-from mixstream import app
+from mixstream import app, urls
 from mixstream.options import RUN_DEFAULTS as D
 from mixstream.options import Algorithm, Allocation, CovarianceType, Likelihood, Missing, Move
 
@@ -101,13 +100,13 @@ def fit_flow(
         batch_size, max_laps, tol, random_state, latent_dim, missing,
     )  # fmt: skip
     plan = validate(data, options)
-    out_dir = Path(out).resolve()
+    out_dir = app.resolve_out(out)  # a Path, or an fsspec URL as given
     app.prepare_run_dir(out_dir, overwrite)
     source, _ = app.describe_data(data, batch_size, missing)
     artifacts = PrefectArtifacts()
     with app.open_executor(source, scheduler, n_workers) as executor:
         dashboard = app.dashboard_of(executor)
-        run = init(options, executor, str(out_dir / app.CHECKPOINT_DIR), artifacts)
+        run = init(options, executor, urls.join(out_dir, app.CHECKPOINT_DIR), artifacts)
         while not run.done:
             run_lap(run, run.laps_done + 1, artifacts)
         evaluate(run)

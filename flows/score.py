@@ -6,7 +6,6 @@ chunks: mixstream.app.score_into), then its artifacts (rows per cluster, a summa
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -62,5 +61,5 @@ def score_flow(
             result = score(est, data, str(out_path), overwrite, proba)
         finally:
             est.client = None
-    app.publish_scores(PrefectArtifacts(), result, str(Path(model).resolve()), data)
+    app.publish_scores(PrefectArtifacts(), result, str(app.resolve_out(model)), data)
     return result

@@ -7,6 +7,8 @@ someone else can never run code and a damaged or tampered file is refused with a
 The values are checked too (``mixstream.model_check``): finite arrays, weights on the simplex,
 positive concentrations, positive-definite covariances, metadata that agrees with the arrays.
 Files are written atomically (``mixstream.atomic``): a reader sees the old file or the new.
+A path may be an fsspec URL (``s3://bucket/model.msz``, see ``mixstream.urls``): the archive is
+built in memory and written by one PUT of the complete object, atomic for readers too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from mixstream import urls
 from mixstream.atomic import atomic_write_file
 from mixstream.model_check import ValueProblem, check_model_values
 
@@ -61,7 +64,6 @@ def write_model_file(
     """Write ``meta`` (JSON-able) and ``arrays`` atomically to ``path``."""
     from mixstream import __version__
 
-    path = Path(path)
     arrays = {k: np.array(v, order="C", copy=None) for k, v in arrays.items()}
     for k, v in arrays.items():
         if v.dtype == object:
@@ -73,24 +75,40 @@ def write_model_file(
         "meta": _jsonable(meta),
         "arrays": {k: {"dtype": v.dtype.str, "shape": list(v.shape)} for k, v in arrays.items()},
     }
+    if urls.is_url(path):  # the complete archive, then one PUT
+        blob = _io.BytesIO()
+        _write_archive(blob, header, arrays)
+        return urls.write_bytes(path, blob.getvalue())  # type: ignore[return-value]
+    path = Path(path)
     with atomic_write_file(path) as fh:
         # the archive is closed (its directory written) before the file is synced and renamed
-        with zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr("meta.json", json.dumps(header, indent=1))
-            for k, v in arrays.items():
-                buf = _io.BytesIO()
-                np.save(buf, v, allow_pickle=False)
-                zf.writestr(f"arrays/{k}.npy", buf.getvalue())
+        _write_archive(fh, header, arrays)
     return path
+
+
+def _write_archive(fh: Any, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    with zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("meta.json", json.dumps(header, indent=1))
+        for k, v in arrays.items():
+            buf = _io.BytesIO()
+            np.save(buf, v, allow_pickle=False)
+            zf.writestr(f"arrays/{k}.npy", buf.getvalue())
 
 
 def read_model_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Read a file written by ``write_model_file``; raise ModelFileError if it is not sound."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no model file at {path}")
+    if urls.is_url(path):
+        try:
+            source: Any = _io.BytesIO(urls.read_bytes(path))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no model file at {path}") from None
+    else:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no model file at {path}")
+        source = path
     try:
-        zf = zipfile.ZipFile(path)
+        zf = zipfile.ZipFile(source)
     except zipfile.BadZipFile as err:
         raise ModelFileError(f"{path} is not a mixstream model file (not a zip archive)") from err
     with zf:
@@ -140,7 +158,7 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
     return meta, arrays
 
 
-def _check_format_version(path: Path, header: dict[str, Any]) -> None:
+def _check_format_version(path: Any, header: dict[str, Any]) -> None:
     """Refuse a missing, malformed, non-positive or newer ``format_version``."""
     if "format_version" not in header:
         raise ModelFileError(f"{path} has no model format version: the file was altered or damaged")

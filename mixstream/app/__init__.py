@@ -69,6 +69,7 @@ from mixstream.app.rundir import (
     prepare_run_dir,
     read_run_file,
     remove_checkpoint,
+    resolve_out,
     resolve_scheduler,
     run_state,
 )
@@ -116,6 +117,7 @@ __all__ = [
     "read_sample",
     "remove_checkpoint",
     "report_markdown",
+    "resolve_out",
     "resolve_scheduler",
     "retry_lap",
     "rewrite_report",

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mixstream import urls
 from mixstream.app.outputs import write_run_dir
 from mixstream.app.publish import ARTIFACT_KEYS, NullPublisher, Publisher, publish_fit
 from mixstream.app.rundir import (
@@ -216,12 +217,12 @@ def fit_to_dir(
     publisher = publisher or NullPublisher()
     plan = check_fit(data, options)
     source, _ = describe_data(data, options["batch_size"], options.get("missing", "error"))
-    out = Path(out).resolve()
+    out = urls.resolve(out) if urls.is_url(out) else Path(out).resolve()
     prepare_run_dir(out, overwrite)
     engine = "dask" if (n_workers or resolve_scheduler(scheduler)) else "auto"
     with open_executor(source, scheduler, n_workers or 2, engine) as executor:
         dashboard = dashboard_of(executor)
-        run = start_run(options, executor, out / CHECKPOINT_DIR, publisher)
+        run = start_run(options, executor, urls.join(out, CHECKPOINT_DIR), publisher)
         if on_start is not None:
             on_start(run)
         while not run.done:

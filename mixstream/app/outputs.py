@@ -10,12 +10,15 @@ import base64
 import json
 import math
 import os
+import posixpath
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mixstream import urls
 from mixstream.app.rundir import (
     FIGURES_DIR,
     FINISHED,
@@ -182,8 +185,13 @@ def write_run_dir(
     plan: dict[str, Any],
     resumed_from_lap: int = 0,
     dashboard: str | None = None,
+    location: str | None = None,
 ) -> dict[str, Any]:
     """Save the model, write report.html, the figures and run.json into ``out``.
+
+    ``out`` may be an fsspec URL (mixstream.app.remote: written locally, uploaded with run.json
+    last). ``location``: the name under which ``out``'s files will be read (the URL they are
+    uploaded to), for the summary and the report; default ``out``.
 
     Returns
     -------
@@ -193,8 +201,19 @@ def write_run_dir(
         (absolute), n_rows, n_features, n_components_, lower_bound_, converged_, laps,
         resumed_from_lap, dashboard, options.
     """
+    if urls.is_url(out):
+        from mixstream.app.remote import write_remote_run_dir
+
+        return write_remote_run_dir(
+            est, os.fspath(out), data, source, plan, resumed_from_lap, dashboard
+        )
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    where = location or str(out)
+
+    def final(path: Any) -> str:  # a file's name where it will be read
+        return str(path) if location is None else f"{where}/{Path(path).relative_to(out)}"
+
     # the published fit's id, carried by every file written here (and the labels it writes)
     fit_id = str(uuid.uuid4())
     est.fit_id_ = fit_id
@@ -212,7 +231,7 @@ def write_run_dir(
         **_latent_lines(est),
         "laps": len(est.history_),
         "resumed from lap": resumed_from_lap,
-        "model": str(model_path),
+        "model": final(model_path),
     }
     sample = read_sample(source)
     report_path = write_report_for(est, out / REPORT_FILE, sample, plan["n_rows"], extra)
@@ -220,10 +239,10 @@ def write_run_dir(
     summary = {
         "status": FINISHED,
         "fit_id": fit_id,
-        "out": str(out),
-        "model": str(model_path),
-        "report": str(report_path),
-        "figures": {k: str(v) for k, v in figures.items()},
+        "out": where,
+        "model": final(model_path),
+        "report": final(report_path),
+        "figures": {k: final(v) for k, v in figures.items()},
         "data": data_location(data),
         "n_rows": plan["n_rows"],
         "n_features": plan["n_features"],
@@ -244,13 +263,18 @@ def write_run_dir(
 
 
 def _png_markdown(path: str, alt: str) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    data = base64.b64encode(urls.read_bytes(path)).decode("ascii")
     return f"![{alt}](data:image/png;base64,{data})"
 
 
 def report_markdown(summary: dict[str, Any]) -> str:
     """A fit's report as markdown: where the outputs are, and the report's plots inline."""
-    report = Path(summary["report"])
+    report = Path(summary["report"]) if not urls.is_url(summary["report"]) else None
+    link = (
+        f"[{report.name}]({report.as_uri()}) `{report}`"
+        if report is not None
+        else f"`{summary['report']}`"
+    )
     lines = [
         f"# mixstream fit: K = {summary['n_components_']}",
         "",
@@ -261,7 +285,7 @@ def report_markdown(summary: dict[str, Any]) -> str:
         f"| laps | {summary['laps']} (resumed from lap {summary['resumed_from_lap']}) |",
         f"| converged | {summary['converged_']} |",
         f"| model | `{summary['model']}` |",
-        f"| report | [{report.name}]({report.as_uri()}) `{report}` |",
+        f"| report | {link} |",
         f"| Dask dashboard | {summary['dashboard'] or 'none'} |",
         "",
     ]
@@ -293,7 +317,9 @@ def rewrite_report(
 
     path = model_path(model_dir)
     est = MixtureModel.load(path)
-    run = read_run_file(path.parent)
+    remote = urls.is_url(path)
+    parent = posixpath.dirname(path) if remote else path.parent
+    run = read_run_file(parent)
     store = data or run.get("data")
     X_sample, n_rows, note = None, None, None
     if store and data is None and not os.path.exists(store) and "://" not in store:
@@ -302,12 +328,19 @@ def rewrite_report(
     if store:
         source, plan = describe_data(store)
         X_sample, n_rows = read_sample(source), plan["n_rows"]
-    extra = {"model": str(path.resolve()), "data": store or "(none)"}
+    extra = {"model": path if remote else str(path.resolve()), "data": store or "(none)"}
     if getattr(est, "fit_id_", None):
         extra["fit id"] = est.fit_id_
     extra.update(dict(run.get("options", {})))
-    target = Path(out) if out else path.parent / REPORT_FILE
-    return write_report_for(est, target, X_sample, n_rows, extra), note
+    target = out if out else urls.join(parent, REPORT_FILE) if remote else parent / REPORT_FILE
+    if urls.is_url(target):  # written locally, then one PUT
+        with tempfile.TemporaryDirectory(prefix="mixstream-report-") as stage:
+            local = write_report_for(
+                est, os.path.join(stage, REPORT_FILE), X_sample, n_rows, extra
+            )
+            urls.write_bytes(target, local.read_bytes())
+        return target, note  # type: ignore[return-value]
+    return write_report_for(est, Path(target), X_sample, n_rows, extra), note
 
 
 def _latent_lines(est: Any) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import io
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from mixstream import urls
 from mixstream.options import RUN_DEFAULTS, FitOptions, default_moves, split_moves
 
 #: environment variable naming the Dask scheduler when no address is given
@@ -126,7 +128,14 @@ def describe_data(
 
     if not isinstance(data, str | os.PathLike):
         raise ValueError(f"data must be the path or URL of a Zarr store, got {type(data).__name__}")
-    source = open_source(os.fspath(data), batch_size, missing=missing)
+    urls.check_url(os.fspath(data))  # an unusable scheme in one line, before zarr tries
+    try:
+        source = open_source(os.fspath(data), batch_size, missing=missing)
+    except Exception as err:  # no credentials for an object store: one clear line
+        clear = urls.access_error(err, os.fspath(data))
+        if clear is err:
+            raise
+        raise clear from err
     plan = {
         "data": getattr(source, "name", os.fspath(data)),
         "n_rows": int(source.n_rows),
@@ -191,10 +200,10 @@ def checkpoint_lap(directory: str | os.PathLike) -> int:
     from mixstream.engine.checkpoint import checkpoint_path
 
     path = checkpoint_path(directory)
-    if not path.exists():
+    if not urls.exists(path):
         return 0
     try:
-        with zipfile.ZipFile(path) as zf:
+        with zipfile.ZipFile(io.BytesIO(urls.read_bytes(path))) as zf:
             header = json.loads(zf.read("meta.json"))
         return int(header["meta"]["result"]["n_iter"])
     except Exception:
@@ -202,9 +211,9 @@ def checkpoint_lap(directory: str | os.PathLike) -> int:
 
 
 def has_checkpoint(directory: str | os.PathLike) -> bool:
-    from mixstream.engine.checkpoint import checkpoint_path
+    from mixstream.engine.checkpoint import checkpoint_exists
 
-    return checkpoint_path(directory).exists()
+    return checkpoint_exists(directory)
 
 
 def remove_checkpoint(checkpoint_dir: str | os.PathLike) -> None:
@@ -212,17 +221,30 @@ def remove_checkpoint(checkpoint_dir: str | os.PathLike) -> None:
     fit into the same output starts afresh instead of resuming a finished one."""
     from mixstream.engine.checkpoint import checkpoint_path
 
+    if urls.is_url(checkpoint_dir):
+        urls.remove(checkpoint_path(checkpoint_dir))
+        return
     checkpoint_path(checkpoint_dir).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         Path(checkpoint_dir).rmdir()  # only when empty
 
 
-def check_output(out: str | os.PathLike, overwrite: bool) -> Path:
-    """``out`` made absolute; FileExistsError when it exists and may not be replaced."""
+def check_output(out: str | os.PathLike, overwrite: bool) -> Any:
+    """``out`` made absolute (a URL: as given, a str); FileExistsError when it exists and may
+    not be replaced."""
+    if urls.is_url(out):
+        from mixstream.app.remote import check_remote_output
+
+        return check_remote_output(os.fspath(out), overwrite)
     out = Path(out).resolve()
     if out.exists() and not overwrite:
         raise RunExistsError(out)
     return out
+
+
+def resolve_out(out: str | os.PathLike) -> Any:
+    """An output made absolute: a Path, or a URL (str) as given."""
+    return urls.resolve(out) if urls.is_url(out) else Path(out).resolve()
 
 
 def data_location(data: Any) -> str:
@@ -234,7 +256,12 @@ def data_location(data: Any) -> str:
 
 def run_state(out: str | os.PathLike) -> str:
     """What ``out`` holds: "none", "unfinished" (a checkpoint: a fit into ``out`` resumes it)
-    or "finished" (run.json or model.msz of a published fit, and no checkpoint)."""
+    or "finished" (run.json or model.msz of a published fit, and no checkpoint). On an object
+    store only a run.json with status "finished" marks a finished run (it is written last)."""
+    if urls.is_url(out):
+        from mixstream.app.remote import remote_run_state
+
+        return remote_run_state(os.fspath(out))
     out = Path(out)
     if has_checkpoint(out / CHECKPOINT_DIR):
         return "unfinished"
@@ -262,6 +289,10 @@ def prepare_run_dir(out: str | os.PathLike, overwrite: bool = False) -> str:
     other options or data is refused by the fit with CheckpointMismatch). Nothing is written:
     a fit that fails before its first lap leaves ``out`` as it found it.
     """
+    if urls.is_url(out):  # run.json deleted first, then the rest (mixstream.app.remote)
+        from mixstream.app.remote import prepare_remote_run_dir
+
+        return prepare_remote_run_dir(os.fspath(out), overwrite)
     out = Path(out).resolve()
     state = run_state(out)
     if state == "finished":
@@ -271,13 +302,21 @@ def prepare_run_dir(out: str | os.PathLike, overwrite: bool = False) -> str:
     return state
 
 
-def model_path(model: str | os.PathLike) -> Path:
-    """A model file, or the model file in a fit's output directory."""
+def model_path(model: str | os.PathLike) -> Any:
+    """A model file, or the model file in a fit's output directory (a str for a URL: one
+    that does not name an existing object is taken as a run directory)."""
+    if urls.is_url(model):
+        from mixstream.app.remote import remote_model_path
+
+        return remote_model_path(os.fspath(model))
     path = Path(model)
     return path / MODEL_FILE if path.is_dir() else path
 
 
 def read_run_file(directory: str | os.PathLike) -> dict[str, Any]:
     """The run.json of a run directory ({} when there is none)."""
+    if urls.is_url(directory):
+        target = urls.join(directory, RUN_FILE)
+        return json.loads(urls.read_bytes(target)) if urls.exists(target) else {}
     path = Path(directory) / RUN_FILE
     return json.loads(path.read_text()) if path.exists() else {}

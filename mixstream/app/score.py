@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from mixstream import urls
 from mixstream.app.rundir import (
     check_output,
     describe_data,
@@ -52,10 +53,19 @@ def score_into(
         model's fit_id too.
     """
     out = check_output(out, overwrite)
-    with atomic_directory(out, overwrite=True) as fresh:
-        result = est.score_store(data, fresh, proba=proba)
-        result.pop("group", None)
-        _record_model(fresh, est)
+    if urls.is_url(out):  # built locally, uploaded with its root zarr.json last
+        from mixstream.app.remote import publish_zarr_tree, stage_path, staged_store
+
+        with staged_store(out) as stage:
+            fresh = stage_path(stage)
+            result = est.score_store(data, fresh, proba=proba)
+            _record_model(fresh, est)
+            publish_zarr_tree(fresh, out)
+    else:
+        with atomic_directory(out, overwrite=True) as fresh:
+            result = est.score_store(data, fresh, proba=proba)
+            _record_model(fresh, est)
+    result.pop("group", None)
     counts = np.asarray(result.get("counts", []), dtype=np.float64)
     return {
         "out": str(out),
@@ -116,19 +126,22 @@ def ingest_to_store(
 
     from mixstream.data.ingest import ingest
 
-    path = ingest(
-        src,
-        dest,
-        chunk_rows=chunk_rows,
-        shard_rows=shard_rows,
-        overwrite=overwrite,
-        header=header,
-        weights=weights,
-        na_values=na_values,
-    )
-    X = zarr.open_group(path, mode="r")["X"]
+    kw = {
+        "chunk_rows": chunk_rows,
+        "shard_rows": shard_rows,
+        "header": header,
+        "weights": weights,
+        "na_values": na_values,
+    }
+    if urls.is_url(dest):  # refused in the command line's words before anything is read
+        dest = check_output(dest, overwrite)
+    path = ingest(src, dest, overwrite=overwrite, **kw)
+    return _store_info(zarr.open_group(path, mode="r")["X"], path, weights)
+
+
+def _store_info(X: Any, dest: str, weights: str | None) -> dict[str, Any]:
     return {
-        "dest": path,
+        "dest": dest,
         "shape": [int(n) for n in X.shape],
         "dtype": str(X.dtype),
         "chunks": [int(n) for n in X.chunks],

@@ -9,7 +9,9 @@
 
 Everything is written into a hidden sibling of ``out`` and renamed into place when complete
 (``mixstream.atomic.atomic_directory``): an error anywhere leaves no ``out`` and no partial
-files, and an existing ``out`` is replaced only with ``overwrite`` and only at the end.
+files, and an existing ``out`` is replaced only with ``overwrite`` and only at the end. ``out``
+may be an object-store URL: the directory is written locally and uploaded one PUT per file
+with selection.json last (``mixstream.urls.staged_directory``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 from matplotlib.axes import Axes
 
+from mixstream import urls
 from mixstream.app.rundir import FIGURES_DIR, MODEL_FILE, REPORT_FILE, RunExistsError
 
 #: file names inside a selection's output directory
@@ -32,8 +35,15 @@ TABLE_JSON = "selection.json"
 BIC_FIGURE = "bic.png"
 
 
-def check_out(out: str | os.PathLike, overwrite: bool) -> Path:
-    """``out`` made absolute; RunExistsError when it exists and may not be replaced."""
+def check_out(out: str | os.PathLike, overwrite: bool) -> Any:
+    """``out`` made absolute (a URL: as given, a str); RunExistsError when it exists and may
+    not be replaced."""
+    if urls.is_url(out):
+        url = urls.resolve(out)
+        urls.check_url(url)
+        if urls.listdir(url) and not overwrite:
+            raise RunExistsError(url)
+        return url
     path = Path(out).resolve()
     if path.exists() and not overwrite:
         raise RunExistsError(path)
@@ -122,12 +132,12 @@ def write_selection_dir(
     dict of str: "out", "table_csv", "table_json", "bic_figure", "model", "report"
     """
     from mixstream.app.outputs import read_sample, write_report_for
-    from mixstream.atomic import atomic_directory
     from mixstream.plots import figure_png
 
     dest = check_out(out, overwrite)
     png = figure_png(lambda ax: plot_bic(result.table, ax), (6.4, 4.8))
-    with atomic_directory(dest, overwrite) as tmp:
+    # an object store: written locally, uploaded with selection.json last (mixstream.urls)
+    with urls.staged_directory(dest, overwrite, marker=TABLE_JSON) as tmp:
         root = Path(tmp)
         (root / FIGURES_DIR).mkdir(parents=True)
         (root / TABLE_CSV).write_text(table_csv(result.table))
@@ -145,9 +155,9 @@ def write_selection_dir(
         report.write_text(text.replace("<h2>Figures</h2>", section + "\n<h2>Figures</h2>", 1))
     return {
         "out": str(dest),
-        "table_csv": str(dest / TABLE_CSV),
-        "table_json": str(dest / TABLE_JSON),
-        "bic_figure": str(dest / FIGURES_DIR / BIC_FIGURE),
-        "model": str(dest / MODEL_FILE),
-        "report": str(dest / REPORT_FILE),
+        "table_csv": urls.join(dest, TABLE_CSV),
+        "table_json": urls.join(dest, TABLE_JSON),
+        "bic_figure": urls.join(dest, FIGURES_DIR, BIC_FIGURE),
+        "model": urls.join(dest, MODEL_FILE),
+        "report": urls.join(dest, REPORT_FILE),
     }

@@ -8,9 +8,9 @@ nothing here imports Prefect.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
+from mixstream import urls
 from mixstream.cli.progress import ConsolePublisher, fit_progress, say, want_batch_progress
 
 
@@ -55,12 +55,12 @@ def fit(args: argparse.Namespace) -> int:
     app.make_estimator(options)  # bad options fail here, before anything starts
     _, plan = app.describe_data(args.data, args.batch_size)
     app.resolve_scheduler(args.scheduler)
-    out = Path(args.out).resolve()
+    out = app.resolve_out(args.out)
     if args.overwrite and app.run_state(out) == "finished":
         say(f"{out} holds a finished run: --overwrite moves it aside and removes it")
     # a finished run without --overwrite is refused here, before anything starts
     app.prepare_run_dir(out, args.overwrite)
-    checkpoints = out / app.CHECKPOINT_DIR
+    checkpoints = urls.join(out, app.CHECKPOINT_DIR)
     resumed = 0
     if app.has_checkpoint(checkpoints):
         say(f"{checkpoints} holds a checkpoint: the fit resumes from it")
@@ -156,7 +156,7 @@ def score(args: argparse.Namespace) -> int:
 
         result, run = run_flow(
             score_flow,
-            model=str(app.model_path(args.model).resolve()),
+            model=app.resolve_out(app.model_path(args.model)),
             data=args.data,
             out=args.out,
             scheduler=args.scheduler,
@@ -209,7 +209,7 @@ def report(args: argparse.Namespace) -> int:
     path, note = rewrite_report(args.model_dir, args.data, args.out)
     if note:
         say(note)
-    print(f"report           {path.resolve()}")
+    print(f"report           {urls.resolve(path)}")
     return 0
 
 

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-from mixstream.atomic import atomic_directory
+from mixstream import urls
 from mixstream.data.readers import (  # re-exported: the readers lived here
     AmbiguousHeaderError as AmbiguousHeaderError,
 )
@@ -215,8 +215,10 @@ def ingest(
     src : path
         ``.npy`` (read through a memory map), ``.csv`` / ``.tsv`` / ``.txt`` (read in blocks of
         lines) or ``.parquet`` / ``.pq`` (read in record batches; needs pyarrow).
-    dest : path or file:// URL
-        The Zarr store to create.
+    dest : path or URL
+        The Zarr store to create; an object-store URL (s3://...) is written in a local
+        temporary directory and uploaded one PUT per file, the root zarr.json last (the store
+        opens only once it is complete; mixstream.urls.staged_directory).
     chunk_rows : int, optional
         Rows per chunk; default about 4 MiB per chunk.
     shard_rows : int, optional
@@ -249,7 +251,7 @@ def ingest(
 
     Returns
     -------
-    str : the absolute path of ``dest``.
+    str : the absolute path of ``dest`` (a URL as given).
     """
     import zarr
 
@@ -264,7 +266,8 @@ def ingest(
     elif shard_rows is not None:
         check_layout(1, shard_rows)
     compressors = make_compressors(compressor)
-    dest_path = local_dest(dest)
+    # an object-store URL: written locally, uploaded with the root zarr.json last
+    dest_path = urls.resolve(dest) if urls.is_url(dest) else local_dest(dest)
 
     if fmt == "npy":
         reader: Reader = NpyReader(src_path, dtype, weights)
@@ -290,7 +293,7 @@ def ingest(
             chunk_rows = _largest_divisor_at_most(shard_rows, chunk_rows)
     unit = write_unit_rows(chunk_rows, shard_rows, n_cols * out_dtype.itemsize)
 
-    with atomic_directory(dest_path, overwrite) as partial:
+    with urls.staged_directory(dest_path, overwrite, marker="zarr.json") as partial:
         attrs = {"mixstream_ingest": {"source": os.path.abspath(src_path), "format": fmt}}
         if reader.names is not None:
             attrs["mixstream_ingest"]["columns"] = reader.names

@@ -3,7 +3,9 @@
 One file, ``<dir>/checkpoint.msz``, in the same no-pickle format as saved models (JSON metadata
 plus arrays; see mixstream.io). It is written to a temporary name in the same directory and
 renamed over the previous one, so a reader sees either the last complete lap or the one before,
-never a half-written file. A fit given the same directory again resumes from it.
+never a half-written file. A fit given the same directory again resumes from it. The directory
+may be an fsspec URL (``s3://bucket/run/checkpoints``): the checkpoint is then one object
+replaced by one PUT of the complete file (see mixstream.urls), atomic for readers as well.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from mixstream import urls
 from mixstream.io import ModelFileError, _jsonable, read_model_file, write_model_file
 
 CHECKPOINT_NAME = "checkpoint.msz"
@@ -23,13 +26,20 @@ class CheckpointMismatch(ValueError):
     """A checkpoint exists but belongs to a different fit (other data or options)."""
 
 
-def checkpoint_path(directory: str | os.PathLike) -> Path:
+def checkpoint_path(directory: str | os.PathLike) -> Any:
+    """The checkpoint file in ``directory``: a Path, or a str for a URL."""
+    if urls.is_url(directory):
+        return urls.join(directory, CHECKPOINT_NAME)
     return Path(directory) / CHECKPOINT_NAME
+
+
+def checkpoint_exists(directory: str | os.PathLike) -> bool:
+    return urls.exists(checkpoint_path(directory))
 
 
 def save_checkpoint(
     directory: str | os.PathLike, meta: dict[str, Any], arrays: dict[str, np.ndarray]
-) -> Path:
+) -> Any:
     """Atomically replace the checkpoint in ``directory`` with (meta, arrays)."""
     return write_model_file(checkpoint_path(directory), {"kind": "checkpoint", **meta}, arrays)
 
@@ -45,7 +55,7 @@ def load_checkpoint(
     values no fit writes (the checks of ``mixstream.io.read_model_file``).
     """
     path = checkpoint_path(directory)
-    if not path.exists():
+    if not urls.exists(path):
         return None
     try:
         meta, arrays = read_model_file(path)

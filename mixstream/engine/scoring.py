@@ -3,7 +3,9 @@
 Each batch's labels and log-likelihoods are written by the task that computed them, into an
 output group whose chunks are the source's batch-aligned chunks, so no two tasks write the same
 chunk. The group is written under a temporary name and renamed into place when every batch is
-done (``mixstream.atomic.atomic_directory``): a reader never sees a half-written output.
+done (``mixstream.atomic.atomic_directory``): a reader never sees a half-written output. To an
+object-store URL the group is written locally and uploaded with its root zarr.json last
+(``mixstream.urls.staged_directory``): it opens only once every chunk is there.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mixstream.atomic import atomic_directory
+from mixstream import urls
 from mixstream.backend import logsumexp_rows, to_host
 from mixstream.learn.executor import Executor
 from mixstream.model import Model
@@ -63,12 +65,14 @@ def score_to_zarr(
     """
     import zarr
 
-    out = Path(out)
-    if out.exists():
+    out = urls.resolve(out) if urls.is_url(out) else Path(out)
+    taken = urls.exists(urls.join(out, "zarr.json")) if urls.is_url(out) else out.exists()
+    if taken:
         raise FileExistsError(f"{out} exists; scores are never written over existing data")
     source = executor.source
     chunk = _output_chunk_rows(source)
-    with atomic_directory(out) as tmp:
+    # an object store: written locally, uploaded with the root zarr.json last (mixstream.urls)
+    with urls.staged_directory(out, marker="zarr.json") as tmp:
         group = zarr.open_group(tmp, mode="w-")
         # named dimensions: xarray.open_zarr opens the group
         rows, both = ("sample",), ("sample", "component")
