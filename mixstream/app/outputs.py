@@ -201,12 +201,14 @@ def write_run_dir(
         (absolute), n_rows, n_features, n_components_, lower_bound_, converged_, laps,
         resumed_from_lap, dashboard, options.
     """
-    if urls.is_url(out):
-        from mixstream.app.remote import write_remote_run_dir
-
-        return write_remote_run_dir(
-            est, os.fspath(out), data, source, plan, resumed_from_lap, dashboard
-        )
+    if urls.is_url(out):  # written in a local stage, uploaded one PUT a file, run.json last
+        url = os.fspath(out).rstrip("/")
+        with tempfile.TemporaryDirectory(prefix="mixstream-run-") as stage:
+            summary = write_run_dir(
+                est, stage, data, source, plan, resumed_from_lap, dashboard, location=url
+            )
+            urls.upload_tree(stage, url, last=(RUN_FILE,))
+        return summary
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     where = location or str(out)
@@ -335,9 +337,7 @@ def rewrite_report(
     target = out if out else urls.join(parent, REPORT_FILE) if remote else parent / REPORT_FILE
     if urls.is_url(target):  # written locally, then one PUT
         with tempfile.TemporaryDirectory(prefix="mixstream-report-") as stage:
-            local = write_report_for(
-                est, os.path.join(stage, REPORT_FILE), X_sample, n_rows, extra
-            )
+            local = write_report_for(est, os.path.join(stage, REPORT_FILE), X_sample, n_rows, extra)
             urls.write_bytes(target, local.read_bytes())
         return target, note  # type: ignore[return-value]
     return write_report_for(est, Path(target), X_sample, n_rows, extra), note

@@ -233,8 +233,6 @@ def check_output(out: str | os.PathLike, overwrite: bool) -> Any:
     """``out`` made absolute (a URL: as given, a str); FileExistsError when it exists and may
     not be replaced."""
     if urls.is_url(out):
-        from mixstream.app.remote import check_remote_output
-
         return check_remote_output(os.fspath(out), overwrite)
     out = Path(out).resolve()
     if out.exists() and not overwrite:
@@ -259,8 +257,6 @@ def run_state(out: str | os.PathLike) -> str:
     or "finished" (run.json or model.msz of a published fit, and no checkpoint). On an object
     store only a run.json with status "finished" marks a finished run (it is written last)."""
     if urls.is_url(out):
-        from mixstream.app.remote import remote_run_state
-
         return remote_run_state(os.fspath(out))
     out = Path(out)
     if has_checkpoint(out / CHECKPOINT_DIR):
@@ -290,8 +286,6 @@ def prepare_run_dir(out: str | os.PathLike, overwrite: bool = False) -> str:
     a fit that fails before its first lap leaves ``out`` as it found it.
     """
     if urls.is_url(out):  # run.json deleted first, then the rest (mixstream.app.remote)
-        from mixstream.app.remote import prepare_remote_run_dir
-
         return prepare_remote_run_dir(os.fspath(out), overwrite)
     out = Path(out).resolve()
     state = run_state(out)
@@ -306,8 +300,6 @@ def model_path(model: str | os.PathLike) -> Any:
     """A model file, or the model file in a fit's output directory (a str for a URL: one
     that does not name an existing object is taken as a run directory)."""
     if urls.is_url(model):
-        from mixstream.app.remote import remote_model_path
-
         return remote_model_path(os.fspath(model))
     path = Path(model)
     return path / MODEL_FILE if path.is_dir() else path
@@ -320,3 +312,54 @@ def read_run_file(directory: str | os.PathLike) -> dict[str, Any]:
         return json.loads(urls.read_bytes(target)) if urls.exists(target) else {}
     path = Path(directory) / RUN_FILE
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+# ---------------------------------------------------------------------- on object stores
+#: the object whose presence makes a Zarr group (v3) readable: written last, deleted first
+ZARR_MARKER = "zarr.json"
+
+
+def remote_model_path(url: str) -> str:
+    """A model object, or the model.msz of a run directory at ``url``."""
+    url = url.rstrip("/")
+    if url.endswith(".msz"):
+        return url
+    fs, path = urls.filesystem(url)
+    return url if fs.isfile(path) else urls.join(url, MODEL_FILE)
+
+
+def remote_run_state(url: str) -> str:
+    """ "unfinished" (a checkpoint), "finished" (run.json with status finished) or "none"."""
+    if has_checkpoint(urls.join(url, CHECKPOINT_DIR)):
+        return "unfinished"
+    if read_run_file(url).get("status") == FINISHED:
+        return "finished"
+    return "none"
+
+
+def prepare_remote_run_dir(url: str, overwrite: bool) -> str:
+    """``prepare_run_dir`` on an object store: a finished run is refused without
+    ``overwrite``; with it its run.json is deleted first (from then on no reader takes it for
+    a result), then the rest. Leftovers of an unpublished run (no finished run.json, no
+    checkpoint) are removed too. Returns the state found."""
+    state = remote_run_state(url)
+    if state == "finished" and not overwrite:
+        raise RunExistsError(url, "holds a finished run")
+    if state == "finished":
+        urls.remove(urls.join(url, RUN_FILE))
+        urls.remove(url, recursive=True)
+    elif state == "none":
+        for name in (RUN_FILE, MODEL_FILE, REPORT_FILE):
+            urls.remove(urls.join(url, name))
+        urls.remove(urls.join(url, FIGURES_DIR), recursive=True)
+    return state
+
+
+def check_remote_output(url: str, overwrite: bool) -> str:
+    """``url`` (a Zarr group to write); RunExistsError when one is there and not
+    ``overwrite``."""
+    url = url.rstrip("/")
+    urls.check_url(url)
+    if not overwrite and urls.exists(urls.join(url, ZARR_MARKER)):
+        raise RunExistsError(url)
+    return url
