@@ -51,3 +51,16 @@ def test_a_missing_library_is_skipped_not_fatal(monkeypatch):
     rows = {r["library"]: r for r in case["rows"]}
     assert rows["tgmm"] == {"library": "tgmm", "skipped": "not installed"}
     assert "loglik" in rows["sklearn"]
+
+
+def test_local_step_rate_reports_every_case():
+    from mixstream.benchmarks import local_step_rate
+
+    args = ["--n", "3000", "--d", "3", "--k", "3", "--square", "128"]
+    rows = local_step_rate.main(args)
+    assert [(r["cov"], r["dtype"]) for r in rows] == [
+        ("full", "float64"), ("full", "float32"), ("diag", "float64"), ("diag", "float32")
+    ]
+    for r in rows:
+        assert r["gflops"] > 0 and r["square"] > 0 and r["same_shapes"] > 0
+        assert r["phases"] is not None and all(v > 0 for v in r["phases"].values())
