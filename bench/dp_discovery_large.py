@@ -117,8 +117,7 @@ def fit_on_dask(X, labels, cov, k, batch_size, seed, workdir: Path) -> dict:
 def print_row(cov: str, where: str, r: dict) -> None:
     reach = "never" if r["reach"] is None else f"{r['reach']:.1f}"
     print(
-        f"{cov:<6}{where:<22}{r['wall']:>9.1f}{r['laps']:>6}{reach:>12}{r['K']:>8}"
-        f"{r['ari']:>9.4f}",
+        f"{cov:<6}{where:<22}{r['wall']:>9.1f}{r['laps']:>6}{reach:>12}{r['K']:>8}{r['ari']:>9.4f}",
         flush=True,
     )
 
@@ -127,8 +126,10 @@ def print_laps(r: dict) -> None:
     for h in r["history"]:
         tried = ", ".join(f"{m} {n}" for m, n in sorted(h["moves_tried"].items()) if n)
         acc = ", ".join(f"{m} {n}" for m, n in sorted(h["moves_accepted"].items()) if n)
-        print(f"    lap {h['lap']:>3}: {h['seconds']:7.2f} s, K={h['K']:>3}; "
-              f"tried [{tried}] accepted [{acc}]")
+        print(
+            f"    lap {h['lap']:>3}: {h['seconds']:7.2f} s, K={h['K']:>3}; "
+            f"tried [{tried}] accepted [{acc}]"
+        )
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -151,10 +152,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"mixstream: moVB + birth/merge/delete from K=1, batches of {a.batch_size:,} rows\n"
     )
     # one small fit first: numba loads its compiled kernels once per process
-    warm_X, warm_labels = planted(2_000, a.d, 2, 0)
+    warm_X, _ = planted(2_000, a.d, 2, 0)
     estimator(a.cov[0], 1_000, 0, engine="local").fit(warm_X)
-    print(f"{'cov':<6}{'engine':<22}{'wall s':>9}{'laps':>6}{'t(true K) s':>12}"
-          f"{'final K':>8}{'ARI':>9}")
+    print(
+        f"{'cov':<6}{'engine':<22}{'wall s':>9}{'laps':>6}{'t(true K) s':>12}"
+        f"{'final K':>8}{'ARI':>9}"
+    )
     rows = []
     for cov in a.cov:
         for where in a.engines:

@@ -329,8 +329,15 @@ def run_case(
         r["loglik"] = score(X, r.pop("params"), cov)
         if ref is not None:
             r["speedup_vs_sklearn"] = ref["s_per_iter"] / r["s_per_iter"]
-    return {"n": n, "d": d, "k": k, "cov": cov, "iters": iters, "start_loglik": start_ll,
-            "rows": rows}
+    return {
+        "n": n,
+        "d": d,
+        "k": k,
+        "cov": cov,
+        "iters": iters,
+        "start_loglik": start_ll,
+        "rows": rows,
+    }
 
 
 def machine_line(threads: int) -> str:
@@ -401,8 +408,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 print_case(case)
                 cases.append(case)
                 if a.json:
-                    a.json.write_text(json.dumps({"machine": machine_line(a.threads),
-                                                  "cases": cases}, indent=1))
+                    a.json.write_text(
+                        json.dumps({"machine": machine_line(a.threads), "cases": cases}, indent=1)
+                    )
     return cases
 
 

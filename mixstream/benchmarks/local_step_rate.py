@@ -143,8 +143,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--d", type=int, default=16)
     p.add_argument("--k", type=int, default=32)
     p.add_argument("--cov", nargs="+", default=["full", "diag"], choices=["full", "diag"])
-    p.add_argument("--dtype", nargs="+", default=["float64", "float32"],
-                   choices=["float64", "float32"])
+    p.add_argument(
+        "--dtype", nargs="+", default=["float64", "float32"], choices=["float64", "float32"]
+    )
     p.add_argument("--square", type=int, default=2048, help="size of the square GEMM")
     a = p.parse_args(argv)
     X = make_data(a.n, a.d, a.k)
@@ -154,8 +155,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         f"numpy {np.__version__}; threads {get_num_threads()}"
     )
     print(f"data: N={a.n:,} D={a.d} K={a.k}; local step + summary (both products counted)\n")
-    print(f"{'cov':<6}{'dtype':<9}{'seconds':>9}{'GFLOP/s':>9}{'square':>9}{'of it':>8}"
-          f"{'shapes':>9}{'of it':>8}")
+    print(
+        f"{'cov':<6}{'dtype':<9}{'seconds':>9}{'GFLOP/s':>9}{'square':>9}{'of it':>8}"
+        f"{'shapes':>9}{'of it':>8}"
+    )
     for r in rows:
         report(r)
     print("\none thread, same blocks, seconds per phase:")

@@ -59,7 +59,10 @@ def test_local_step_rate_reports_every_case():
     args = ["--n", "3000", "--d", "3", "--k", "3", "--square", "128"]
     rows = local_step_rate.main(args)
     assert [(r["cov"], r["dtype"]) for r in rows] == [
-        ("full", "float64"), ("full", "float32"), ("diag", "float64"), ("diag", "float32")
+        ("full", "float64"),
+        ("full", "float32"),
+        ("diag", "float64"),
+        ("diag", "float32"),
     ]
     for r in rows:
         assert r["gflops"] > 0 and r["square"] > 0 and r["same_shapes"] > 0
