@@ -19,9 +19,16 @@ loaded) is its own. Reported per library and case:
     python bench/peers.py                              # 1,000,000 x {16, 64}, K=32, full, diag
     python bench/peers.py --n 200000 --d 16 --cov full --iters 2
 
-Libraries that are not installed are reported as skipped. Threads: OMP_NUM_THREADS,
-OPENBLAS_NUM_THREADS, MKL_NUM_THREADS, MIXSTREAM_NUM_THREADS and torch.set_num_threads are all set
-to --threads (default: the cores this process may use) in every subprocess.
+Two adjustments make pomegranate 1.1.2 fit the same model as the others: its distributions are
+cast to float64 (it takes its dtype from a float32 device marker and would sum the statistics in
+float32) and scikit-learn's reg_covar is added to its covariances after each M-step (it adds
+none). torchgmm takes initial means only: its init pass runs, then its result is replaced by the
+shared start. tgmm runs with ``batch_size`` rows per chunk (its own memory bound: unchunked it
+holds several N x K x D tensors). Libraries that are not installed are reported as skipped.
+
+Threads: OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS, MIXSTREAM_NUM_THREADS and
+torch.set_num_threads are all set to --threads (default: the cores this process may use) in every
+subprocess.
 """
 
 from __future__ import annotations
@@ -52,6 +59,9 @@ NEEDS = {
     "mixstream": "mixstream",
 }
 REG_COVAR = 1e-6
+#: a library whose pair of timed fits takes less than this many seconds runs them again (best of
+#: up to three pairs)
+REPEAT_BELOW = 20.0
 #: tgmm's row chunk, in cells of its (rows, K, D) deviation tensor: without a chunk tgmm holds
 #: several N x K x D float64 tensors at once (16 GB each at 1M x 32 x 64)
 TGMM_CHUNK_CELLS = 1 << 25
@@ -149,12 +159,34 @@ def fit_pomegranate(X: np.ndarray, start: dict, cov: str, iters: int) -> dict[st
     from pomegranate.distributions import Normal
     from pomegranate.gmm import GeneralMixtureModel
 
+    class RegNormal(Normal):
+        """pomegranate's Normal with scikit-learn's reg_covar added to the diagonal of each
+        covariance after its M-step (pomegranate 1.1.2 adds none, and its ``min_cov`` is not
+        used): the same model as the other libraries, and a component with few rows keeps a
+        positive definite covariance instead of failing its Cholesky factorisation."""
+
+        def from_summaries(self) -> None:
+            super().from_summaries()
+            with torch.no_grad():
+                if self.covariance_type == "full":
+                    self.covs.diagonal().add_(REG_COVAR)
+                else:
+                    self.covs.add_(REG_COVAR)
+            self._reset_cache()
+
+    # .double(): a pomegranate distribution takes its dtype from its first parameter, a float32
+    # device marker, and would sum its statistics in float32 (uncentred sums of squares, which
+    # then lose positive definiteness); float64 throughout, as every other library here
     dists = [
-        Normal(means=m, covs=c, covariance_type=cov)
+        RegNormal(means=m, covs=c, covariance_type=cov).double()
         for m, c in zip(start["means"], start["covariances"])
     ]
+    for dist in dists:
+        dist._reset_cache()  # its statistics buffers, now in float64
     # tol=-inf: pomegranate stops when the log-likelihood improves by less than tol
     gm = GeneralMixtureModel(dists, priors=start["weights"], max_iter=iters, tol=-np.inf)
+    gm = gm.double()
+    gm._reset_cache()
     gm.fit(torch.from_numpy(X))
     return {
         "weights": gm.priors.detach().numpy(),
@@ -264,15 +296,23 @@ def worker(lib: str, data: Path, start_file: Path, cov: str, iters: int, out: Pa
         # kernels) are not an iteration's
         fit(X[: min(len(X), 4096)], start, cov, 1)
         base = _maxrss_mib()
-        t0 = time.perf_counter()
-        fit(X, start, cov, 1)
-        t1 = time.perf_counter()
-        params = fit(X, start, cov, 1 + iters)
-        t2 = time.perf_counter()
+        short = long = np.inf
+        spent, runs = 0.0, 0
+        # the best of up to three pairs of fits while a pair is quick (under REPEAT_BELOW s):
+        # a fast library's fixed costs move by more than its iterations on a shared machine
+        while runs < 3 and (runs == 0 or spent < REPEAT_BELOW):
+            t0 = time.perf_counter()
+            fit(X, start, cov, 1)
+            t1 = time.perf_counter()
+            params = fit(X, start, cov, 1 + iters)
+            t2 = time.perf_counter()
+            short, long = min(short, t1 - t0), min(long, t2 - t1)
+            spent, runs = spent + t2 - t0, runs + 1
     np.savez(
         out,
-        t_short=t1 - t0,
-        t_long=t2 - t1,
+        t_short=short,
+        t_long=long,
+        runs=runs,
         peak_mib=_maxrss_mib() - base,
         **{k: np.asarray(v, np.float64) for k, v in params.items()},
     )
@@ -306,6 +346,7 @@ def run_library(
         "s_per_iter": (float(res["t_long"]) - float(res["t_short"])) / iters,
         "t_long": float(res["t_long"]),
         "peak_mib": float(res["peak_mib"]),
+        "runs": int(res["runs"]),
         "params": {k: res[k] for k in ("weights", "means", "covariances")},
     }
 
