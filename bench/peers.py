@@ -23,7 +23,8 @@ Two adjustments make pomegranate 1.1.2 fit the same model as the others: its dis
 cast to float64 (it takes its dtype from a float32 device marker and would sum the statistics in
 float32) and scikit-learn's reg_covar is added to its covariances after each M-step (it adds
 none). torchgmm takes initial means only: its init pass runs, then its result is replaced by the
-shared start. tgmm runs with ``batch_size`` rows per chunk (its own memory bound: unchunked it
+shared start; its statistics (torchmetrics states, float32 under ``precision=64``) are set to
+float64. tgmm runs with ``batch_size`` rows per chunk (its own memory bound: unchunked it
 holds several N x K x D tensors). Libraries that are not installed are reported as skipped.
 
 Threads: OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS, MIXSTREAM_NUM_THREADS and
@@ -217,7 +218,19 @@ def fit_torchgmm(X: np.ndarray, start: dict, cov: str, iters: int) -> dict[str, 
             self.model.means.copy_(torch.from_numpy(start["means"]))
             self.model.precisions_cholesky.copy_(prec)
 
+    fit_base = tg_estimator.GaussianMixtureLightningModule
+
+    class Float64Sums(fit_base):  # type: ignore[misc, valid-type]
+        """torchgmm's EM with its statistics summed in float64: its aggregators are torchmetrics
+        states, which stay float32 under ``precision=64`` unless set_dtype is called."""
+
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, **kw)
+            for agg in (self.prior_aggregator, self.mean_aggregator, self.covar_aggregator):
+                agg.set_dtype(torch.float64)
+
     tg_estimator.GaussianMixtureRandomInitLightningModule = SharedStart
+    tg_estimator.GaussianMixtureLightningModule = Float64Sums
     try:
         gm = tg_estimator.GaussianMixture(
             start["weights"].size,
@@ -238,6 +251,7 @@ def fit_torchgmm(X: np.ndarray, start: dict, cov: str, iters: int) -> dict[str, 
         ).fit(torch.from_numpy(X))
     finally:
         tg_estimator.GaussianMixtureRandomInitLightningModule = base
+        tg_estimator.GaussianMixtureLightningModule = fit_base
     m = gm.model_
     return {
         "weights": m.component_probs.numpy().copy(),
