@@ -88,9 +88,35 @@ def fit_in_memory(X, labels, cov, k, batch_size, seed, profile: bool) -> dict:
     row = summarize_fit(est, X, labels, k, time.perf_counter() - t0)
     if prof is not None:
         out = io.StringIO()
-        pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(r"mixstream", 25)
+        stats = pstats.Stats(prof, stream=out)
+        row["where"] = where_time_goes(stats)
+        stats.sort_stats("cumulative").print_stats(r"mixstream", 25)
         row["profile"] = out.getvalue()
     return row
+
+
+#: (file, function) of the parts of a moVB lap, for the profile's summary
+PARTS = {
+    # the in-process executor's map: its batches run in worker threads, which cProfile does not
+    # see, so the wall time of the map calls (the main thread waiting on them) stands for them
+    "batch visits (executor map)": ("engine/local.py", "map"),
+    "birth: proposals": ("learn/moves/birth.py", "propose"),
+    "birth: judging": ("learn/moves/birth.py", "judge"),
+    "merge: judging": ("learn/moves/merge.py", "judge"),
+    "delete: judging": ("learn/moves/delete.py", "judge"),
+    "global steps": ("mixstream/model.py", "global_step"),
+}
+
+
+def where_time_goes(stats: pstats.Stats) -> dict[str, float]:
+    """Cumulative seconds of each part in PARTS (a part called inside another counts in
+    both: batch visits made by a move are in the move's time too)."""
+    out = dict.fromkeys(PARTS, 0.0)
+    for (path, _line, func), row in stats.stats.items():  # type: ignore[attr-defined]
+        for name, (file, fn) in PARTS.items():
+            if func == fn and path.replace("\\", "/").endswith(file):
+                out[name] += row[3]  # cumulative time
+    return out
 
 
 def fit_on_dask(X, labels, cov, k, batch_size, seed, workdir: Path) -> dict:
@@ -171,6 +197,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print_row(cov, name, r)
             if a.laps:
                 print_laps(r)
+            if r.get("where"):
+                print("  profile of the in-memory fit, cumulative seconds:")
+                for part, sec in r["where"].items():
+                    print(f"    {part:<38}{sec:>8.1f}")
             if r.get("profile"):
                 print(r["profile"])
             rows.append({"cov": cov, "engine": where, **r})
