@@ -210,7 +210,14 @@ def fit_torchgmm(X: np.ndarray, start: dict, cov: str, iters: int) -> dict[str, 
     class SharedStart(base):  # type: ignore[misc, valid-type]
         """torchgmm takes initial means only (and derives weights and covariances from the
         nearest-mean partition): its init pass is run, then its result is replaced by the
-        shared weights, means and covariances."""
+        shared weights, means and covariances. Its sums are float64 too (see Float64Sums):
+        in float32 its own init covariances can fail their Cholesky factorisation at D=64
+        before they are replaced."""
+
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, **kw)
+            for agg in (self.prior_aggregator, self.mean_aggregator, self.covar_aggregator):
+                agg.set_dtype(torch.float64)
 
         def nonparametric_training_epoch_end(self) -> None:
             super().nonparametric_training_epoch_end()
