@@ -105,6 +105,7 @@ def test_the_cli_names_its_flags(tmp_path, capsys):
     assert "at least 2 rows" in capsys.readouterr().err
 
 
+@pytest.mark.usefixtures("prefect_harness")  # its tasks need an API: the session's server
 def test_the_flow_runs_the_same_checks(tmp_path):
     pytest.importorskip("prefect")
     from flows.fit import fit_flow
