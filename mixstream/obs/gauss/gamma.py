@@ -67,6 +67,12 @@ class _GammaCovariance(CovarianceStructure):
         a, a0 = 0.5 * s * nu, 0.5 * s * nu0
         return common + n_g * ((a - a0) * digamma(a) - gammaln(a) + gammaln(a0))
 
+    def empirical_prior(self, nu: np.ndarray, psi: np.ndarray, nu0: float) -> Any | None:
+        # E log Gamma(lambda_g; nu0 s/2, rate psi0 s/2) summed over the G groups is
+        # (G nu0 s/2) log psi0 - (psi0 s/2) sum_g E lambda_g + const, E lambda_g = nu_g / psi_g:
+        # its maximum is psi0 = G nu0 / sum_g E lambda_g, per feature (diag) or one (spherical)
+        return psi.shape[0] * nu0 / (self.col(nu) / psi).sum(axis=0)
+
     def default_dof(self, D: int) -> float:
         return 2.0
 

@@ -124,6 +124,9 @@ class GaussObs(MissingValuesMixin, GaussParamsMixin, ObsModel):
         self.mean_precision_prior = mean_precision_prior
         self.degrees_of_freedom_prior = degrees_of_freedom_prior
         self.covariance_prior = covariance_prior
+        #: the default covariance prior's scale is fitted to the components (empirical
+        #: Bayes, ``CovarianceStructure.fit_prior``); a given covariance_prior stays as given
+        self.empirical_prior = covariance_prior is None
         self.mean_prior_: np.ndarray | None = None
         self.mean_precision_prior_ = 0.0
         self.degrees_of_freedom_prior_ = 0.0
@@ -442,6 +445,20 @@ class GaussObs(MissingValuesMixin, GaussParamsMixin, ObsModel):
         psi = h3 - self._gsum(self._col(kappa) * self._outer(m, m))
         psi = self.covariance_structure.symmetrize(psi)
         self.kappa, self.m, self.nu, self.psi = kappa, m, np.asarray(nu, np.float64), psi
+        if rho is None and self.empirical_prior:  # empirical Bayes: docs/math.md §4
+            self.psi, self.covariance_prior_ = self.covariance_structure.fit_prior(
+                self.nu,
+                self.psi,
+                self.covariance_prior_,
+                self.degrees_of_freedom_prior_,
+                self.degrees_of_freedom_prior_ * max(self.reg_covar, 1e-300),
+            )
+
+    def for_proposal(self) -> GaussObs:
+        """This model with its prior fixed: a birth's pieces, fitted to one target's rows,
+        would otherwise fit the prior's scale to themselves alone."""
+        self.empirical_prior = False
+        return self
 
     def _update_em(self, stats: dict[str, np.ndarray], uids: np.ndarray) -> None:
         N, x = stats["N"], stats["x"]
