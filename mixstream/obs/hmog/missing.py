@@ -231,7 +231,7 @@ def _share(stats: dict, N: np.ndarray) -> dict:
 
 def _scatter(vals: np.ndarray, idx: np.ndarray, p: int) -> np.ndarray:
     """sum over rows of vals (n, K, c, *rest) put at the rows' columns idx (n, c): (K, p, *rest)."""
-    n, K, c = vals.shape[:3]
+    K = vals.shape[1]
     rest = vals.shape[3:]
     width = int(np.prod(rest)) if rest else 1
     at = np.arange(K)[None, :, None] * p + idx[:, None, :]  # (n, K, c)
