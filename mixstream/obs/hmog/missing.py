@@ -121,6 +121,122 @@ def _holes(obs: Any, X: np.ndarray, miss: np.ndarray) -> Holes:
     return Holes(xs0, groups, Fs, conds, ams, Ao, uo, base, hx)
 
 
+@dataclass
+class RaggedHoles:
+    """``Holes`` for the numba kernels: the holes of chunk row r are cols[offs[r]:offs[r + 1]]
+    with F (total, d) and am (total,) row by row; ``cinv`` holds the rows' Q_mm^{-1} blocks from
+    coffs[r] (full Psi) or is Psi's diagonal (p,)."""
+
+    xs0: np.ndarray
+    cols: np.ndarray
+    offs: np.ndarray
+    coffs: np.ndarray
+    F: np.ndarray
+    am: np.ndarray
+    cinv: np.ndarray
+    Ao: np.ndarray
+    uo: np.ndarray
+    base: np.ndarray
+    hx: np.ndarray
+
+
+def _kernels() -> Any:
+    """obs/hmog/_missing_numba.py, or None when numba is off (``MIXSTREAM_NUMBA=0``) or absent."""
+    from mixstream import _kernels as switch
+
+    if not switch.enabled():
+        return None
+    try:
+        from mixstream.obs.hmog import _missing_numba
+    except ImportError:
+        return None
+    return _missing_numba
+
+
+def _ragged_holes(obs: Any, X: np.ndarray, miss: np.ndarray) -> RaggedHoles:
+    """``_holes`` for the kernels: diag / spherical by GEMMs with the mask (a hole drops out),
+    a full Psi by obs/gauss's fused c x c kernel (one component of mean 0) and ours."""
+    from mixstream.obs.gauss import _missing_numba as gauss_kernels
+
+    D, s = obs._derived, obs.covariance_type
+    p, d = obs.n_features, obs.latent_dim
+    xs0 = X - obs.shift
+    xs0[miss] = 0.0
+    xc0 = xs0 - obs.mu
+    xc0[miss] = 0.0
+    V, inv = D["PiW"], D["inv"]
+    uo = xc0 @ V
+    base = -0.5 * p * LOG_2PI - 0.5 * D["logdet"] - 0.5 * noise.quad_rows(s, inv, xc0, np)
+    cols = np.nonzero(miss)[1].astype(np.int64)  # row-major: each row's holes in order
+    counts = miss.sum(axis=1)
+    offs = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    n = X.shape[0]
+    if s == "full":
+        coffs = np.concatenate([[0], np.cumsum(counts * counts)]).astype(np.int64)
+        Q = np.ascontiguousarray(inv, np.float64)
+        corr, ent = np.empty((n, 1)), np.empty((n, 1))
+        sol, cinv = np.empty((cols.size, 1)), np.empty(int(coffs[-1]))
+        Py = (xc0 @ Q)[:, None, :]
+        gauss_kernels.full_correction(
+            Py, np.zeros((1, p)), Q[None], cols, offs, coffs, True, corr, ent, sol, cinv
+        )
+        F, Ao = np.empty((cols.size, d)), np.empty((n, d, d))
+        _kernels().observed_layer(V, D["A"], cols, offs, coffs, cinv, sol[:, 0], Ao, uo, F)
+        return RaggedHoles(
+            xs0, cols, offs, coffs, F, obs.mu[cols] + sol[:, 0], cinv, Ao, uo,
+            base + corr[:, 0], ent[:, 0],
+        )  # fmt: skip
+    qd = np.broadcast_to(np.asarray(inv, np.float64), (p,))
+    mf = miss.astype(np.float64)
+    Wq = (obs.W[:, :, None] * obs.W[:, None, :] * qd[:, None, None]).reshape(p, d * d)
+    Ao = D["A"][None] - (mf @ Wq).reshape(n, d, d)
+    logq = mf @ np.log(qd)
+    base += 0.5 * counts * LOG_2PI - 0.5 * logq
+    hx = 0.5 * counts * (1.0 + LOG_2PI) - 0.5 * logq
+    F = np.ascontiguousarray(obs.W[cols])
+    return RaggedHoles(xs0, cols, offs, offs, F, obs.mu[cols], 1.0 / qd, Ao, uo, base, hx)
+
+
+def _ragged_posterior(obs: Any, holes: RaggedHoles) -> tuple[np.ndarray, ...]:
+    """``_posterior`` by the kernel."""
+    D = obs._derived
+    n, K, d = holes.Ao.shape[0], D["K"], obs.latent_dim
+    lp, Hy = np.empty((n, K)), np.empty((n, K))
+    yhat, Pinv = np.empty((n, K, d)), np.empty((n, K, d, d))
+    prec = np.ascontiguousarray(D["prec"], np.float64)
+    eta = np.ascontiguousarray(D["eta"], np.float64)
+    args = (holes.Ao, holes.uo, holes.base, holes.hx, prec, eta, np.asarray(D["c"], np.float64))
+    _kernels().posterior(*args, lp, yhat, Pinv, Hy)
+    return lp, yhat, Pinv, Hy
+
+
+def _ragged_stats(obs: Any, holes: RaggedHoles, post: tuple, r: np.ndarray) -> dict:
+    """``_chunk_stats`` by the kernel: xs0's sums by GEMMs, the holes' by ``hole_stats``."""
+    _, yhat, Pinv, Hy = post
+    s, p, d = obs.covariance_type, obs.n_features, obs.latent_dim
+    r = np.ascontiguousarray(r, np.float64)
+    n, K = r.shape
+    xs0 = holes.xs0
+    ry = (r[:, :, None] * yhat).reshape(n, K * d)
+    out = (
+        np.zeros((K, d)),
+        np.zeros((K, d, d)),
+        np.zeros(K),
+        r.T @ xs0,
+        np.ascontiguousarray((xs0.T @ ry).reshape(p, K, d).transpose(1, 0, 2)),
+    )
+    full = s == "full"
+    if full:
+        sxd = np.zeros((1, 1))
+        sxf = np.stack([(xs0 * r[:, k : k + 1]).T @ xs0 for k in range(K)])
+    else:
+        sxd, sxf = r.T @ (xs0 * xs0), np.zeros((1, 1, 1))
+    args = (holes.cols, holes.offs, holes.coffs, holes.F, holes.am, holes.cinv, full)
+    _kernels().hole_stats(r, yhat, Pinv, Hy, xs0, *args, out, sxd, sxf)
+    sxx = sxf if full else (sxd.sum(axis=1) if s == "spherical" else sxd)
+    return {"y": out[0], "yy": out[1], "Hy": out[2], "sx": out[3], "sxy": out[4], "sxx": sxx}
+
+
 def _posterior(obs: Any, holes: Holes) -> tuple[np.ndarray, ...]:
     """(log-probabilities without the bias (n, K), E[y | x_o, k] (n, K, d), P^{-1} (n, K, d, d),
     Hy (n, K) = H[q(y | x_o, k)] + H[q(x_m | y, x_o)])."""
@@ -148,11 +264,16 @@ def _chunks(obs: Any, n: int, K: int) -> tuple[range, int]:
 def _parts(obs: Any, X: np.ndarray, mask: np.ndarray, rows: np.ndarray, K: int) -> list:
     """[(positions (n_c,) in ``rows``, Holes, posterior)] over chunks of the incomplete rows."""
     starts, size = _chunks(obs, rows.size, K)
+    fast = _kernels() is not None
     out = []
     for a in starts:
         pos = np.arange(a, min(a + size, rows.size))
-        holes = _holes(obs, X[rows[pos]], mask[rows[pos]])
-        out.append((pos, holes, _posterior(obs, holes)))
+        if fast:
+            holes = _ragged_holes(obs, X[rows[pos]], mask[rows[pos]])
+            out.append((pos, holes, _ragged_posterior(obs, holes)))
+        else:
+            holes = _holes(obs, X[rows[pos]], mask[rows[pos]])
+            out.append((pos, holes, _posterior(obs, holes)))
     return out
 
 
@@ -208,7 +329,8 @@ def calc_stats(obs: Any, X: Any, resp: np.ndarray, mask: np.ndarray, cache: dict
     r_i = resp[rows]
     acc = None
     for pos, holes, post in parts:
-        part = _chunk_stats(obs, holes, post, r_i[pos])
+        stats = _ragged_stats if isinstance(holes, RaggedHoles) else _chunk_stats
+        part = stats(obs, holes, post, r_i[pos])
         acc = part if acc is None else {k: acc[k] + v for k, v in part.items()}
     if acc is not None:
         if not obs.split_rows:
