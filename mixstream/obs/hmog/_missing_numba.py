@@ -14,9 +14,12 @@ import numpy as np
 from numba import njit
 
 _LOG_2PI = math.log(2.0 * math.pi)
+#: no "reassoc": sums keep their order (the numpy path's rounding); "nnan" / "ninf" let the
+#: loops over the components vectorise (inputs are finite)
+_FLAGS = {"contract", "nsz", "nnan", "ninf"}
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", fastmath=_FLAGS)
 def observed_layer(V, A, cols, offs, coffs, cinv, sol, Ao, uo, F):
     """A full Psi: F (total, d) = Q_mm^{-1} V_m, Ao (n, d, d) = A - V_m^T F and
     uo (n, d) += V_m^T a (a = ``sol``, the noise's conditional mean at the holes)."""
@@ -49,57 +52,94 @@ def observed_layer(V, A, cols, offs, coffs, cinv, sol, Ao, uo, F):
             uo[r, e] += v
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
-def posterior(Ao, uo, base, hx, prec, eta, const, lp, yhat, Pinv, Hy):
+@njit(nogil=True, cache=True, error_model="numpy", fastmath=_FLAGS)
+def posterior(Ao, uo, base, hx, precT, etaT, const, lp, yhat, Pinv, Hy):
     """Per (row, component): P = prec_k + Ao_n (Cholesky), Pinv, yhat = Pinv (eta_k + uo_n),
-    lp = base + const_k + d/2 log 2 pi - log|P| / 2 + b^T yhat / 2 and the entropies Hy."""
+    lp = base + const_k + d/2 log 2 pi - log|P| / 2 + b^T yhat / 2 and the entropies Hy.
+
+    The K components of a row are factorised together, the component innermost (precT
+    (d, d, K), etaT (d, K)), so that every step is a loop over K the compiler vectorises.
+    """
     n, K, d = yhat.shape
-    L = np.empty((d, d))
-    Li = np.empty((d, d))
-    b = np.empty(d)
+    L = np.empty((d, d, K))
+    Li = np.empty((d, d, K))
+    PI = np.empty((d, d, K))
+    b = np.empty((d, K))
+    s = np.empty(K)
+    logdet = np.empty(K)
+    det = np.empty(K)
+    q = np.empty(K)
     for r in range(n):
-        for k in range(K):
-            logdet = 0.0
-            for j in range(d):
-                s = prec[k, j, j] + Ao[r, j, j]
+        logdet[:] = 0.0
+        det[:] = 1.0
+        for j in range(d):
+            a = Ao[r, j, j]
+            for k in range(K):
+                s[k] = precT[j, j, k] + a
+            for t in range(j):
+                for k in range(K):
+                    s[k] -= L[j, t, k] * L[j, t, k]
+            for k in range(K):
+                v = max(s[k], 1e-300)
+                L[j, j, k] = math.sqrt(v)
+                Li[j, j, k] = 1.0 / L[j, j, k]
+                det[k] *= v
+            if j % 4 == 3 or j == d - 1:  # the pivots' product, logged every 4: no overflow
+                for k in range(K):
+                    logdet[k] += math.log(det[k])
+                    det[k] = 1.0
+            for i in range(j + 1, d):
+                a = Ao[r, i, j]
+                for k in range(K):
+                    s[k] = precT[i, j, k] + a
                 for t in range(j):
-                    s -= L[j, t] * L[j, t]
-                dj = math.sqrt(max(s, 1e-300))
-                L[j, j] = dj
-                logdet += 2.0 * math.log(dj)
-                for i in range(j + 1, d):
-                    s = prec[k, i, j] + Ao[r, i, j]
-                    for t in range(j):
-                        s -= L[i, t] * L[j, t]
-                    L[i, j] = s / dj
+                    for k in range(K):
+                        s[k] -= L[i, t, k] * L[j, t, k]
+                for k in range(K):
+                    L[i, j, k] = s[k] * Li[j, j, k]
+        # L^{-1} by forward substitution, then P^{-1} = L^{-T} L^{-1}
+        for j in range(d):
+            for i in range(j + 1, d):
+                for k in range(K):
+                    s[k] = 0.0
+                for t in range(j, i):
+                    for k in range(K):
+                        s[k] += L[i, t, k] * Li[t, j, k]
+                for k in range(K):
+                    Li[i, j, k] = -s[k] * Li[i, i, k]
+        for i in range(d):
+            for j in range(i + 1):
+                for k in range(K):
+                    s[k] = 0.0
+                for t in range(i, d):
+                    for k in range(K):
+                        s[k] += Li[t, i, k] * Li[t, j, k]
+                for k in range(K):
+                    PI[i, j, k] = s[k]
+                    PI[j, i, k] = s[k]
+        for i in range(d):
+            u = uo[r, i]
+            for k in range(K):
+                b[i, k] = etaT[i, k] + u
+        q[:] = 0.0
+        for i in range(d):
+            for k in range(K):
+                s[k] = 0.0
             for j in range(d):
-                Li[j, j] = 1.0 / L[j, j]
-                for i in range(j + 1, d):
-                    v = 0.0
-                    for t in range(j, i):
-                        v += L[i, t] * Li[t, j]
-                    Li[i, j] = -v / L[i, i]
+                for k in range(K):
+                    s[k] += PI[i, j, k] * b[j, k]
+            for k in range(K):
+                yhat[r, k, i] = s[k]
+                q[k] += b[i, k] * s[k]
+        for k in range(K):
             for i in range(d):
-                for j in range(i + 1):
-                    v = 0.0
-                    for t in range(i, d):
-                        v += Li[t, i] * Li[t, j]
-                    Pinv[r, k, i, j] = v
-                    Pinv[r, k, j, i] = v
-            for i in range(d):
-                b[i] = eta[k, i] + uo[r, i]
-            q = 0.0
-            for i in range(d):
-                v = 0.0
                 for j in range(d):
-                    v += Pinv[r, k, i, j] * b[j]
-                yhat[r, k, i] = v
-                q += b[i] * v
-            lp[r, k] = base[r] + const[k] + 0.5 * d * _LOG_2PI - 0.5 * logdet + 0.5 * q
-            Hy[r, k] = 0.5 * d * (1.0 + _LOG_2PI) - 0.5 * logdet + hx[r]
+                    Pinv[r, k, i, j] = PI[i, j, k]
+            lp[r, k] = base[r] + const[k] + 0.5 * d * _LOG_2PI - 0.5 * logdet[k] + 0.5 * q[k]
+            Hy[r, k] = 0.5 * d * (1.0 + _LOG_2PI) - 0.5 * logdet[k] + hx[r]
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", fastmath=_FLAGS)
 def hole_stats(resp, yhat, Pinv, Hy, xs0, cols, offs, coffs, F, am, cinv, full, out, sxd, sxf):
     """The incomplete rows' latent statistics and what their holes add to the layer's.
 
