@@ -249,9 +249,11 @@ def test_default_still_refuses_nan() -> None:
 
 
 @pytest.mark.parametrize("ctype", NOISES)
-def test_numba_and_numpy_paths_agree(ctype: str, monkeypatch) -> None:
+@pytest.mark.parametrize("split_rows", (True, False))
+def test_numba_and_numpy_paths_agree(ctype: str, split_rows: bool, monkeypatch) -> None:
     """The kernels (obs/hmog/_missing_numba.py) and the numpy version: same log-probabilities,
-    latent means and statistics, rows with up to 7 holes of 8 included."""
+    latent means and statistics (per component, and pooled for the mass split), rows with up
+    to 7 holes of 8 included."""
     from mixstream import _kernels
 
     if not _kernels.enabled():
@@ -259,6 +261,7 @@ def test_numba_and_numpy_paths_agree(ctype: str, monkeypatch) -> None:
     X = with_holes(planted(200, 15), 0.4)
     m = fit(hmog(3, ctype, max_laps=3, missing="marginalize"), X)
     obs = m.model_.obs
+    obs.split_rows = split_rows
     resp = np.random.default_rng(7).dirichlet(np.ones(3), size=X.shape[0])
     fast = (obs.log_prob(X), obs.latent_means(X, resp), obs.calc_stats(X, resp))
     monkeypatch.setattr(_kernels, "_kernels", False)

@@ -139,65 +139,102 @@ def posterior(Ao, uo, base, hx, precT, etaT, const, lp, yhat, Pinv, Hy):
             Hy[r, k] = 0.5 * d * (1.0 + _LOG_2PI) - 0.5 * logdet[k] + hx[r]
 
 
+@njit(nogil=True, cache=True, inline="always", error_model="numpy", fastmath=_FLAGS)
+def _add_holes(t, r, rho, m1, M2, xs0, cols, a, c, cbase, F, am, cinv, full, Fm, G, out, sxd, sxf):
+    """What row r's holes add to target t of the layer's sums, from the row's weighted latent
+    moments rho = sum w, m1 = sum w yhat, M2 = sum w E[y y^T] (sums over the components the
+    target pools): with z = am + F yhat, sum w z = rho am + F m1, sum w E[x_m y^T] =
+    am m1^T + F M2, sum w E[x_m x_m^T] = F M2 F^T + am (F m1)^T + (F m1) am^T + rho (am am^T
+    + Q_mm^{-1})."""
+    sx, sxy = out[3], out[4]
+    d = m1.size
+    p = xs0.shape[1]
+    for i in range(c):
+        v = 0.0
+        for e in range(d):
+            v += F[a + i, e] * m1[e]
+        Fm[i] = v
+        for e in range(d):
+            v = 0.0
+            for f in range(d):
+                v += F[a + i, f] * M2[f, e]
+            G[i, e] = v
+    for i in range(c):
+        ci = cols[a + i]
+        zi = rho * am[a + i] + Fm[i]
+        sx[t, ci] += zi
+        for e in range(d):
+            sxy[t, ci, e] += am[a + i] * m1[e] + G[i, e]
+        for j in range(c if full else i + 1):
+            if not full and j != i:
+                continue
+            v = am[a + i] * Fm[j] + Fm[i] * am[a + j] + rho * am[a + i] * am[a + j]
+            v += rho * (cinv[cbase + i * c + j] if full else cinv[ci])
+            for e in range(d):
+                v += G[i, e] * F[a + j, e]
+            if full:
+                sxf[t, ci, cols[a + j]] += v
+            else:
+                sxd[t, ci] += v
+        if full:  # the cross terms xs0 z^T + z xs0^T (xs0 is 0 at the holes)
+            for q in range(p):
+                u = zi * xs0[r, q]
+                sxf[t, ci, q] += u
+                sxf[t, q, ci] += u
+
+
 @njit(nogil=True, cache=True, error_model="numpy", fastmath=_FLAGS)
-def hole_stats(resp, yhat, Pinv, Hy, xs0, cols, offs, coffs, F, am, cinv, full, out, sxd, sxf):
+def hole_stats(
+    resp, yhat, Pinv, Hy, xs0, cols, offs, coffs, F, am, cinv, full, pooled, out, sxd, sxf
+):
     """The incomplete rows' latent statistics and what their holes add to the layer's.
 
-    out = (y (K, d), yy (K, d, d), H (K,), sx (K, p), sxy (K, p, d)); with z = am + F yhat_k
-    at the holes, sx += r z, sxy += r (z yhat^T + F Pinv), and r (z z^T + F Pinv F^T +
-    Q_mm^{-1}) on the holes goes to sxf (K, p, p) with the cross terms xs0 z^T + z xs0^T when
-    ``full`` (``cinv`` ragged), else its diagonal to sxd (K, p) (``cinv``: Psi's diagonal
-    (p,)). xs0's own sums are the caller's GEMMs.
+    out = (y (K, d), yy (K, d, d), H (K,), sx (T, p), sxy (T, p, d)); the holes' second
+    moments go to sxf (T, p, p) with the cross terms xs0 z^T + z xs0^T when ``full`` (``cinv``
+    ragged), else their diagonal to sxd (T, p) (``cinv``: Psi's diagonal (p,)). T = K, or 1
+    with ``pooled`` (the mass split only needs the sums over the components: the holes then
+    cost O(c d^2) a row instead of O(K c d^2)). xs0's own sums are the caller's GEMMs.
     """
-    y, yy, H, sx, sxy = out
+    y, yy, H = out[0], out[1], out[2]
     n, K, d = yhat.shape
-    p = xs0.shape[1]
     cmax = 1
     for r in range(n):
         cmax = max(cmax, offs[r + 1] - offs[r])
-    z = np.empty(cmax)
-    FP = np.empty((cmax, d))
+    Fm = np.empty(cmax)
+    G = np.empty((cmax, d))
+    m1 = np.empty(d)
+    M2 = np.empty((d, d))
+    P1 = np.zeros(d)
+    P2 = np.zeros((d, d))
     for r in range(n):
         a = offs[r]
         c = offs[r + 1] - a
+        rho = 0.0
+        P1[:] = 0.0
+        P2[:] = 0.0
         for k in range(K):
             w = resp[r, k]
             if w == 0.0:
                 continue
             H[k] += w * Hy[r, k]
             for i in range(d):
-                y[k, i] += w * yhat[r, k, i]
+                m1[i] = w * yhat[r, k, i]
+                y[k, i] += m1[i]
                 for j in range(d):
-                    yy[k, i, j] += w * (Pinv[r, k, i, j] + yhat[r, k, i] * yhat[r, k, j])
-            for i in range(c):
-                v = am[a + i]
-                for e in range(d):
-                    v += F[a + i, e] * yhat[r, k, e]
-                z[i] = v
-                for e in range(d):
-                    s = 0.0
-                    for f in range(d):
-                        s += F[a + i, f] * Pinv[r, k, f, e]
-                    FP[i, e] = s
-            for i in range(c):
-                ci = cols[a + i]
-                sx[k, ci] += w * z[i]
-                for e in range(d):
-                    sxy[k, ci, e] += w * (z[i] * yhat[r, k, e] + FP[i, e])
-                for j in range(c if full else i + 1):
-                    if not full and j != i:
-                        continue
-                    cond = cinv[coffs[r] + i * c + j] if full else cinv[ci]
-                    v = z[i] * z[j] + cond
-                    for e in range(d):
-                        v += FP[i, e] * F[a + j, e]
-                    if full:
-                        sxf[k, ci, cols[a + j]] += w * v
-                    else:
-                        sxd[k, ci] += w * v
-                if full:
-                    wz = w * z[i]
-                    for q in range(p):
-                        t = wz * xs0[r, q]
-                        sxf[k, ci, q] += t
-                        sxf[k, q, ci] += t
+                    v = w * (Pinv[r, k, i, j] + yhat[r, k, i] * yhat[r, k, j])
+                    M2[i, j] = v
+                    yy[k, i, j] += v
+            if pooled:
+                rho += w
+                P1 += m1
+                P2 += M2
+            else:
+                _add_holes(
+                    k, r, w, m1, M2, xs0, cols, a, c, coffs[r], F, am, cinv, full, Fm, G,
+                    out, sxd, sxf,
+                )  # fmt: skip
+        if pooled:
+            _add_holes(
+                0, r, rho, P1, P2, xs0, cols, a, c, coffs[r], F, am, cinv, full, Fm, G,
+                out, sxd, sxf,
+            )  # fmt: skip

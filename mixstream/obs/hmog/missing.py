@@ -211,27 +211,33 @@ def _ragged_posterior(obs: Any, holes: RaggedHoles) -> tuple[np.ndarray, ...]:
 
 
 def _ragged_stats(obs: Any, holes: RaggedHoles, post: tuple, r: np.ndarray) -> dict:
-    """``_chunk_stats`` by the kernel: xs0's sums by GEMMs, the holes' by ``hole_stats``."""
+    """``_chunk_stats`` by the kernel: xs0's sums by GEMMs, the holes' by ``hole_stats``.
+    Without ``split_rows`` the layer's sums are pooled over the components (their total is
+    all the mass split keeps): a leading axis of 1."""
     _, yhat, Pinv, Hy = post
     s, p, d = obs.covariance_type, obs.n_features, obs.latent_dim
     r = np.ascontiguousarray(r, np.float64)
     n, K = r.shape
     xs0 = holes.xs0
-    ry = (r[:, :, None] * yhat).reshape(n, K * d)
+    pooled = not obs.split_rows
+    rt = r.sum(axis=1, keepdims=True) if pooled else r  # (n, T)
+    T = rt.shape[1]
+    ry = (r[:, :, None] * yhat).reshape(n, K, d)
+    ryt = ry.sum(axis=1) if pooled else ry.reshape(n, K * d)
     out = (
         np.zeros((K, d)),
         np.zeros((K, d, d)),
         np.zeros(K),
-        r.T @ xs0,
-        np.ascontiguousarray((xs0.T @ ry).reshape(p, K, d).transpose(1, 0, 2)),
+        rt.T @ xs0,
+        np.ascontiguousarray((xs0.T @ ryt).reshape(p, T, d).transpose(1, 0, 2)),
     )
     full = s == "full"
     if full:
         sxd = np.zeros((1, 1))
-        sxf = np.stack([(xs0 * r[:, k : k + 1]).T @ xs0 for k in range(K)])
+        sxf = np.stack([(xs0 * rt[:, t : t + 1]).T @ xs0 for t in range(T)])
     else:
-        sxd, sxf = r.T @ (xs0 * xs0), np.zeros((1, 1, 1))
-    args = (holes.cols, holes.offs, holes.coffs, holes.F, holes.am, holes.cinv, full)
+        sxd, sxf = rt.T @ (xs0 * xs0), np.zeros((1, 1, 1))
+    args = (holes.cols, holes.offs, holes.coffs, holes.F, holes.am, holes.cinv, full, pooled)
     _kernels().hole_stats(r, yhat, Pinv, Hy, xs0, *args, out, sxd, sxf)
     sxx = sxf if full else (sxd.sum(axis=1) if s == "spherical" else sxd)
     return {"y": out[0], "yy": out[1], "Hy": out[2], "sx": out[3], "sxy": out[4], "sxx": sxx}
@@ -331,6 +337,8 @@ def calc_stats(obs: Any, X: Any, resp: np.ndarray, mask: np.ndarray, cache: dict
     for pos, holes, post in parts:
         stats = _ragged_stats if isinstance(holes, RaggedHoles) else _chunk_stats
         part = stats(obs, holes, post, r_i[pos])
+        if not obs.split_rows:  # the mass split keeps the totals only (kernels: pooled already)
+            part.update({k: part[k].sum(axis=0, keepdims=True) for k in ("sx", "sxy", "sxx")})
         acc = part if acc is None else {k: acc[k] + v for k, v in part.items()}
     if acc is not None:
         if not obs.split_rows:
