@@ -53,90 +53,91 @@ def observed_layer(V, A, cols, offs, coffs, cinv, sol, Ao, uo, F):
 
 
 @njit(nogil=True, cache=True, error_model="numpy", fastmath=_FLAGS)
-def posterior(Ao, uo, base, hx, precT, etaT, const, lp, yhat, Pinv, Hy):
+def posterior(AoT, uoT, base, hx, prec, eta, const, lp, yhat, Pinv, Hy):
     """Per (row, component): P = prec_k + Ao_n (Cholesky), Pinv, yhat = Pinv (eta_k + uo_n),
     lp = base + const_k + d/2 log 2 pi - log|P| / 2 + b^T yhat / 2 and the entropies Hy.
 
-    The K components of a row are factorised together, the component innermost (precT
-    (d, d, K), etaT (d, K)), so that every step is a loop over K the compiler vectorises.
+    Rows are factorised 64 at a time, the row innermost (AoT (d, d, n), uoT (d, n)), so that
+    every step of the d x d Cholesky factorisation is a loop over rows the compiler vectorises.
     """
     n, K, d = yhat.shape
-    L = np.empty((d, d, K))
-    Li = np.empty((d, d, K))
-    PI = np.empty((d, d, K))
-    b = np.empty((d, K))
-    s = np.empty(K)
-    logdet = np.empty(K)
-    det = np.empty(K)
-    q = np.empty(K)
-    for r in range(n):
-        logdet[:] = 0.0
-        det[:] = 1.0
-        for j in range(d):
-            a = Ao[r, j, j]
-            for k in range(K):
-                s[k] = precT[j, j, k] + a
-            for t in range(j):
-                for k in range(K):
-                    s[k] -= L[j, t, k] * L[j, t, k]
-            for k in range(K):
-                v = max(s[k], 1e-300)
-                L[j, j, k] = math.sqrt(v)
-                Li[j, j, k] = 1.0 / L[j, j, k]
-                det[k] *= v
-            if j % 4 == 3 or j == d - 1:  # the pivots' product, logged every 4: no overflow
-                for k in range(K):
-                    logdet[k] += math.log(det[k])
-                    det[k] = 1.0
-            for i in range(j + 1, d):
-                a = Ao[r, i, j]
-                for k in range(K):
-                    s[k] = precT[i, j, k] + a
-                for t in range(j):
-                    for k in range(K):
-                        s[k] -= L[i, t, k] * L[j, t, k]
-                for k in range(K):
-                    L[i, j, k] = s[k] * Li[j, j, k]
-        # L^{-1} by forward substitution, then P^{-1} = L^{-T} L^{-1}
-        for j in range(d):
-            for i in range(j + 1, d):
-                for k in range(K):
-                    s[k] = 0.0
-                for t in range(j, i):
-                    for k in range(K):
-                        s[k] += L[i, t, k] * Li[t, j, k]
-                for k in range(K):
-                    Li[i, j, k] = -s[k] * Li[i, i, k]
-        for i in range(d):
-            for j in range(i + 1):
-                for k in range(K):
-                    s[k] = 0.0
-                for t in range(i, d):
-                    for k in range(K):
-                        s[k] += Li[t, i, k] * Li[t, j, k]
-                for k in range(K):
-                    PI[i, j, k] = s[k]
-                    PI[j, i, k] = s[k]
-        for i in range(d):
-            u = uo[r, i]
-            for k in range(K):
-                b[i, k] = etaT[i, k] + u
-        q[:] = 0.0
-        for i in range(d):
-            for k in range(K):
-                s[k] = 0.0
-            for j in range(d):
-                for k in range(K):
-                    s[k] += PI[i, j, k] * b[j, k]
-            for k in range(K):
-                yhat[r, k, i] = s[k]
-                q[k] += b[i, k] * s[k]
+    B = 64
+    L = np.empty((d, d, B))
+    Li = np.empty((d, d, B))
+    PI = np.empty((d, d, B))
+    bb = np.empty((d, B))
+    s = np.empty(B)
+    logdet = np.empty(B)
+    det = np.empty(B)
+    q = np.empty(B)
+    for r0 in range(0, n, B):
+        nb = min(B, n - r0)
         for k in range(K):
+            logdet[:nb] = 0.0
+            det[:nb] = 1.0
+            for j in range(d):
+                pj = prec[k, j, j]
+                for b in range(nb):
+                    s[b] = pj + AoT[j, j, r0 + b]
+                for t in range(j):
+                    for b in range(nb):
+                        s[b] -= L[j, t, b] * L[j, t, b]
+                for b in range(nb):
+                    v = max(s[b], 1e-300)
+                    L[j, j, b] = math.sqrt(v)
+                    Li[j, j, b] = 1.0 / L[j, j, b]
+                    det[b] *= v
+                if j % 4 == 3 or j == d - 1:  # the pivots' product, logged every 4: no overflow
+                    for b in range(nb):
+                        logdet[b] += math.log(det[b])
+                        det[b] = 1.0
+                for i in range(j + 1, d):
+                    pij = prec[k, i, j]
+                    for b in range(nb):
+                        s[b] = pij + AoT[i, j, r0 + b]
+                    for t in range(j):
+                        for b in range(nb):
+                            s[b] -= L[i, t, b] * L[j, t, b]
+                    for b in range(nb):
+                        L[i, j, b] = s[b] * Li[j, j, b]
+            # L^{-1} by forward substitution, then P^{-1} = L^{-T} L^{-1}
+            for j in range(d):
+                for i in range(j + 1, d):
+                    s[:nb] = 0.0
+                    for t in range(j, i):
+                        for b in range(nb):
+                            s[b] += L[i, t, b] * Li[t, j, b]
+                    for b in range(nb):
+                        Li[i, j, b] = -s[b] * Li[i, i, b]
             for i in range(d):
+                for j in range(i + 1):
+                    s[:nb] = 0.0
+                    for t in range(i, d):
+                        for b in range(nb):
+                            s[b] += Li[t, i, b] * Li[t, j, b]
+                    for b in range(nb):
+                        PI[i, j, b] = s[b]
+                        PI[j, i, b] = s[b]
+            for i in range(d):
+                e = eta[k, i]
+                for b in range(nb):
+                    bb[i, b] = e + uoT[i, r0 + b]
+            q[:nb] = 0.0
+            for i in range(d):
+                s[:nb] = 0.0
                 for j in range(d):
-                    Pinv[r, k, i, j] = PI[i, j, k]
-            lp[r, k] = base[r] + const[k] + 0.5 * d * _LOG_2PI - 0.5 * logdet[k] + 0.5 * q[k]
-            Hy[r, k] = 0.5 * d * (1.0 + _LOG_2PI) - 0.5 * logdet[k] + hx[r]
+                    for b in range(nb):
+                        s[b] += PI[i, j, b] * bb[j, b]
+                for b in range(nb):
+                    yhat[r0 + b, k, i] = s[b]
+                    q[b] += bb[i, b] * s[b]
+            for b in range(nb):
+                r = r0 + b
+                for i in range(d):
+                    for j in range(d):
+                        Pinv[r, k, i, j] = PI[i, j, b]
+                lp[r, k] = base[r] + const[k] + 0.5 * d * _LOG_2PI - 0.5 * logdet[b] + 0.5 * q[b]
+                Hy[r, k] = 0.5 * d * (1.0 + _LOG_2PI) - 0.5 * logdet[b] + hx[r]
 
 
 @njit(nogil=True, cache=True, inline="always", error_model="numpy", fastmath=_FLAGS)

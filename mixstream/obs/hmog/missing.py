@@ -203,9 +203,11 @@ def _ragged_posterior(obs: Any, holes: RaggedHoles) -> tuple[np.ndarray, ...]:
     n, K, d = holes.Ao.shape[0], D["K"], obs.latent_dim
     lp, Hy = np.empty((n, K)), np.empty((n, K))
     yhat, Pinv = np.empty((n, K, d)), np.empty((n, K, d, d))
-    precT = np.ascontiguousarray(np.asarray(D["prec"], np.float64).transpose(1, 2, 0))
-    etaT = np.ascontiguousarray(np.asarray(D["eta"], np.float64).T)
-    args = (holes.Ao, holes.uo, holes.base, holes.hx, precT, etaT, np.asarray(D["c"], np.float64))
+    AoT = np.ascontiguousarray(holes.Ao.transpose(1, 2, 0))
+    uoT = np.ascontiguousarray(holes.uo.T)
+    prec = np.ascontiguousarray(D["prec"], np.float64)
+    eta = np.ascontiguousarray(D["eta"], np.float64)
+    args = (AoT, uoT, holes.base, holes.hx, prec, eta, np.asarray(D["c"], np.float64))
     _kernels().posterior(*args, lp, yhat, Pinv, Hy)
     return lp, yhat, Pinv, Hy
 
