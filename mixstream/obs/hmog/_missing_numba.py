@@ -29,27 +29,27 @@ def observed_layer(V, A, cols, offs, coffs, cinv, sol, Ao, uo, F):
         a = offs[r]
         c = offs[r + 1] - a
         base = coffs[r]
+        # the innermost loops run along rows of V, F and Ao (contiguous)
         for i in range(c):
+            F[a + i, :] = 0.0
+            for j in range(c):
+                cij = cinv[base + i * c + j]
+                vj = cols[a + j]
+                for e in range(d):
+                    F[a + i, e] += cij * V[vj, e]
+        Ao[r] = A
+        for i in range(c):
+            vi = cols[a + i]
             for e in range(d):
-                v = 0.0
-                for j in range(c):
-                    v += cinv[base + i * c + j] * V[cols[a + j], e]
-                F[a + i, e] = v
-        for e in range(d):
-            for f in range(d):
-                v = A[e, f]
-                for i in range(c):
-                    v -= V[cols[a + i], e] * F[a + i, f]
-                Ao[r, e, f] = v
+                ve = V[vi, e]
+                for f in range(d):
+                    Ao[r, e, f] -= ve * F[a + i, f]
+                uo[r, e] += ve * sol[a + i]
         for e in range(d):
             for f in range(e):
                 s = 0.5 * (Ao[r, e, f] + Ao[r, f, e])
                 Ao[r, e, f] = s
                 Ao[r, f, e] = s
-            v = 0.0
-            for i in range(c):
-                v += V[cols[a + i], e] * sol[a + i]
-            uo[r, e] += v
 
 
 @njit(nogil=True, cache=True, error_model="numpy", fastmath=_FLAGS)
