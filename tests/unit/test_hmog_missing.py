@@ -270,3 +270,16 @@ def test_numba_and_numpy_paths_agree(ctype: str, split_rows: bool, monkeypatch) 
     np.testing.assert_allclose(fast[1], slow[1], rtol=1e-12, atol=1e-11)
     for name, value in slow[2].items():
         np.testing.assert_allclose(fast[2][name], value, rtol=1e-11, atol=1e-10)
+
+
+def test_save_load_and_other_algorithms_marginalise(tmp_path) -> None:
+    """A saved model scores rows with NaN as before; soVB and CEM fit data with NaN."""
+    X = with_holes(planted(300, 16), 0.1)
+    m = fit(hmog(3, "full", max_laps=5, missing="marginalize"), X)
+    back = MixtureModel.load(m.save(tmp_path / "m"))
+    np.testing.assert_array_equal(back.score_samples(X), m.score_samples(X))
+    np.testing.assert_array_equal(back.transform(X), m.transform(X))
+    for algorithm, kw in (("sovb", dict(batch_size=100, allocation="dp")), ("cem", {})):
+        est = hmog(3, "diag", algorithm=algorithm, max_laps=5, missing="marginalize", **kw)
+        other = fit(est, X)
+        assert np.isfinite(other.score_samples(X)).all()
