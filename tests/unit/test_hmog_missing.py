@@ -283,3 +283,19 @@ def test_save_load_and_other_algorithms_marginalise(tmp_path) -> None:
         est = hmog(3, "diag", algorithm=algorithm, max_laps=5, missing="marginalize", **kw)
         other = fit(est, X)
         assert np.isfinite(other.score_samples(X)).all()
+
+
+def test_a_block_too_large_to_cache_recomputes_its_posteriors(monkeypatch) -> None:
+    from mixstream.obs.hmog import missing
+
+    X = with_holes(planted(300, 17), 0.2)
+    m = fit(hmog(3, "diag", max_laps=3, missing="marginalize"), X)
+    model = m.model_
+    kept = model.summarize(X, model.local_step(X))
+    monkeypatch.setattr(missing, "_CACHE_FLOATS", 0)
+    monkeypatch.setattr(missing, "_CHUNK_FLOATS", 1)  # chunks of 64 rows
+    LP = model.local_step(X)
+    assert LP["cache"][missing.MISSING_KEY][2] is None
+    again = model.summarize(X, LP)
+    for name in kept.fields:
+        np.testing.assert_allclose(again[name], kept[name], rtol=1e-12, atol=1e-10)

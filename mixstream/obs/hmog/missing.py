@@ -26,6 +26,7 @@ chunks, so memory stays O(chunk K d^2).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,8 +44,10 @@ from mixstream.obs.hmog import noise
 
 #: cache key of a block's incomplete rows (HMoGObs.log_prob -> calc_stats)
 MISSING_KEY = "hmog/missing"
-#: (row, component, d, d) floats of latent posteriors held at once
+#: (row, component, d, d) floats of latent posteriors computed at once
 _CHUNK_FLOATS = 1 << 21
+#: most such floats a block keeps from log_prob for calc_stats (64 MB)
+_CACHE_FLOATS = 1 << 23
 
 
 @dataclass
@@ -269,20 +272,19 @@ def _chunks(obs: Any, n: int, K: int) -> tuple[range, int]:
     return range(0, n, size), size
 
 
-def _parts(obs: Any, X: np.ndarray, mask: np.ndarray, rows: np.ndarray, K: int) -> list:
-    """[(positions (n_c,) in ``rows``, Holes, posterior)] over chunks of the incomplete rows."""
+def _parts(obs: Any, X: np.ndarray, mask: np.ndarray, rows: np.ndarray, K: int) -> Iterator:
+    """(positions (n_c,) in ``rows``, Holes, posterior) over chunks of the incomplete rows, one
+    chunk at a time (a caller that keeps them all holds O(n_i K d^2) floats)."""
     starts, size = _chunks(obs, rows.size, K)
     fast = _kernels() is not None
-    out = []
     for a in starts:
         pos = np.arange(a, min(a + size, rows.size))
         if fast:
             holes = _ragged_holes(obs, X[rows[pos]], mask[rows[pos]])
-            out.append((pos, holes, _ragged_posterior(obs, holes)))
+            yield pos, holes, _ragged_posterior(obs, holes)
         else:
             holes = _holes(obs, X[rows[pos]], mask[rows[pos]])
-            out.append((pos, holes, _posterior(obs, holes)))
-    return out
+            yield pos, holes, _posterior(obs, holes)
 
 
 def _split(X: Any, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -304,11 +306,16 @@ def log_prob(obs: Any, X: Any, mask: np.ndarray, cache: dict | None, bias: Any) 
     if full.size:
         out[full] = obs.log_prob(X[full], sub, bias)
     parts = _parts(obs, X, mask, rows, K)
+    # calc_stats reuses the posteriors of a block (local_summarize's blocks are small); a large
+    # X is not held, its statistics recompute them chunk by chunk
+    keep = cache is not None and rows.size * K * obs.latent_dim**2 <= _CACHE_FLOATS
+    if keep:
+        parts = list(parts)
     b = 0.0 if bias is None else np.asarray(bias, np.float64)[None, :]
     for pos, _, post in parts:
         out[rows[pos]] = post[0] + b
     if cache is not None:
-        cache[MISSING_KEY] = (X.shape[0], sub, parts, obs._derived["theta"])
+        cache[MISSING_KEY] = (X.shape[0], sub, parts if keep else None, obs._derived["theta"])
     return out
 
 
@@ -329,10 +336,11 @@ def calc_stats(obs: Any, X: Any, resp: np.ndarray, mask: np.ndarray, cache: dict
     entry = None if cache is None else cache.get(MISSING_KEY)
     X, full, rows = _split(X, mask)
     K = resp.shape[1]
+    sub, parts = None, None
     if entry is not None and entry[0] == X.shape[0] and entry[3] is obs._derived["theta"]:
         sub, parts = entry[1], entry[2]
-    else:
-        sub, parts = None, _parts(obs, X, mask, rows, K)
+    if parts is None:
+        parts = _parts(obs, X, mask, rows, K)
     out = obs.calc_stats(X[full], resp[full], sub)
     r_i = resp[rows]
     acc = None
