@@ -19,9 +19,11 @@ from the precision with c x c solves (Psi_oo^{-1} = Q_oo - Q_om Q_mm^{-1} Q_mo):
 Statistics (the fields of ``HMoGObs.calc_stats``, additive): with z = E[x_m | x_o, k] =
 mu_m + a + F yhat_k, the rows' x takes z at its holes, sum r x E[y]^T gains
 z yhat^T + F P^{-1} there, and sum r x x^T gains z z^T + F P^{-1} F^T + Q_mm^{-1} on the
-missing block (and, for a full Psi, the cross terms with the observed values). Rows are
-grouped by their number of holes (as obs/gauss/missing.py's numpy path) and processed in
-chunks, so memory stays O(chunk K d^2).
+missing block (and, for a full Psi, the cross terms with the observed values).
+
+Incomplete rows are processed in chunks, so memory stays O(chunk K d^2). With numba the holes
+are ragged and obs/hmog/_missing_numba.py does the per-row work (``RaggedHoles``); without it
+rows are grouped by their number of holes, as obs/gauss/missing.py's numpy path (``Holes``).
 """
 
 from __future__ import annotations

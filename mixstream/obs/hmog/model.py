@@ -36,7 +36,7 @@ from mixstream.obs.base import ObsModel
 from mixstream.obs.gauss import GaussObs
 from mixstream.obs.gauss.linalg import LOG_2PI
 from mixstream.obs.gauss.missing import find_missing
-from mixstream.obs.hmog import missing as holes
+from mixstream.obs.hmog import missing as with_nan
 from mixstream.obs.hmog import noise
 from mixstream.obs.hmog.init import pca_layer
 from mixstream.suffstats import SuffStats
@@ -241,15 +241,15 @@ class HMoGObs(ObsModel):
         np.multiply(U[:, iu[0]], U[:, iu[1]], out=F[:, 1 + d :])
         return F
 
-    def _holes(self, X: Any) -> np.ndarray | None:
+    def _nan_mask(self, X: Any) -> np.ndarray | None:
         """The NaN mask of X when missing values are marginalised and X has some, else None."""
         return find_missing(X, np) if self.missing == "marginalize" else None
 
     def log_prob(self, X: Any, cache: dict | None = None, bias: Any = None) -> Any:
         self._require_params()
-        mask = self._holes(X)
+        mask = self._nan_mask(X)
         if mask is not None:
-            return holes.log_prob(self, X, mask, cache, bias)
+            return with_nan.log_prob(self, X, mask, cache, bias)
         Xc, base = self._rows(X)
         F = self._features(Xc @ self._derived["PiW"])
         lp = F @ self._derived["theta"]
@@ -278,9 +278,9 @@ class HMoGObs(ObsModel):
 
     def latent_means(self, X: Any, resp: np.ndarray) -> np.ndarray:
         """E[y | x_n] = sum_k r_nk E[y | x_n, k] (N, d) for given responsibilities."""
-        mask = self._holes(X)
+        mask = self._nan_mask(X)
         if mask is not None:
-            return holes.latent_means(self, X, np.asarray(resp, np.float64), mask)
+            return with_nan.latent_means(self, X, np.asarray(resp, np.float64), mask)
         Xc, _ = self._rows(X)
         return self._mean_rows(Xc @ self._derived["PiW"], np.asarray(resp, np.float64))
 
@@ -295,9 +295,9 @@ class HMoGObs(ObsModel):
             raise ValueError(
                 f"resp has {K} columns but the HMoG has {self._derived.get('K')} components"
             )
-        mask = self._holes(X)
+        mask = self._nan_mask(X)
         if mask is not None:
-            return holes.calc_stats(self, X, resp, mask, cache)
+            return with_nan.calc_stats(self, X, resp, mask, cache)
         F = None if cache is None else cache.get(_CACHE_KEY)
         if F is None or F.shape[0] != X.shape[0]:
             F = self._features((X - (self.shift + self.mu)) @ self._derived["PiW"])
