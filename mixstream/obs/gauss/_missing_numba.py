@@ -3,9 +3,12 @@ and the numpy version that runs when numba is off; the two agree to rounding, te
 
 Rows are given ragged: the missing columns of row r are ``cols[offs[r]:offs[r + 1]]`` (in
 increasing order) and the conditional means ``sol[offs[r]:offs[r + 1], k]``. With MCAR holes
-nearly every row has its own pattern, and a row's c x c factorisation (c its missing count) is
-a few dozen flops: one pass over the rows, with no (rows, components, D) temporaries, is what
-keeps the step near the cost of the complete-data GEMMs.
+nearly every row has its own pattern, so a row's c x c factorisations (c its missing count, one
+per precision) are a few dozen flops each, and a chain of dependent square roots and divisions:
+done one precision at a time they cost several times their flops. So every loop runs with the
+precisions g innermost (``PT`` is (D, D, G), P_g y0 is (n, D, G)): the G factorisations of a row
+are independent lanes that the CPU overlaps (and SIMD-vectorises). The log-determinants are
+left to the caller as determinants (one vectorised log over the block).
 """
 
 import math
@@ -16,115 +19,184 @@ from numba import njit
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-@njit(nogil=True, cache=True, inline="always", error_model="numpy")
-def _chol(P, g, cols, a, c, L):
-    """Lower Cholesky factor of P[g][cols[a:a+c]][:, cols[a:a+c]] into L[:c, :c]; log det."""
-    det = 1.0  # the product of the squared pivots: one log (c is small, no overflow)
-    for j in range(c):
-        s = P[g, cols[a + j], cols[a + j]]
-        for t in range(j):
-            s -= L[j, t] * L[j, t]
-        d = math.sqrt(max(s, 1e-300))
-        L[j, j] = d
-        det *= s
-        for i in range(j + 1, c):
-            s = P[g, cols[a + i], cols[a + j]]
-            for t in range(j):
-                s -= L[i, t] * L[j, t]
-            L[i, j] = s / d
-    return math.log(det)
+@njit(nogil=True, cache=True, error_model="numpy")
+def layout(miss, cols, offs):
+    """Fill cols (total,) and offs (n + 1,), the ragged layout of the mask miss (n, D)."""
+    n, D = miss.shape
+    t = 0
+    offs[0] = 0
+    for r in range(n):
+        for d in range(D):
+            if miss[r, d]:
+                cols[t] = d
+                t += 1
+        offs[r + 1] = t
 
 
 @njit(nogil=True, cache=True, inline="always", error_model="numpy")
-def _inverse(P, g, cols, a, c, L, Li, C):
-    """C[:c, :c] = P_mm^{-1} of the block cols[a:a+c]; returns log|P_mm|. Closed forms for
-    up to three holes (most rows at low missing rates), a Cholesky factor above."""
-    if c == 1:
-        p = P[g, cols[a], cols[a]]
-        C[0, 0] = 1.0 / p
-        return math.log(p)
-    if c == 2:
-        i, j = cols[a], cols[a + 1]
-        p, q, t = P[g, i, i], P[g, i, j], P[g, j, j]
-        det = p * t - q * q
-        C[0, 0] = t / det
-        C[1, 1] = p / det
-        C[0, 1] = C[1, 0] = -q / det
-        return math.log(det)
-    if c == 3:  # cofactors; a Cholesky factor below when rounding leaves det <= 0
-        i, j, m = cols[a], cols[a + 1], cols[a + 2]
-        p00, p01, p02 = P[g, i, i], P[g, i, j], P[g, i, m]
-        p11, p12, p22 = P[g, j, j], P[g, j, m], P[g, m, m]
+def _three_holes(PT, cols, a, C, det):
+    """``_closed_form`` for three holes (cofactors); False when rounding left a determinant
+    <= 0 (the caller then takes the Cholesky factor)."""
+    G = PT.shape[2]
+    i, j, m = cols[a], cols[a + 1], cols[a + 2]
+    ok = True
+    for g in range(G):
+        p00, p01, p02 = PT[i, i, g], PT[i, j, g], PT[i, m, g]
+        p11, p12, p22 = PT[j, j, g], PT[j, m, g], PT[m, m, g]
         c00 = p11 * p22 - p12 * p12
         c01 = p02 * p12 - p01 * p22
         c02 = p01 * p12 - p02 * p11
-        det = p00 * c00 + p01 * c01 + p02 * c02
-        if det > 0.0:
-            C[0, 0] = c00 / det
-            C[0, 1] = C[1, 0] = c01 / det
-            C[0, 2] = C[2, 0] = c02 / det
-            C[1, 1] = (p00 * p22 - p02 * p02) / det
-            C[1, 2] = C[2, 1] = (p01 * p02 - p00 * p12) / det
-            C[2, 2] = (p00 * p11 - p01 * p01) / det
-            return math.log(det)
-    logdet = _chol(P, g, cols, a, c, L)
-    # L^{-1} (lower) by forward substitution, then C = L^{-T} L^{-1}: c^3 / 2 flops
+        dt = p00 * c00 + p01 * c01 + p02 * c02
+        ok = ok and dt > 0.0
+        det[g] = dt
+        C[0, g] = c00 / dt
+        C[1, g] = C[3, g] = c01 / dt
+        C[2, g] = C[6, g] = c02 / dt
+        C[4, g] = (p00 * p22 - p02 * p02) / dt
+        C[5, g] = C[7, g] = (p01 * p02 - p00 * p12) / dt
+        C[8, g] = (p00 * p11 - p01 * p01) / dt
+    return ok
+
+
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def _closed_form(PT, cols, a, c, C, det):
+    """C[i * c + j, g] = (P_g)_mm^{-1} and det[g] = |(P_g)_mm| for one or two holes."""
+    G = PT.shape[2]
+    i = cols[a]
+    if c == 1:
+        for g in range(G):
+            p = PT[i, i, g]
+            det[g] = p
+            C[0, g] = 1.0 / p
+        return
+    j = cols[a + 1]
+    for g in range(G):
+        p, q, t = PT[i, i, g], PT[i, j, g], PT[j, j, g]
+        dt = p * t - q * q
+        det[g] = dt
+        C[0, g] = t / dt
+        C[1, g] = C[2, g] = -q / dt
+        C[3, g] = p / dt
+
+
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def _cholesky_inverse(PT, cols, a, c, L, Li, C, det):
+    """As ``_closed_form`` for c >= 3: a Cholesky factor L (c x c lower, L[i * c + j, g]), its
+    inverse Li by forward substitution, and C = Li^T Li (c^3 / 2 flops per lane)."""
+    G = PT.shape[2]
+    for g in range(G):
+        det[g] = 1.0  # the product of the squared pivots (c is small: no overflow)
     for j in range(c):
-        Li[j, j] = 1.0 / L[j, j]
+        cj = cols[a + j]
+        jj = j * c + j
+        for g in range(G):
+            L[jj, g] = PT[cj, cj, g]
+        for t in range(j):
+            jt = j * c + t
+            for g in range(G):
+                L[jj, g] -= L[jt, g] * L[jt, g]
+        for g in range(G):
+            s = L[jj, g]
+            det[g] *= s
+            L[jj, g] = math.sqrt(max(s, 1e-300))
         for i in range(j + 1, c):
-            v = 0.0
+            ij = i * c + j
+            ci = cols[a + i]
+            for g in range(G):
+                L[ij, g] = PT[ci, cj, g]
+            for t in range(j):
+                it, jt = i * c + t, j * c + t
+                for g in range(G):
+                    L[ij, g] -= L[it, g] * L[jt, g]
+            for g in range(G):
+                L[ij, g] /= L[jj, g]
+    for j in range(c):
+        jj = j * c + j
+        for g in range(G):
+            Li[jj, g] = 1.0 / L[jj, g]
+        for i in range(j + 1, c):
+            ij = i * c + j
+            for g in range(G):
+                Li[ij, g] = 0.0
             for t in range(j, i):
-                v += L[i, t] * Li[t, j]
-            Li[i, j] = -v / L[i, i]
+                it, tj = i * c + t, t * c + j
+                for g in range(G):
+                    Li[ij, g] += L[it, g] * Li[tj, g]
+            ii = i * c + i
+            for g in range(G):
+                Li[ij, g] = -Li[ij, g] / L[ii, g]
     for i in range(c):
         for j in range(i + 1):
-            v = 0.0
+            ij, ji = i * c + j, j * c + i
+            for g in range(G):
+                C[ij, g] = 0.0
             for t in range(i, c):
-                v += Li[t, i] * Li[t, j]
-            C[i, j] = v
-            C[j, i] = v
-    return logdet
+                ti, tj = t * c + i, t * c + j
+                for g in range(G):
+                    C[ij, g] += Li[ti, g] * Li[tj, g]
+            for g in range(G):
+                C[ji, g] = C[ij, g]
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def full_correction(Py, b, P, cols, offs, coffs, tied, corr, ent, sol, cinv):
-    """corr (n, K), ent (n, K), sol (total, K) and the conditional covariances P_mm^{-1}
-    (``cinv``: row r, group g at ``coffs[r] * G + g * c * c``, row-major c x c) of the rows.
+def full_correction(PyT, bT, PT, cols, offs, coffs, tied, corr, det, sol, cinv):
+    """Per row r: the determinants det (n, G) of the missing blocks (P_g)_mm, the conditional
+    covariances (P_g)_mm^{-1} (``cinv``: entry (i, j) of row r, precision g at
+    ``(coffs[r] + i * c + j) * G + g``), the conditional means sol (total, K) and corr (n, K),
+    the correction without its -1/2 log det term: 1/2 h^T (P_mm)^{-1} h + c/2 log 2 pi.
 
-    Py : (n, G, D) P_g y0; b : (K, D) P_k mu_k; P : (G, D, D).
+    PyT : (n, D, G) P_g y0; bT : (D, K) P_k mu_k; PT : (D, D, G), the precisions.
     """
     n = offs.size - 1
-    K = b.shape[0]
-    G = P.shape[0]
+    G = PT.shape[2]
+    K = bT.shape[1]
     cmax = 2
     for r in range(n):
         cmax = max(cmax, offs[r + 1] - offs[r])
-    L = np.empty((cmax, cmax))
-    Li = np.empty((cmax, cmax))
-    C = np.empty((cmax, cmax))
-    h = np.empty(cmax)
+    L = np.empty((cmax * cmax, G))
+    Li = np.empty((cmax * cmax, G))
+    C = np.empty((cmax * cmax, G))
+    h = np.empty((cmax, K))
+    v = np.empty(K)
     for r in range(n):
         a = offs[r]
         c = offs[r + 1] - a
-        for g in range(G):
-            logdet = _inverse(P, g, cols, a, c, L, Li, C)
-            base = coffs[r] * G + g * c * c
-            for i in range(c):
-                for j in range(c):
-                    cinv[base + i * c + j] = C[i, j]
-            k0, k1 = (0, K) if tied else (g, g + 1)
-            for k in range(k0, k1):
-                for i in range(c):
-                    h[i] = b[k, cols[a + i]] - Py[r, g, cols[a + i]]
-                q = 0.0
-                for i in range(c):
-                    v = 0.0
-                    for j in range(c):
-                        v += C[i, j] * h[j]
-                    q += h[i] * v
-                    sol[a + i, k] = v
-                corr[r, k] = 0.5 * q + 0.5 * c * _LOG_2PI - 0.5 * logdet
-                ent[r, k] = 0.5 * c * (1.0 + _LOG_2PI) - 0.5 * logdet
+        if c <= 2:
+            _closed_form(PT, cols, a, c, C, det[r])
+        elif c == 3 and _three_holes(PT, cols, a, C, det[r]):
+            pass
+        else:
+            _cholesky_inverse(PT, cols, a, c, L, Li, C, det[r])
+        base = coffs[r] * G
+        for ij in range(c * c):
+            for g in range(G):
+                cinv[base + ij * G + g] = C[ij, g]
+        for i in range(c):
+            ci = cols[a + i]
+            if tied:
+                for k in range(K):
+                    h[i, k] = bT[ci, k] - PyT[r, ci, 0]
+            else:
+                for k in range(K):
+                    h[i, k] = bT[ci, k] - PyT[r, ci, k]
+        for k in range(K):
+            corr[r, k] = 0.0
+        for i in range(c):
+            for k in range(K):
+                v[k] = 0.0
+            for j in range(c):
+                ij = i * c + j
+                if tied:
+                    for k in range(K):
+                        v[k] += C[ij, 0] * h[j, k]
+                else:
+                    for k in range(K):
+                        v[k] += C[ij, k] * h[j, k]
+            for k in range(K):
+                corr[r, k] += h[i, k] * v[k]
+                sol[a + i, k] = v[k]
+        for k in range(K):
+            corr[r, k] = 0.5 * corr[r, k] + 0.5 * c * _LOG_2PI
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -138,17 +210,17 @@ def full_block_stats(resp, y0, cols, offs, coffs, G, tied, sol, cinv, x, crossT,
     for r in range(n):
         a = offs[r]
         c = offs[r + 1] - a
-        for g in range(G):
-            base = coffs[r] * G + g * c * c
-            k0, k1 = (0, K) if tied else (g, g + 1)
-            for k in range(k0, k1):
-                w = resp[r, k]
-                for i in range(c):
-                    wz = w * sol[a + i, k]
-                    ci = cols[a + i]
-                    x[k, ci] += wz
-                    for d in range(D):
-                        crossT[k, ci, d] += wz * y0[r, d]
-                    for j in range(c):
-                        v = sol[a + i, k] * sol[a + j, k] + cinv[base + i * c + j]
-                        dxx[k, ci, cols[a + j]] += w * v
+        base = coffs[r] * G
+        for k in range(K):
+            g = 0 if tied else k
+            w = resp[r, k]
+            for i in range(c):
+                si = sol[a + i, k]
+                wz = w * si
+                ci = cols[a + i]
+                x[k, ci] += wz
+                for d in range(D):
+                    crossT[k, ci, d] += wz * y0[r, d]
+                for j in range(c):
+                    v = si * sol[a + j, k] + cinv[base + (i * c + j) * G + g]
+                    dxx[k, ci, cols[a + j]] += w * v

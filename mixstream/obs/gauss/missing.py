@@ -201,24 +201,14 @@ def full_correction(mr: MissingRows, P: np.ndarray, b: np.ndarray, tied: bool) -
     """
     K, D = b.shape
     n = mr.y0.shape[0]
-    # (P_k y0) for every row and component in one GEMM: (n_i, D) @ (D, G D)
     G = P.shape[0]
+    kernels = _numba_kernels()
+    if kernels is not None:
+        return _full_correction_numba(kernels, mr, P, b, tied)
+    # (P_k y0) for every row and component in one GEMM: (n_i, D) @ (D, G D)
     Py = (mr.y0 @ P.transpose(1, 0, 2).reshape(D, G * D)).reshape(n, G, D)
     corr = np.empty((n, K))
     ent = np.empty((n, K))
-    kernels = _numba_kernels()
-    if kernels is not None:
-        cols = np.nonzero(mr.miss)[1].astype(np.int64)  # row-major: each row's in order
-        counts = mr.miss.sum(axis=1)
-        offs = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        coffs = np.concatenate([[0], np.cumsum(counts * counts)]).astype(np.int64)
-        sol = np.empty((cols.size, K))
-        cinv = np.empty(int(coffs[-1]) * G)
-        P = np.ascontiguousarray(P, dtype=np.float64)
-        b = np.ascontiguousarray(b, dtype=np.float64)
-        kernels.full_correction(Py, b, P, cols, offs, coffs, bool(tied), corr, ent, sol, cinv)
-        mr.flat, mr.ent = (cols, offs, coffs, G, bool(tied), sol, cinv), ent
-        return corr
     mr.groups = _groups(mr.miss)
     kk = np.arange(K)[None, :, None]
     gg = np.zeros_like(kk) if tied else kk
@@ -236,6 +226,35 @@ def full_correction(mr: MissingRows, P: np.ndarray, b: np.ndarray, tied: bool) -
         sols.append(sol)
         cinvs.append(cinv_n)
     mr.sol, mr.cinv, mr.ent = sols, cinvs, ent
+    return corr
+
+
+def _full_correction_numba(
+    kernels: Any, mr: MissingRows, P: np.ndarray, b: np.ndarray, tied: bool
+) -> np.ndarray:
+    """``full_correction`` by the numba kernels: the precisions' index g innermost (lanes),
+    and the log-determinants in one vectorised log after the kernel."""
+    K, D = b.shape
+    n = mr.y0.shape[0]
+    G = P.shape[0]
+    # P_g y0 as (n_i, D, G), in one GEMM: P_g is symmetric, so (y0 P_g)_d = (P_g y0)_d
+    PT = np.ascontiguousarray(np.asarray(P, np.float64).transpose(1, 2, 0))  # (D, D, G)
+    PyT = (mr.y0 @ PT.reshape(D, D * G)).reshape(n, D, G)
+    counts = mr.miss.sum(axis=1)
+    offs = np.empty(n + 1, np.int64)
+    cols = np.empty(int(counts.sum()), np.int64)
+    kernels.layout(mr.miss, cols, offs)
+    coffs = np.concatenate([[0], np.cumsum(counts * counts)]).astype(np.int64)
+    corr = np.empty((n, K))
+    det = np.empty((n, G))
+    sol = np.empty((cols.size, K))
+    cinv = np.empty(int(coffs[-1]) * G)
+    bT = np.ascontiguousarray(np.asarray(b, np.float64).T)
+    kernels.full_correction(PyT, bT, PT, cols, offs, coffs, bool(tied), corr, det, sol, cinv)
+    half_logdet = 0.5 * np.log(det)  # (n_i, G), G = 1 or K
+    corr -= half_logdet
+    ent = (0.5 * (1.0 + LOG_2PI)) * counts[:, None] - half_logdet
+    mr.flat, mr.ent = (cols, offs, coffs, G, bool(tied), sol, cinv), np.broadcast_to(ent, (n, K))
     return corr
 
 
