@@ -139,26 +139,28 @@ def _cholesky_inverse(PT, cols, a, c, L, Li, C, det):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def full_correction(PyT, bT, PT, cols, offs, coffs, tied, corr, det, sol, cinv):
+def full_correction(PyT, bT, PT, cols, offs, coffs, tied, r0, corr, det, sol, cinv):
     """Per row r: the determinants det (n, G) of the missing blocks (P_g)_mm, the conditional
     covariances (P_g)_mm^{-1} (``cinv``: entry (i, j) of row r, precision g at
     ``(coffs[r] + i * c + j) * G + g``), the conditional means sol (total, K) and corr (n, K),
     the correction without its -1/2 log det term: 1/2 h^T (P_mm)^{-1} h + c/2 log 2 pi.
 
-    PyT : (n, D, G) P_g y0; bT : (D, K) P_k mu_k; PT : (D, D, G), the precisions.
+    Rows r0 to r0 + len(PyT) only: PyT (rows, D, G) is their P_g y0 (computed by the caller a
+    chunk at a time, so that it is still in cache here); bT : (D, K) P_k mu_k; PT : (D, D, G),
+    the precisions.
     """
-    n = offs.size - 1
+    r1 = r0 + PyT.shape[0]
     G = PT.shape[2]
     K = bT.shape[1]
     cmax = 2
-    for r in range(n):
+    for r in range(r0, r1):
         cmax = max(cmax, offs[r + 1] - offs[r])
     L = np.empty((cmax * cmax, G))
     Li = np.empty((cmax * cmax, G))
     C = np.empty((cmax * cmax, G))
     h = np.empty((cmax, K))
     v = np.empty(K)
-    for r in range(n):
+    for r in range(r0, r1):
         a = offs[r]
         c = offs[r + 1] - a
         if c <= 2:
@@ -175,10 +177,10 @@ def full_correction(PyT, bT, PT, cols, offs, coffs, tied, corr, det, sol, cinv):
             ci = cols[a + i]
             if tied:
                 for k in range(K):
-                    h[i, k] = bT[ci, k] - PyT[r, ci, 0]
+                    h[i, k] = bT[ci, k] - PyT[r - r0, ci, 0]
             else:
                 for k in range(K):
-                    h[i, k] = bT[ci, k] - PyT[r, ci, k]
+                    h[i, k] = bT[ci, k] - PyT[r - r0, ci, k]
         for k in range(K):
             corr[r, k] = 0.0
         for i in range(c):
@@ -200,27 +202,35 @@ def full_correction(PyT, bT, PT, cols, offs, coffs, tied, corr, det, sol, cinv):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def full_block_stats(resp, y0, cols, offs, coffs, G, tied, sol, cinv, x, crossT, dxx):
-    """The statistics' corrections of the rows: x (K, D) += r z, crossT (K, D, D): row m of
-    component k += r z_m y0 (the cross term y0 z^T, transposed, for contiguous rows), and
-    dxx (K, D, D) += r (z_m z_m^T + P_mm^{-1}) on each row's missing block."""
+def full_block_stats(resp, y0, cols, offs, coffs, G, tied, sol, cinv, xT, cross, dxxT):
+    """The statistics' corrections of the rows, components innermost (lanes): xT (D, K) += r z,
+    cross (D, D, K): [m, d, k] += r z_m y0_d (the cross term y0 z^T, transposed), and
+    dxxT (D, D, K) += r (z_m z_m^T + P_mm^{-1}) on each row's missing block."""
     n = offs.size - 1
     K = resp.shape[1]
     D = y0.shape[1]
+    wz = np.empty(K)
     for r in range(n):
         a = offs[r]
         c = offs[r + 1] - a
         base = coffs[r] * G
-        for k in range(K):
-            g = 0 if tied else k
-            w = resp[r, k]
-            for i in range(c):
-                si = sol[a + i, k]
-                wz = w * si
-                ci = cols[a + i]
-                x[k, ci] += wz
-                for d in range(D):
-                    crossT[k, ci, d] += wz * y0[r, d]
-                for j in range(c):
-                    v = si * sol[a + j, k] + cinv[base + (i * c + j) * G + g]
-                    dxx[k, ci, cols[a + j]] += w * v
+        for i in range(c):
+            ci = cols[a + i]
+            for k in range(K):
+                wz[k] = resp[r, k] * sol[a + i, k]
+                xT[ci, k] += wz[k]
+            for d in range(D):
+                yd = y0[r, d]
+                for k in range(K):
+                    cross[ci, d, k] += wz[k] * yd
+            for j in range(c):
+                cj = cols[a + j]
+                o = base + (i * c + j) * G
+                if tied:
+                    cij = cinv[o]
+                    for k in range(K):
+                        dxxT[ci, cj, k] += resp[r, k] * (sol[a + i, k] * sol[a + j, k] + cij)
+                else:
+                    for k in range(K):
+                        v = sol[a + i, k] * sol[a + j, k] + cinv[o + k]
+                        dxxT[ci, cj, k] += resp[r, k] * v

@@ -39,6 +39,9 @@ from mixstream.obs.gauss.linalg import LOG_2PI
 #: largest number of missing values per row factorised by the vectorised loops
 _SMALL = 4
 
+#: P_g y0 values per chunk of the numba path (256 KiB: stays in a core's L2 cache)
+_CHUNK_CELLS = 1 << 15
+
 
 @dataclass
 class MissingRows:
@@ -237,9 +240,7 @@ def _full_correction_numba(
     K, D = b.shape
     n = mr.y0.shape[0]
     G = P.shape[0]
-    # P_g y0 as (n_i, D, G), in one GEMM: P_g is symmetric, so (y0 P_g)_d = (P_g y0)_d
     PT = np.ascontiguousarray(np.asarray(P, np.float64).transpose(1, 2, 0))  # (D, D, G)
-    PyT = (mr.y0 @ PT.reshape(D, D * G)).reshape(n, D, G)
     counts = mr.miss.sum(axis=1)
     offs = np.empty(n + 1, np.int64)
     cols = np.empty(int(counts.sum()), np.int64)
@@ -250,7 +251,14 @@ def _full_correction_numba(
     sol = np.empty((cols.size, K))
     cinv = np.empty(int(coffs[-1]) * G)
     bT = np.ascontiguousarray(np.asarray(b, np.float64).T)
-    kernels.full_correction(PyT, bT, PT, cols, offs, coffs, bool(tied), corr, det, sol, cinv)
+    tied = bool(tied)
+    # P_g y0 as (rows, D, G) by GEMMs (P_g is symmetric: (y0 P_g)_d = (P_g y0)_d), a chunk
+    # of rows at a time so the kernel finds it in cache; the GEMM's rounding, not a loop's,
+    # is what the complete-data path's f(0) is added to (a loop's broke the 1e-8 marginals)
+    step = max(1, _CHUNK_CELLS // (D * G))
+    for r0 in range(0, n, step):
+        PyT = (mr.y0[r0 : r0 + step] @ PT.reshape(D, D * G)).reshape(-1, D, G)
+        kernels.full_correction(PyT, bT, PT, cols, offs, coffs, tied, r0, corr, det, sol, cinv)
     half_logdet = 0.5 * np.log(det)  # (n_i, G), G = 1 or K
     corr -= half_logdet
     ent = (0.5 * (1.0 + LOG_2PI)) * counts[:, None] - half_logdet
@@ -268,11 +276,11 @@ def full_stats_correction(mr: MissingRows, resp: np.ndarray, D: int) -> dict[str
     n, K = resp.shape
     if mr.flat is not None:
         kernels = _numba_kernels()
-        x, crossT, dxx = np.zeros((K, D)), np.zeros((K, D, D)), np.zeros((K, D, D))
+        xT, cross, dxxT = np.zeros((D, K)), np.zeros((D, D, K)), np.zeros((D, D, K))
         r = np.ascontiguousarray(resp, dtype=np.float64)
-        kernels.full_block_stats(r, mr.y0, *mr.flat, x, crossT, dxx)
-        dxx += crossT + crossT.transpose(0, 2, 1)
-        return {"x": x, "xx": dxx, "Hmiss": (resp * mr.ent).sum(axis=0)}
+        kernels.full_block_stats(r, mr.y0, *mr.flat, xT, cross, dxxT)
+        dxx = (dxxT + (cross + cross.transpose(1, 0, 2))).transpose(2, 0, 1)
+        return {"x": xT.T, "xx": np.ascontiguousarray(dxx), "Hmiss": (resp * mr.ent).sum(axis=0)}
     Z = np.zeros((n, K, D))  # r_nk z_nk
     flat_parts, value_parts = [], []
     kk = np.arange(K)[None, :, None]
