@@ -20,6 +20,39 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
+def split_rows(Xf, mask, shift):
+    """(rows (n_i,), y0 (n_i, D), miss (n_i, D), all_missing) of a block: the incomplete rows'
+    positions, their shifted values (float64, exactly 0 at the holes) and masks, in one pass
+    over the mask; all_missing: some row has no observed value (the caller raises)."""
+    n, D = mask.shape
+    n_i = 0
+    for r in range(n):
+        for d in range(D):
+            if mask[r, d]:
+                n_i += 1
+                break
+    rows = np.empty(n_i, np.int64)
+    y0 = np.empty((n_i, D))
+    miss = np.empty((n_i, D), np.bool_)
+    all_missing = False
+    t = 0
+    for r in range(n):
+        c = 0
+        for d in range(D):
+            c += mask[r, d]
+        if c == 0:
+            continue
+        all_missing = all_missing or c == D
+        rows[t] = r
+        for d in range(D):
+            m = mask[r, d]
+            miss[t, d] = m
+            y0[t, d] = 0.0 if m else np.float64(Xf[r, d]) - shift[d]
+        t += 1
+    return rows, y0, miss, all_missing
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
 def layout(miss, cols, offs):
     """Fill cols (total,) and offs (n + 1,), the ragged layout of the mask miss (n, D)."""
     n, D = miss.shape

@@ -118,6 +118,14 @@ def split_rows(Xf: Any, mask: Any, shift: np.ndarray) -> MissingRows:
     from mixstream.backend import get_namespace, to_device, to_host
 
     mask = np.asarray(to_host(mask))
+    kernels = _numba_kernels()
+    if kernels is not None and isinstance(Xf, np.ndarray) and Xf.ndim == 2:
+        rows, y0, miss, all_missing = kernels.split_rows(
+            Xf, mask, np.asarray(shift, np.float64)
+        )
+        if all_missing:
+            check_rows_observed(miss)
+        return MissingRows(rows, y0, miss)
     rows = np.flatnonzero(mask.any(axis=1))
     idx = to_device(rows, get_namespace(Xf))
     miss = mask[rows]
@@ -241,10 +249,10 @@ def _full_correction_numba(
     n = mr.y0.shape[0]
     G = P.shape[0]
     PT = np.ascontiguousarray(np.asarray(P, np.float64).transpose(1, 2, 0))  # (D, D, G)
-    counts = mr.miss.sum(axis=1)
     offs = np.empty(n + 1, np.int64)
-    cols = np.empty(int(counts.sum()), np.int64)
+    cols = np.empty(np.count_nonzero(mr.miss), np.int64)
     kernels.layout(mr.miss, cols, offs)
+    counts = np.diff(offs)
     coffs = np.concatenate([[0], np.cumsum(counts * counts)]).astype(np.int64)
     corr = np.empty((n, K))
     det = np.empty((n, G))
