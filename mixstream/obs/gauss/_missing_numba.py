@@ -237,7 +237,7 @@ def full_correction(PyT, bT, PT, cols, offs, coffs, tied, r0, corr, det, sol, ci
 @njit(nogil=True, cache=True, error_model="numpy")
 def full_block_stats(resp, y0, cols, offs, coffs, G, tied, sol, cinv, xT, cross, dxxT):
     """The statistics' corrections of the rows, components innermost (lanes): xT (D, K) += r z,
-    cross (D, D, K): [m, d, k] += r z_m y0_d (the cross term y0 z^T, transposed), and
+    cross (D, K, D): [m, k, d] += r z_m y0_d (the cross term y0 z^T, transposed), and
     dxxT (D, D, K) += r (z_m z_m^T + P_mm^{-1}) on each row's missing block."""
     n = offs.size - 1
     K = resp.shape[1]
@@ -252,10 +252,10 @@ def full_block_stats(resp, y0, cols, offs, coffs, G, tied, sol, cinv, xT, cross,
             for k in range(K):
                 wz[k] = resp[r, k] * sol[a + i, k]
                 xT[ci, k] += wz[k]
-            for d in range(D):
-                yd = y0[r, d]
-                for k in range(K):
-                    cross[ci, d, k] += wz[k] * yd
+            for k in range(K):
+                w = wz[k]
+                for d in range(D):
+                    cross[ci, k, d] += w * y0[r, d]
             for j in range(c):
                 cj = cols[a + j]
                 o = base + (i * c + j) * G

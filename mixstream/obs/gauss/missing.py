@@ -284,9 +284,10 @@ def full_stats_correction(mr: MissingRows, resp: np.ndarray, D: int) -> dict[str
     n, K = resp.shape
     if mr.flat is not None:
         kernels = _numba_kernels()
-        xT, cross, dxxT = np.zeros((D, K)), np.zeros((D, D, K)), np.zeros((D, D, K))
+        xT, cross, dxxT = np.zeros((D, K)), np.zeros((D, K, D)), np.zeros((D, D, K))
         r = np.ascontiguousarray(resp, dtype=np.float64)
         kernels.full_block_stats(r, mr.y0, *mr.flat, xT, cross, dxxT)
+        cross = cross.transpose(0, 2, 1)  # (D, D, K): [m, d, k]
         dxx = (dxxT + (cross + cross.transpose(1, 0, 2))).transpose(2, 0, 1)
         return {"x": xT.T, "xx": np.ascontiguousarray(dxx), "Hmiss": (resp * mr.ent).sum(axis=0)}
     Z = np.zeros((n, K, D))  # r_nk z_nk
