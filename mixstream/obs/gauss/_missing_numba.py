@@ -171,6 +171,81 @@ def _cholesky_inverse(PT, cols, a, c, L, Li, C, det):
                 C[ji, g] = C[ij, g]
 
 
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def _few_holes(Py, bT, PT, cols, a, c, corr, det, sol, cinv, base):
+    """One row with c <= 3 holes and one precision per component (Py (D, K): its P_k y0),
+    in one loop over the components: closed-form inverse, conditional means and correction,
+    with the arithmetic of the general path (the same bits). False when rounding left a
+    3 x 3 determinant <= 0 (the caller then takes the general path)."""
+    K = bT.shape[1]
+    i = cols[a]
+    if c == 1:
+        for k in range(K):
+            p = PT[i, i, k]
+            det[k] = p
+            c00 = 1.0 / p
+            cinv[base + k] = c00
+            h0 = bT[i, k] - Py[i, k]
+            v0 = c00 * h0
+            sol[a, k] = v0
+            corr[k] = 0.5 * (h0 * v0) + 0.5 * _LOG_2PI
+        return True
+    j = cols[a + 1]
+    if c == 2:
+        for k in range(K):
+            p, q, t = PT[i, i, k], PT[i, j, k], PT[j, j, k]
+            dt = p * t - q * q
+            det[k] = dt
+            c00, c01, c11 = t / dt, -q / dt, p / dt
+            cinv[base + k] = c00
+            cinv[base + K + k] = c01
+            cinv[base + 2 * K + k] = c01
+            cinv[base + 3 * K + k] = c11
+            h0 = bT[i, k] - Py[i, k]
+            h1 = bT[j, k] - Py[j, k]
+            v0 = c00 * h0 + c01 * h1
+            v1 = c01 * h0 + c11 * h1
+            sol[a, k] = v0
+            sol[a + 1, k] = v1
+            corr[k] = 0.5 * (h0 * v0 + h1 * v1) + _LOG_2PI
+        return True
+    m = cols[a + 2]
+    ok = True
+    for k in range(K):
+        p00, p01, p02 = PT[i, i, k], PT[i, j, k], PT[i, m, k]
+        p11, p12, p22 = PT[j, j, k], PT[j, m, k], PT[m, m, k]
+        c00 = p11 * p22 - p12 * p12
+        c01 = p02 * p12 - p01 * p22
+        c02 = p01 * p12 - p02 * p11
+        dt = p00 * c00 + p01 * c01 + p02 * c02
+        ok = ok and dt > 0.0
+        det[k] = dt
+        c00, c01, c02 = c00 / dt, c01 / dt, c02 / dt
+        c11 = (p00 * p22 - p02 * p02) / dt
+        c12 = (p01 * p02 - p00 * p12) / dt
+        c22 = (p00 * p11 - p01 * p01) / dt
+        cinv[base + k] = c00
+        cinv[base + K + k] = c01
+        cinv[base + 2 * K + k] = c02
+        cinv[base + 3 * K + k] = c01
+        cinv[base + 4 * K + k] = c11
+        cinv[base + 5 * K + k] = c12
+        cinv[base + 6 * K + k] = c02
+        cinv[base + 7 * K + k] = c12
+        cinv[base + 8 * K + k] = c22
+        h0 = bT[i, k] - Py[i, k]
+        h1 = bT[j, k] - Py[j, k]
+        h2 = bT[m, k] - Py[m, k]
+        v0 = c00 * h0 + c01 * h1 + c02 * h2
+        v1 = c01 * h0 + c11 * h1 + c12 * h2
+        v2 = c02 * h0 + c12 * h1 + c22 * h2
+        sol[a, k] = v0
+        sol[a + 1, k] = v1
+        sol[a + 2, k] = v2
+        corr[k] = 0.5 * (h0 * v0 + h1 * v1 + h2 * v2) + 0.5 * 3 * _LOG_2PI
+    return ok
+
+
 @njit(nogil=True, cache=True, error_model="numpy")
 def full_correction(PyT, bT, PT, cols, offs, coffs, tied, r0, corr, det, sol, cinv):
     """Per row r: the determinants det (n, G) of the missing blocks (P_g)_mm, the conditional
@@ -196,13 +271,16 @@ def full_correction(PyT, bT, PT, cols, offs, coffs, tied, r0, corr, det, sol, ci
     for r in range(r0, r1):
         a = offs[r]
         c = offs[r + 1] - a
+        base = coffs[r] * G
+        if not tied and c <= 3:
+            if _few_holes(PyT[r - r0], bT, PT, cols, a, c, corr[r], det[r], sol, cinv, base):
+                continue
         if c <= 2:
             _closed_form(PT, cols, a, c, C, det[r])
         elif c == 3 and _three_holes(PT, cols, a, C, det[r]):
             pass
         else:
             _cholesky_inverse(PT, cols, a, c, L, Li, C, det[r])
-        base = coffs[r] * G
         for ij in range(c * c):
             for g in range(G):
                 cinv[base + ij * G + g] = C[ij, g]
