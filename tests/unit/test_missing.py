@@ -322,9 +322,14 @@ def test_zero_mean_gauss_marginal(algorithm: str) -> None:
             assert abs(logsumexp(terms) - got[i]) < 1e-8
 
 
-def test_multinomial_refuses_marginalize() -> None:
-    with pytest.raises(ValueError, match="does not apply to likelihood='multinomial'"):
-        MixtureModel(2, likelihood="multinomial", missing="marginalize").fit(np.ones((5, 3)))
+def test_multinomial_takes_marginalize() -> None:
+    """The options no longer refuse it (tests/unit/test_missing_multinomial.py has the maths)."""
+    X = np.random.default_rng(0).integers(0, 5, size=(40, 3)).astype(np.float64)
+    X[3, 1] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = MixtureModel(2, likelihood="multinomial", missing="marginalize", max_laps=5)
+        assert est.fit(X).predict(X).shape == (40,)
 
 
 def test_command_line_flag() -> None:

@@ -120,9 +120,7 @@ def split_rows(Xf: Any, mask: Any, shift: np.ndarray) -> MissingRows:
     mask = np.asarray(to_host(mask))
     kernels = _numba_kernels()
     if kernels is not None and isinstance(Xf, np.ndarray) and Xf.ndim == 2:
-        rows, y0, miss, all_missing = kernels.split_rows(
-            Xf, mask, np.asarray(shift, np.float64)
-        )
+        rows, y0, miss, all_missing = kernels.split_rows(Xf, mask, np.asarray(shift, np.float64))
         if all_missing:
             check_rows_observed(miss)
         return MissingRows(rows, y0, miss)
