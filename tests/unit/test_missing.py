@@ -362,6 +362,38 @@ def test_numba_and_numpy_paths_agree(ctype: str, monkeypatch) -> None:
         assert np.allclose(fast[1][name], slow[1][name], rtol=1e-12, atol=1e-10)
 
 
+@pytest.mark.parametrize("ctype", ("full", "tied_full"))
+def test_every_hole_count_of_the_kernels(ctype: str, monkeypatch) -> None:
+    """Rows with 1 to 8 holes of 9 (each count has its own code in the numba kernel: closed
+    forms up to 4, a Cholesky factor above): the marginal density (scipy, 1e-10) and the
+    numpy path's statistics (1e-12)."""
+    from mixstream import _kernels
+
+    if not _kernels.enabled():
+        pytest.skip("numba kernels are off")
+    X = _data(300, D=9, seed=4)
+    obs = _obs(ctype, "em", X)
+    Xm = with_holes(X, 0.55, seed=2)
+    counts = np.isnan(Xm).sum(axis=1)
+    assert set(range(1, 9)) <= set(counts.tolist())
+    lp = obs.log_prob(Xm)
+    est = obs.point_estimates()
+    K, D = est["means"].shape
+    C = covariance_strategy(ctype).to_full(est["covariances"], K, D)
+    for c in range(1, 9):
+        i = int(np.flatnonzero(counts == c)[0])
+        o = ~np.isnan(Xm[i])
+        for k in range(K):
+            ref = multivariate_normal(est["means"][k][o], C[k][np.ix_(o, o)]).logpdf(Xm[i][o])
+            assert abs(ref - lp[i, k]) < 1e-10
+    resp = np.random.default_rng(7).dirichlet(np.ones(K), size=Xm.shape[0])
+    fast = obs.calc_stats(Xm, resp)
+    monkeypatch.setattr(_kernels, "_kernels", False)
+    slow = obs.calc_stats(Xm, resp)
+    for name in ("x", "xx", "Hmiss"):
+        assert np.allclose(fast[name], slow[name], rtol=1e-12, atol=1e-10)
+
+
 def test_checkpoint_fingerprint_keeps_older_runs_resumable() -> None:
     """missing="error" (the default) leaves the fingerprint as it was before the option
     existed; "marginalize" is part of it (a checkpoint of the other mode is not resumed)."""
