@@ -365,11 +365,58 @@ def full_correction(PyT, bT, PT, cols, offs, coffs, tied, r0, corr, det, sol, ci
             corr[r, k] = 0.5 * corr[r, k] + 0.5 * c * _LOG_2PI
 
 
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def _few_holes_stats(resp, r, sol, cinv, cols, a, c, base, xT, dxxT):
+    """``full_block_stats``' x and missing-block terms of row r with c <= 3 holes and one
+    precision per component, in one loop over the components (loops whose length changes
+    from row to row cost a mispredicted branch each)."""
+    K = resp.shape[1]
+    i = cols[a]
+    if c == 1:
+        for k in range(K):
+            w, s0 = resp[r, k], sol[a, k]
+            xT[i, k] += w * s0
+            dxxT[i, i, k] += w * (s0 * s0 + cinv[base + k])
+        return
+    j = cols[a + 1]
+    if c == 2:
+        for k in range(K):
+            w, s0, s1 = resp[r, k], sol[a, k], sol[a + 1, k]
+            xT[i, k] += w * s0
+            xT[j, k] += w * s1
+            t = w * (s1 * s0 + cinv[base + 2 * K + k])
+            dxxT[i, i, k] += w * (s0 * s0 + cinv[base + k])
+            dxxT[j, i, k] += t
+            dxxT[i, j, k] += t
+            dxxT[j, j, k] += w * (s1 * s1 + cinv[base + 3 * K + k])
+        return
+    m = cols[a + 2]
+    for k in range(K):
+        w, s0, s1, s2 = resp[r, k], sol[a, k], sol[a + 1, k], sol[a + 2, k]
+        xT[i, k] += w * s0
+        xT[j, k] += w * s1
+        xT[m, k] += w * s2
+        t10 = w * (s1 * s0 + cinv[base + 3 * K + k])
+        t20 = w * (s2 * s0 + cinv[base + 6 * K + k])
+        t21 = w * (s2 * s1 + cinv[base + 7 * K + k])
+        dxxT[i, i, k] += w * (s0 * s0 + cinv[base + k])
+        dxxT[j, j, k] += w * (s1 * s1 + cinv[base + 4 * K + k])
+        dxxT[m, m, k] += w * (s2 * s2 + cinv[base + 8 * K + k])
+        dxxT[j, i, k] += t10
+        dxxT[i, j, k] += t10
+        dxxT[m, i, k] += t20
+        dxxT[i, m, k] += t20
+        dxxT[m, j, k] += t21
+        dxxT[j, m, k] += t21
+
+
 @njit(nogil=True, cache=True, error_model="numpy")
 def full_block_stats(resp, y0, cols, offs, coffs, G, tied, sol, cinv, xT, cross, dxxT):
-    """The statistics' corrections of the rows, components innermost (lanes): xT (D, K) += r z,
-    cross (D, K, D): [m, k, d] += r z_m y0_d (the cross term y0 z^T, transposed), and
-    dxxT (D, D, K) += r (z_m z_m^T + P_mm^{-1}) on each row's missing block."""
+    """The statistics' corrections of the rows: xT (D, K) += r z, cross (D, K, D):
+    [m, k, d] += r z_m y0_d (the cross term y0 z^T, transposed), and dxxT (D, D, K) +=
+    r (z_m z_m^T + P_mm^{-1}) on each row's missing block. Every entry takes one term per row,
+    in row order, whatever the loop order inside a row: the sums are the same to the bit. The
+    missing block is symmetric: each off-diagonal term is computed once and added twice."""
     n = offs.size - 1
     K = resp.shape[1]
     D = y0.shape[1]
@@ -378,23 +425,37 @@ def full_block_stats(resp, y0, cols, offs, coffs, G, tied, sol, cinv, xT, cross,
         a = offs[r]
         c = offs[r + 1] - a
         base = coffs[r] * G
+        few = not tied and c <= 3
+        if few:
+            _few_holes_stats(resp, r, sol, cinv, cols, a, c, base, xT, dxxT)
         for i in range(c):
             ci = cols[a + i]
             for k in range(K):
                 wz[k] = resp[r, k] * sol[a + i, k]
-                xT[ci, k] += wz[k]
             for k in range(K):
                 w = wz[k]
                 for d in range(D):
                     cross[ci, k, d] += w * y0[r, d]
-            for j in range(c):
+            if few:
+                continue
+            for k in range(K):
+                xT[ci, k] += wz[k]
+            for j in range(i + 1):
                 cj = cols[a + j]
                 o = base + (i * c + j) * G
                 if tied:
                     cij = cinv[o]
                     for k in range(K):
-                        dxxT[ci, cj, k] += resp[r, k] * (sol[a + i, k] * sol[a + j, k] + cij)
+                        t = resp[r, k] * (sol[a + i, k] * sol[a + j, k] + cij)
+                        dxxT[ci, cj, k] += t
+                        if j < i:
+                            dxxT[cj, ci, k] += t
+                elif j < i:
+                    for k in range(K):
+                        t = resp[r, k] * (sol[a + i, k] * sol[a + j, k] + cinv[o + k])
+                        dxxT[ci, cj, k] += t
+                        dxxT[cj, ci, k] += t
                 else:
                     for k in range(K):
-                        v = sol[a + i, k] * sol[a + j, k] + cinv[o + k]
-                        dxxT[ci, cj, k] += resp[r, k] * v
+                        si = sol[a + i, k]
+                        dxxT[ci, ci, k] += resp[r, k] * (si * si + cinv[o + k])
