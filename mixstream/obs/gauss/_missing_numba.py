@@ -7,8 +7,17 @@ nearly every row has its own pattern, so a row's c x c factorisations (c its mis
 per precision) are a few dozen flops each, and a chain of dependent square roots and divisions:
 done one precision at a time they cost several times their flops. So every loop runs with the
 precisions g innermost (``PT`` is (D, D, G), P_g y0 is (n, D, G)): the G factorisations of a row
-are independent lanes that the CPU overlaps (and SIMD-vectorises). The log-determinants are
+are independent lanes that the CPU overlaps (and SIMD-vectorises). Rows with up to four holes
+(98% of the incomplete rows at 10% MCAR holes, D = 16) take closed forms written in scalars in
+one loop over the components: a loop whose length changes from row to row costs a mispredicted
+branch, and short loops over arrays cost several times their flops. The log-determinants are
 left to the caller as determinants (one vectorised log over the block).
+
+Rounding: for up to three holes (and five or more) each quantity is computed with the
+arithmetic of the earlier one-precision-at-a-time kernel, and the statistics add one term per
+row to each entry in row order, so the fits are those of that kernel to the bit (an
+ill-conditioned model's 1e-8 marginal test moves by 1e-7 when a fit's rounding changes); four
+holes take 2 x 2 blocks instead of a Cholesky factor (tested against scipy to 1e-10).
 """
 
 import math

@@ -20,11 +20,13 @@ D / kappa, stays as it is):
   statistics of y0 plus corrections; and Hmiss_k = sum_n r_nk H[q(y_m | y_o, k)], the entropy,
   so that the objective from statistics equals the observed-data one after a local step.
 
-Rows are grouped by their number of missing values c (``np.unique`` of the counts): the c x c
-factorisations run for all rows of a group and all components at once (loops over c,
-vectorised over rows and components, for c <= ``_SMALL``; LAPACK's batched routines above).
-(P_k y0) for all components is one GEMM. Diagonal and spherical precisions need no solves:
-a missing coordinate just drops out.
+With numba (the usual case) one pass over the rows does the c x c factorisations, with the
+components innermost (obs/gauss/_missing_numba.py), on (P_k y0) from GEMMs a chunk of rows at a
+time. Without it, rows are grouped by their number of missing values c (``np.unique`` of the
+counts): the c x c factorisations run for all rows of a group and all components at once
+(loops over c, vectorised over rows and components, for c <= ``_SMALL``; LAPACK's batched
+routines above), and (P_k y0) for all components is one GEMM. Diagonal and spherical
+precisions need no solves: a missing coordinate just drops out.
 """
 
 from __future__ import annotations
@@ -58,8 +60,9 @@ class MissingRows:
         Rows (positions in ``rows``) with c missing values and those values' columns.
     flat : tuple, numba path of full precisions
         (cols, offs, coffs, G, tied, sol (total, K), cinv): row r's missing columns are
-        cols[offs[r]:offs[r + 1]], their conditional means sol[offs[r]:offs[r + 1]], and its
-        conditional covariances (one c x c per group) start at cinv[coffs[r] * G].
+        cols[offs[r]:offs[r + 1]], their conditional means sol[offs[r]:offs[r + 1]], and
+        entry (i, j) of its conditional covariance under precision g is
+        cinv[(coffs[r] + i * c + j) * G + g].
     sol : list of arrays (n_c, K, c), full only
         Conditional means of the missing values (shifted), per group of ``groups``.
     cinv : list of arrays (n_c, G, c, c), full only
