@@ -179,12 +179,16 @@ def _ragged_holes(obs: Any, X: np.ndarray, miss: np.ndarray) -> RaggedHoles:
     if s == "full":
         coffs = np.concatenate([[0], np.cumsum(counts * counts)]).astype(np.int64)
         Q = np.ascontiguousarray(inv, np.float64)
-        corr, ent = np.empty((n, 1)), np.empty((n, 1))
+        corr, det = np.empty((n, 1)), np.empty((n, 1))
         sol, cinv = np.empty((cols.size, 1)), np.empty(int(coffs[-1]))
-        Py = (xc0 @ Q)[:, None, :]
+        # one shared precision (G = 1, "tied") and b = 0: the layer's mean is in xc0 already
+        PyT = (xc0 @ Q)[:, :, None]
         gauss_kernels.full_correction(
-            Py, np.zeros((1, p)), Q[None], cols, offs, coffs, True, corr, ent, sol, cinv
+            PyT, np.zeros((p, 1)), Q[:, :, None], cols, offs, coffs, True, 0, corr, det, sol, cinv
         )
+        half_logdet = 0.5 * np.log(det)
+        corr -= half_logdet
+        ent = (0.5 * (1.0 + LOG_2PI)) * counts[:, None] - half_logdet
         F, Ao = np.empty((cols.size, d)), np.empty((n, d, d))
         _kernels().observed_layer(V, D["A"], cols, offs, coffs, cinv, sol[:, 0], Ao, uo, F)
         return RaggedHoles(
