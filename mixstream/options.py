@@ -480,12 +480,6 @@ def _missing_likelihood(o: FitOptions) -> None:
             "need every coordinate); fit algorithm='cem' (hard assignments with the missing "
             "values marginalised) or 'em'"
         )
-    if o.missing == "marginalize" and o.likelihood == "multinomial":
-        raise ValueError(
-            "missing='marginalize' does not apply to likelihood='multinomial': a row with a "
-            "missing count has an unknown total, so its counts have no multinomial marginal; "
-            "drop the category or the row, or fit likelihood='bernoulli' / 'gauss'"
-        )
 
 
 #: checks that involve several options, run after ``CONSTRAINTS`` in this order

@@ -18,6 +18,20 @@ that favours sparse category distributions, as usual for vocabularies. A flat Di
 D pseudo-counts to every component, which for a large vocabulary swamps the counts of a small
 cluster. VB keeps q(phi_k) = Dirichlet(lam + C_k), C_kd = sum_n r_nk x_nd ("counts", (K, D)).
 
+Missing counts (``missing="marginalize"``, NaN): a missing entry drops out of the row's
+log-likelihood and of the statistics, as for the Bernoulli. The row's likelihood is over its
+observed categories o: its n_o = sum_{d in o} x_d observed items, each a draw from phi_k,
+landing as counted,
+
+    log p(x_o | phi_k) = log n_o! - sum_{d in o} log x_d! + sum_{d in o} x_d log phi_kd,
+
+so the coefficient uses the observed counts only (the row's total is unknown; without NaN this
+is the complete-data term, to the bit), and phi_k is not renormalised over o: that keeps the
+term linear in log phi_k, hence the conjugate updates above with C_kd summed over the observed
+entries (the conditional multinomial, phi_o / sum_o phi, would add -n_o log sum_o phi_kd: no
+closed-form update). Setting a NaN count to 0 gives exactly this term. A row with every count
+missing is refused, as for every likelihood.
+
 EM: phi_k ∝ C_k + (lam - 1 if map_prior else 0) + eps. ``map_prior=True`` is the posterior mode
 (needs lam >= 1); otherwise maximum likelihood, smoothed by ``eps`` (default 1e-10) so an unseen
 category keeps a finite log. The update is the exact maximiser of log-likelihood + log prior +
@@ -53,6 +67,9 @@ class MultinomialObs(ObsModel):
         EM pseudo-count added to every category (> 0, default 1e-10).
     map_prior : bool
         EM only: posterior mode instead of (smoothed) maximum likelihood.
+    missing : {"error", "marginalize"}
+        "marginalize": a NaN count drops out of the row's log-likelihood (the row's likelihood
+        is that of its observed counts, coefficient included) and of the statistics.
     """
 
     likelihood = "multinomial"
@@ -63,8 +80,12 @@ class MultinomialObs(ObsModel):
         lam: Any = 0.1,
         eps: float = 1e-10,
         map_prior: bool = False,
+        missing: str = "error",
     ) -> None:
         super().__init__(inference)
+        if missing not in ("error", "marginalize"):
+            raise ValueError(f"missing must be 'error' or 'marginalize', got {missing!r}")
+        self.missing = missing
         if not (np.isfinite(eps) and eps > 0.0):
             raise ValueError(f"eps must be a positive finite number, got {eps!r}")
         self._lam_user = np.array(lam, np.float64)
@@ -121,6 +142,8 @@ class MultinomialObs(ObsModel):
                 return (X if X64 is None else X64), coef
         xp = get_namespace(X)
         X64 = xp.asarray(X, dtype=xp.float64)
+        if self.missing == "marginalize":
+            X64 = _drop_missing(X64, xp)
         gammaln_xp = special(xp).gammaln
         coef = gammaln_xp(X64.sum(axis=1) + 1.0) - gammaln_xp(X64 + 1.0).sum(axis=1)
         if cache is not None:
@@ -277,6 +300,26 @@ class MultinomialObs(ObsModel):
 
 
 # ---------------------------------------------------------------------- helpers
+def _drop_missing(X64: Any, xp: Any) -> Any:
+    """X64 with each NaN count set to 0: its terms x_d log phi_kd and log x_d! (and its share
+    of the row total) are then 0, exactly what dropping it out gives. X64 itself when it holds
+    no NaN (one sum clears a complete block). A row with every count missing is refused."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = X64.sum()
+    if bool(xp.isfinite(total)):
+        return X64
+    miss = xp.isnan(X64)
+    if not bool(miss.any()):
+        return X64
+    empty = miss.all(axis=1)
+    if bool(empty.any()):
+        raise ValueError(
+            f"X has {int(empty.sum())} row(s) with every value missing (NaN); first rows: "
+            f"{_rows(xp, empty)}: a row needs at least one observed value"
+        )
+    return xp.where(miss, 0.0, X64)
+
+
 def _c_dir(conc: np.ndarray) -> Any:
     """log normaliser of Dirichlet(conc) along the last axis."""
     return gammaln(conc.sum(axis=-1)) - gammaln(conc).sum(axis=-1)

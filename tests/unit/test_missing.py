@@ -322,9 +322,14 @@ def test_zero_mean_gauss_marginal(algorithm: str) -> None:
             assert abs(logsumexp(terms) - got[i]) < 1e-8
 
 
-def test_multinomial_refuses_marginalize() -> None:
-    with pytest.raises(ValueError, match="does not apply to likelihood='multinomial'"):
-        MixtureModel(2, likelihood="multinomial", missing="marginalize").fit(np.ones((5, 3)))
+def test_multinomial_takes_marginalize() -> None:
+    """The options no longer refuse it (tests/unit/test_missing_multinomial.py has the maths)."""
+    X = np.random.default_rng(0).integers(0, 5, size=(40, 3)).astype(np.float64)
+    X[3, 1] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = MixtureModel(2, likelihood="multinomial", missing="marginalize", max_laps=5)
+        assert est.fit(X).predict(X).shape == (40,)
 
 
 def test_command_line_flag() -> None:
@@ -355,6 +360,38 @@ def test_numba_and_numpy_paths_agree(ctype: str, monkeypatch) -> None:
     assert np.allclose(fast[0], slow[0], rtol=1e-12, atol=1e-12)
     for name in ("N", "x", "xx", "Hmiss"):
         assert np.allclose(fast[1][name], slow[1][name], rtol=1e-12, atol=1e-10)
+
+
+@pytest.mark.parametrize("ctype", ("full", "tied_full"))
+def test_every_hole_count_of_the_kernels(ctype: str, monkeypatch) -> None:
+    """Rows with 1 to 8 holes of 9 (each count has its own code in the numba kernel: closed
+    forms up to 4, a Cholesky factor above): the marginal density (scipy, 1e-10) and the
+    numpy path's statistics (1e-12)."""
+    from mixstream import _kernels
+
+    if not _kernels.enabled():
+        pytest.skip("numba kernels are off")
+    X = _data(300, D=9, seed=4)
+    obs = _obs(ctype, "em", X)
+    Xm = with_holes(X, 0.55, seed=2)
+    counts = np.isnan(Xm).sum(axis=1)
+    assert set(range(1, 9)) <= set(counts.tolist())
+    lp = obs.log_prob(Xm)
+    est = obs.point_estimates()
+    K, D = est["means"].shape
+    C = covariance_strategy(ctype).to_full(est["covariances"], K, D)
+    for c in range(1, 9):
+        i = int(np.flatnonzero(counts == c)[0])
+        o = ~np.isnan(Xm[i])
+        for k in range(K):
+            ref = multivariate_normal(est["means"][k][o], C[k][np.ix_(o, o)]).logpdf(Xm[i][o])
+            assert abs(ref - lp[i, k]) < 1e-10
+    resp = np.random.default_rng(7).dirichlet(np.ones(K), size=Xm.shape[0])
+    fast = obs.calc_stats(Xm, resp)
+    monkeypatch.setattr(_kernels, "_kernels", False)
+    slow = obs.calc_stats(Xm, resp)
+    for name in ("x", "xx", "Hmiss"):
+        assert np.allclose(fast[name], slow[name], rtol=1e-12, atol=1e-10)
 
 
 def test_checkpoint_fingerprint_keeps_older_runs_resumable() -> None:

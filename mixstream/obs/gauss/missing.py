@@ -20,11 +20,13 @@ D / kappa, stays as it is):
   statistics of y0 plus corrections; and Hmiss_k = sum_n r_nk H[q(y_m | y_o, k)], the entropy,
   so that the objective from statistics equals the observed-data one after a local step.
 
-Rows are grouped by their number of missing values c (``np.unique`` of the counts): the c x c
-factorisations run for all rows of a group and all components at once (loops over c,
-vectorised over rows and components, for c <= ``_SMALL``; LAPACK's batched routines above).
-(P_k y0) for all components is one GEMM. Diagonal and spherical precisions need no solves:
-a missing coordinate just drops out.
+With numba (the usual case) one pass over the rows does the c x c factorisations, with the
+components innermost (obs/gauss/_missing_numba.py), on (P_k y0) from GEMMs a chunk of rows at a
+time. Without it, rows are grouped by their number of missing values c (``np.unique`` of the
+counts): the c x c factorisations run for all rows of a group and all components at once
+(loops over c, vectorised over rows and components, for c <= ``_SMALL``; LAPACK's batched
+routines above), and (P_k y0) for all components is one GEMM. Diagonal and spherical
+precisions need no solves: a missing coordinate just drops out.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ from mixstream.obs.gauss.linalg import LOG_2PI
 
 #: largest number of missing values per row factorised by the vectorised loops
 _SMALL = 4
+
+#: P_g y0 values per chunk of the numba path (256 KiB: stays in a core's L2 cache)
+_CHUNK_CELLS = 1 << 15
 
 
 @dataclass
@@ -55,8 +60,9 @@ class MissingRows:
         Rows (positions in ``rows``) with c missing values and those values' columns.
     flat : tuple, numba path of full precisions
         (cols, offs, coffs, G, tied, sol (total, K), cinv): row r's missing columns are
-        cols[offs[r]:offs[r + 1]], their conditional means sol[offs[r]:offs[r + 1]], and its
-        conditional covariances (one c x c per group) start at cinv[coffs[r] * G].
+        cols[offs[r]:offs[r + 1]], their conditional means sol[offs[r]:offs[r + 1]], and
+        entry (i, j) of its conditional covariance under precision g is
+        cinv[(coffs[r] + i * c + j) * G + g].
     sol : list of arrays (n_c, K, c), full only
         Conditional means of the missing values (shifted), per group of ``groups``.
     cinv : list of arrays (n_c, G, c, c), full only
@@ -115,6 +121,12 @@ def split_rows(Xf: Any, mask: Any, shift: np.ndarray) -> MissingRows:
     from mixstream.backend import get_namespace, to_device, to_host
 
     mask = np.asarray(to_host(mask))
+    kernels = _numba_kernels()
+    if kernels is not None and isinstance(Xf, np.ndarray) and Xf.ndim == 2:
+        rows, y0, miss, all_missing = kernels.split_rows(Xf, mask, np.asarray(shift, np.float64))
+        if all_missing:
+            check_rows_observed(miss)
+        return MissingRows(rows, y0, miss)
     rows = np.flatnonzero(mask.any(axis=1))
     idx = to_device(rows, get_namespace(Xf))
     miss = mask[rows]
@@ -201,24 +213,14 @@ def full_correction(mr: MissingRows, P: np.ndarray, b: np.ndarray, tied: bool) -
     """
     K, D = b.shape
     n = mr.y0.shape[0]
-    # (P_k y0) for every row and component in one GEMM: (n_i, D) @ (D, G D)
     G = P.shape[0]
+    kernels = _numba_kernels()
+    if kernels is not None:
+        return _full_correction_numba(kernels, mr, P, b, tied)
+    # (P_k y0) for every row and component in one GEMM: (n_i, D) @ (D, G D)
     Py = (mr.y0 @ P.transpose(1, 0, 2).reshape(D, G * D)).reshape(n, G, D)
     corr = np.empty((n, K))
     ent = np.empty((n, K))
-    kernels = _numba_kernels()
-    if kernels is not None:
-        cols = np.nonzero(mr.miss)[1].astype(np.int64)  # row-major: each row's in order
-        counts = mr.miss.sum(axis=1)
-        offs = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        coffs = np.concatenate([[0], np.cumsum(counts * counts)]).astype(np.int64)
-        sol = np.empty((cols.size, K))
-        cinv = np.empty(int(coffs[-1]) * G)
-        P = np.ascontiguousarray(P, dtype=np.float64)
-        b = np.ascontiguousarray(b, dtype=np.float64)
-        kernels.full_correction(Py, b, P, cols, offs, coffs, bool(tied), corr, ent, sol, cinv)
-        mr.flat, mr.ent = (cols, offs, coffs, G, bool(tied), sol, cinv), ent
-        return corr
     mr.groups = _groups(mr.miss)
     kk = np.arange(K)[None, :, None]
     gg = np.zeros_like(kk) if tied else kk
@@ -239,6 +241,40 @@ def full_correction(mr: MissingRows, P: np.ndarray, b: np.ndarray, tied: bool) -
     return corr
 
 
+def _full_correction_numba(
+    kernels: Any, mr: MissingRows, P: np.ndarray, b: np.ndarray, tied: bool
+) -> np.ndarray:
+    """``full_correction`` by the numba kernels: the precisions' index g innermost (lanes),
+    and the log-determinants in one vectorised log after the kernel."""
+    K, D = b.shape
+    n = mr.y0.shape[0]
+    G = P.shape[0]
+    PT = np.ascontiguousarray(np.asarray(P, np.float64).transpose(1, 2, 0))  # (D, D, G)
+    offs = np.empty(n + 1, np.int64)
+    cols = np.empty(np.count_nonzero(mr.miss), np.int64)
+    kernels.layout(mr.miss, cols, offs)
+    counts = np.diff(offs)
+    coffs = np.concatenate([[0], np.cumsum(counts * counts)]).astype(np.int64)
+    corr = np.empty((n, K))
+    det = np.empty((n, G))
+    sol = np.empty((cols.size, K))
+    cinv = np.empty(int(coffs[-1]) * G)
+    bT = np.ascontiguousarray(np.asarray(b, np.float64).T)
+    tied = bool(tied)
+    # P_g y0 as (rows, D, G) by GEMMs (P_g is symmetric: (y0 P_g)_d = (P_g y0)_d), a chunk
+    # of rows at a time so the kernel finds it in cache; the GEMM's rounding, not a loop's,
+    # is what the complete-data path's f(0) is added to (a loop's broke the 1e-8 marginals)
+    step = max(1, _CHUNK_CELLS // (D * G))
+    for r0 in range(0, n, step):
+        PyT = (mr.y0[r0 : r0 + step] @ PT.reshape(D, D * G)).reshape(-1, D, G)
+        kernels.full_correction(PyT, bT, PT, cols, offs, coffs, tied, r0, corr, det, sol, cinv)
+    half_logdet = 0.5 * np.log(det)  # (n_i, G), G = 1 or K
+    corr -= half_logdet
+    ent = (0.5 * (1.0 + LOG_2PI)) * counts[:, None] - half_logdet
+    mr.flat, mr.ent = (cols, offs, coffs, G, bool(tied), sol, cinv), np.broadcast_to(ent, (n, K))
+    return corr
+
+
 def full_stats_correction(mr: MissingRows, resp: np.ndarray, D: int) -> dict[str, np.ndarray]:
     """What the missing values add to the statistics of the rows with y_m = 0: "x" (K, D),
     "xx" (K, D, D) and "Hmiss" (K,), under resp (n_i, K).
@@ -249,11 +285,12 @@ def full_stats_correction(mr: MissingRows, resp: np.ndarray, D: int) -> dict[str
     n, K = resp.shape
     if mr.flat is not None:
         kernels = _numba_kernels()
-        x, crossT, dxx = np.zeros((K, D)), np.zeros((K, D, D)), np.zeros((K, D, D))
+        xT, cross, dxxT = np.zeros((D, K)), np.zeros((D, K, D)), np.zeros((D, D, K))
         r = np.ascontiguousarray(resp, dtype=np.float64)
-        kernels.full_block_stats(r, mr.y0, *mr.flat, x, crossT, dxx)
-        dxx += crossT + crossT.transpose(0, 2, 1)
-        return {"x": x, "xx": dxx, "Hmiss": (resp * mr.ent).sum(axis=0)}
+        kernels.full_block_stats(r, mr.y0, *mr.flat, xT, cross, dxxT)
+        cross = cross.transpose(0, 2, 1)  # (D, D, K): [m, d, k]
+        dxx = (dxxT + (cross + cross.transpose(1, 0, 2))).transpose(2, 0, 1)
+        return {"x": xT.T, "xx": np.ascontiguousarray(dxx), "Hmiss": (resp * mr.ent).sum(axis=0)}
     Z = np.zeros((n, K, D))  # r_nk z_nk
     flat_parts, value_parts = [], []
     kk = np.arange(K)[None, :, None]

@@ -35,9 +35,12 @@ from mixstream.backend import to_host
 from mixstream.obs.base import ObsModel
 from mixstream.obs.gauss import GaussObs
 from mixstream.obs.gauss.linalg import LOG_2PI
+from mixstream.obs.gauss.missing import find_missing
+from mixstream.obs.hmog import missing as with_nan
 from mixstream.obs.hmog import noise
 from mixstream.obs.hmog.init import pca_layer
 from mixstream.suffstats import SuffStats
+from mixstream.vocabulary import MISSING_MODES
 
 _CACHE_KEY = "hmog/features"
 _SHARED = ("sx", "sxy", "sxx")
@@ -85,8 +88,12 @@ class HMoGObs(ObsModel):
         map_prior: bool = False,
         whiten: bool | None = None,
         split_rows: bool = True,
+        missing: str = "error",
     ) -> None:
         super().__init__(inference)
+        if missing not in MISSING_MODES:
+            raise ValueError(f"missing must be one of {MISSING_MODES}, got {missing!r}")
+        self.missing = missing
         if latent_dim is None:
             raise ValueError("likelihood='hmog' needs latent_dim (the latent dimension d >= 1)")
         if isinstance(latent_dim, bool) or not isinstance(latent_dim, int | np.integer):
@@ -209,6 +216,9 @@ class HMoGObs(ObsModel):
             iu=iu,
             Hy=0.5 * d * (1.0 + LOG_2PI) - 0.5 * logdetP,
             K=P.shape[0],
+            prec=prec,  # the incomplete rows' posteriors (obs/hmog/missing.py) start from these
+            eta=eta,
+            c=c,
         )
 
     # ------------------------------------------------------------------ local step
@@ -231,8 +241,15 @@ class HMoGObs(ObsModel):
         np.multiply(U[:, iu[0]], U[:, iu[1]], out=F[:, 1 + d :])
         return F
 
+    def _nan_mask(self, X: Any) -> np.ndarray | None:
+        """The NaN mask of X when missing values are marginalised and X has some, else None."""
+        return find_missing(X, np) if self.missing == "marginalize" else None
+
     def log_prob(self, X: Any, cache: dict | None = None, bias: Any = None) -> Any:
         self._require_params()
+        mask = self._nan_mask(X)
+        if mask is not None:
+            return with_nan.log_prob(self, X, mask, cache, bias)
         Xc, base = self._rows(X)
         F = self._features(Xc @ self._derived["PiW"])
         lp = F @ self._derived["theta"]
@@ -261,6 +278,9 @@ class HMoGObs(ObsModel):
 
     def latent_means(self, X: Any, resp: np.ndarray) -> np.ndarray:
         """E[y | x_n] = sum_k r_nk E[y | x_n, k] (N, d) for given responsibilities."""
+        mask = self._nan_mask(X)
+        if mask is not None:
+            return with_nan.latent_means(self, X, np.asarray(resp, np.float64), mask)
         Xc, _ = self._rows(X)
         return self._mean_rows(Xc @ self._derived["PiW"], np.asarray(resp, np.float64))
 
@@ -275,6 +295,9 @@ class HMoGObs(ObsModel):
             raise ValueError(
                 f"resp has {K} columns but the HMoG has {self._derived.get('K')} components"
             )
+        mask = self._nan_mask(X)
+        if mask is not None:
+            return with_nan.calc_stats(self, X, resp, mask, cache)
         F = None if cache is None else cache.get(_CACHE_KEY)
         if F is None or F.shape[0] != X.shape[0]:
             F = self._features((X - (self.shift + self.mu)) @ self._derived["PiW"])
