@@ -182,7 +182,7 @@ def fit_proposal(
         held = heldout_score(sub, Xt, wt) if opts["heldout"] else 0.0
         if held > best_score:
             best, best_score = sub, held
-        if n_pieces == counts[0] and opts["heldout"] and (best is None or best.K < 2):
+        if counts and n_pieces == counts[0] and opts["heldout"] and (best is None or best.K < 2):
             # the smallest split lost to the target: a cluster the larger splits rarely beat,
             # which cost most of the proposals' time once K stopped growing (1M x 64)
             break
