@@ -80,24 +80,32 @@ class Model:
         xp = get_namespace(X)
         return self.obs.log_prob(X, cache, bias=xp.asarray(self.alloc.log_weights()))
 
-    def log_density(self, X: Any) -> Any:
+    def log_density(self, X: Any, new_components: bool = True) -> Any:
         """The fitted model's log-density of each row, shape (N,): what held-out scores use.
 
         EM: log sum_k pi_k p(x | theta_k), the local step's normaliser. VB: the posterior
         predictive log sum_k E[pi_k] p(x | data, k) where the observation model has it in
         closed form (Gaussians: Student-t), else the local step's normaliser with expected
-        log weights and log-likelihoods, a lower bound of it (Jensen).
+        log weights and log-likelihoods, a lower bound of it (Jensen). A DP's mass beyond its
+        last stick, 1 - sum_k E[pi_k], belongs to components no row has joined yet: with
+        ``new_components`` it weighs the prior predictive density, as the DP's predictive
+        has it (docs/math.md §13); without, or where the observation model has no prior
+        predictive, it is spread over the components in proportion.
         """
         xp = get_namespace(X)
         pred = self.obs.log_predictive(X) if self.inference == "vb" else None
         if pred is None:
             return logsumexp_rows(self.log_prob(X))[0]
-        # a truncated DP leaves the mass beyond its last stick unassigned: spread it over the
-        # components in proportion, so the density integrates to one
         w = self.alloc.expected_weights()
+        rest = 1.0 - float(w.sum())
+        base = self.obs.log_prior_predictive(X) if new_components and rest > 1e-12 else None
         with np.errstate(divide="ignore"):
-            log_w = np.log(w / w.sum())
-        return logsumexp_rows(pred + xp.asarray(log_w)[None, :])[0]
+            if base is None:
+                log_w = xp.asarray(np.log(w / w.sum()))
+                return logsumexp_rows(pred + log_w[None, :])[0]
+            log_w = xp.asarray(np.log(w))
+        terms = xp.concatenate([pred + log_w[None, :], base[:, None] + np.log(rest)], axis=1)
+        return logsumexp_rows(terms)[0]
 
     def local_step(self, X: Any, hard: bool = False) -> dict[str, Any]:
         """Responsibilities of the components for each row of X.

@@ -212,7 +212,6 @@ def upload_tree(local_dir: str, url: str, last: tuple[str, ...] = ()) -> None:
             write_bytes(join(url, rel), fh.read())
 
 
-
 def publish_tree(local_dir: str, url: str, marker: str | None = None) -> str:
     """Replace what is under ``url`` with the files of ``local_dir``: the old ``marker``
     (the object that makes the tree visible to readers) is deleted first, then the rest, and

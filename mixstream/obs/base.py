@@ -77,6 +77,11 @@ class ObsModel(ABC):
         (VB only); None where it does not, and callers then use ``log_prob``."""
         return None
 
+    def log_prior_predictive(self, X: Any) -> Any:
+        """log p(x_n) under the prior alone (a component no row has joined yet), shape (N,),
+        where it has a closed form (VB only); None where it does not."""
+        return None
+
     # -------------------------------------------------------------- the four verbs
     @abstractmethod
     def log_prob(self, X: Any, cache: dict | None = None, bias: Any = None) -> Any:

@@ -19,7 +19,7 @@ from mixstream.obs.gauss.linalg import LOG_2PI
 from mixstream.obs.gauss.marginal import MISSING_KEY, MissingValuesMixin
 from mixstream.obs.gauss.missing import find_missing, log_predictive_missing
 from mixstream.obs.gauss.params import GaussParamsMixin
-from mixstream.obs.gauss.predictive import log_predictive
+from mixstream.obs.gauss.predictive import log_predictive, prior_component
 from mixstream.obs.gauss.structure import PRIOR_SCALE, CovarianceStructure
 from mixstream.obs.gauss.types import (
     canonical_covariance_type,
@@ -334,6 +334,18 @@ class GaussObs(MissingValuesMixin, GaussParamsMixin, ObsModel):
             if rows_missing is not None:
                 return to_device(log_predictive_missing(self, to_host(X)), xp)
         return log_predictive(self, X)
+
+    def log_prior_predictive(self, X: Any) -> Any:
+        """Student-t prior predictive log-densities (N,) under VB (rows with NaN: over their
+        observed coordinates); None under EM and before the prior is set."""
+        if self.inference != "vb" or self.mean_prior_ is None:
+            return None
+        prior = prior_component(self)
+        if self.missing == "marginalize":
+            xp = get_namespace(X)
+            if find_missing(X, xp) is not None:
+                return to_device(log_predictive_missing(prior, to_host(X))[:, 0], xp)
+        return log_predictive(prior, X)[:, 0]
 
     def log_prob(self, X: Any, cache: dict | None = None, bias: Any = None) -> Any:
         self._require_params()

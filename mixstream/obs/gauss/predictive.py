@@ -18,6 +18,7 @@ component's data shrink, which made small components look worse on held-out rows
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -75,3 +76,18 @@ def _t_multi(maha: Any, v: float, D: int, logdet: float, xp: Any) -> Any:
     distances ``maha`` (N,) and log|scale|."""
     const = gammaln(0.5 * (v + D)) - gammaln(0.5 * v) - 0.5 * D * (math.log(v) + _LOG_PI)
     return const - 0.5 * logdet - 0.5 * (v + D) * xp.log1p(maha / v)
+
+
+def prior_component(obs: Any) -> SimpleNamespace:
+    """The prior (m0, kappa0, nu0, Psi0) of a VB ``GaussObs`` dressed as a one-component
+    posterior, for the predictive functions: its Student-t is the prior predictive."""
+    m0, k0, nu0, psi0 = obs._prior()
+    return SimpleNamespace(
+        shift=obs.shift,
+        m=np.asarray(m0, np.float64)[None],
+        kappa=np.array([k0], np.float64),
+        nu=np.array([nu0], np.float64),
+        psi=np.asarray(psi0, np.float64)[None],
+        structure=obs.structure,
+        tied=False,
+    )
