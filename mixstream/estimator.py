@@ -66,7 +66,9 @@ class MixtureModel(DensityMixin, BaseEstimator):
     mean_prior, mean_precision_prior, degrees_of_freedom_prior, covariance_prior
         Conjugate prior of the Gaussian likelihood (scikit-learn's names; weak, scale-aware
         defaults: nu0 = D + 2 (full types) or 2 (diag / spherical types), covariance_prior =
-        nu0 * 0.3 * the data's covariance; see ``mixstream.obs.gauss`` and docs/math.md).
+        nu0 * 0.3 * the data's covariance, whose scale VB fits to the components (empirical
+        Bayes) for diag / spherical types when it is not given; see ``mixstream.obs.gauss`` and
+        docs/math.md §4).
     obs_prior : dict, optional
         Prior options of the other likelihoods (see their classes in mixstream.obs).
     map_prior : bool

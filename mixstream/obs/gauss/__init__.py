@@ -51,7 +51,10 @@ mu_k | Lambda_k ~ N(m0, (kappa0 Lambda_k)^{-1}). Defaults, weak and in the data'
   finite mean), 2 for diag / spherical types (a Gamma of shape 1 per precision);
 - Psi0 = nu0 * PRIOR_SCALE * (the empirical covariance; per-feature variances for diag types,
   their mean for spherical types), so the prior's point covariance Psi0 / nu0 is PRIOR_SCALE
-  times the data's: a cluster is a priori smaller than the whole data, in every unit.
+  times the data's: a cluster is a priori smaller than the whole data, in every unit. For
+  diag and spherical types under VB that is only the start: with no covariance_prior given,
+  Psi0 is fitted to the components after each global step (empirical Bayes,
+  ``CovarianceStructure.fit_prior``; docs/math.md §4).
 
 scikit-learn's defaults (nu0 = D, Psi0 = the empirical covariance) put D pseudo-observations of
 a covariance D times smaller than the data's on every component; in 64 dimensions that outweighs
