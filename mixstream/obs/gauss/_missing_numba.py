@@ -28,6 +28,22 @@ from numba import njit
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def _inverse3(PT, i, j, m, g):
+    """(det, c00, c01, c02, c11, c12, c22): the determinant and the upper triangle of the
+    inverse of precision g's block on holes (i, j, m), by cofactors."""
+    p00, p01, p02 = PT[i, i, g], PT[i, j, g], PT[i, m, g]
+    p11, p12, p22 = PT[j, j, g], PT[j, m, g], PT[m, m, g]
+    c00 = p11 * p22 - p12 * p12
+    c01 = p02 * p12 - p01 * p22
+    c02 = p01 * p12 - p02 * p11
+    dt = p00 * c00 + p01 * c01 + p02 * c02
+    c11 = (p00 * p22 - p02 * p02) / dt
+    c12 = (p01 * p02 - p00 * p12) / dt
+    c22 = (p00 * p11 - p01 * p01) / dt
+    return dt, c00 / dt, c01 / dt, c02 / dt, c11, c12, c22
+
+
 @njit(nogil=True, cache=True, error_model="numpy")
 def split_rows(Xf, mask, shift):
     """(rows (n_i,), y0 (n_i, D), miss (n_i, D), all_missing) of a block: the incomplete rows'
@@ -83,20 +99,15 @@ def _three_holes(PT, cols, a, C, det):
     i, j, m = cols[a], cols[a + 1], cols[a + 2]
     ok = True
     for g in range(G):
-        p00, p01, p02 = PT[i, i, g], PT[i, j, g], PT[i, m, g]
-        p11, p12, p22 = PT[j, j, g], PT[j, m, g], PT[m, m, g]
-        c00 = p11 * p22 - p12 * p12
-        c01 = p02 * p12 - p01 * p22
-        c02 = p01 * p12 - p02 * p11
-        dt = p00 * c00 + p01 * c01 + p02 * c02
+        dt, c00, c01, c02, c11, c12, c22 = _inverse3(PT, i, j, m, g)
         ok = ok and dt > 0.0
         det[g] = dt
-        C[0, g] = c00 / dt
-        C[1, g] = C[3, g] = c01 / dt
-        C[2, g] = C[6, g] = c02 / dt
-        C[4, g] = (p00 * p22 - p02 * p02) / dt
-        C[5, g] = C[7, g] = (p01 * p02 - p00 * p12) / dt
-        C[8, g] = (p00 * p11 - p01 * p01) / dt
+        C[0, g] = c00
+        C[1, g] = C[3, g] = c01
+        C[2, g] = C[6, g] = c02
+        C[4, g] = c11
+        C[5, g] = C[7, g] = c12
+        C[8, g] = c22
     return ok
 
 
@@ -221,18 +232,9 @@ def _few_holes(Py, bT, PT, cols, a, c, corr, det, sol, cinv, base):
     m = cols[a + 2]
     ok = True
     for k in range(K):
-        p00, p01, p02 = PT[i, i, k], PT[i, j, k], PT[i, m, k]
-        p11, p12, p22 = PT[j, j, k], PT[j, m, k], PT[m, m, k]
-        c00 = p11 * p22 - p12 * p12
-        c01 = p02 * p12 - p01 * p22
-        c02 = p01 * p12 - p02 * p11
-        dt = p00 * c00 + p01 * c01 + p02 * c02
+        dt, c00, c01, c02, c11, c12, c22 = _inverse3(PT, i, j, m, k)
         ok = ok and dt > 0.0
         det[k] = dt
-        c00, c01, c02 = c00 / dt, c01 / dt, c02 / dt
-        c11 = (p00 * p22 - p02 * p02) / dt
-        c12 = (p01 * p02 - p00 * p12) / dt
-        c22 = (p00 * p11 - p01 * p01) / dt
         cinv[base + k] = c00
         cinv[base + K + k] = c01
         cinv[base + 2 * K + k] = c02

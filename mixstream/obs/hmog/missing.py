@@ -83,22 +83,33 @@ class Holes:
     hx: np.ndarray
 
 
-def _holes(obs: Any, X: np.ndarray, miss: np.ndarray) -> Holes:
-    """The layer of incomplete rows X (n, p) with NaN mask ``miss`` (n, p)."""
+def _observed_part(
+    obs: Any, X: np.ndarray, miss: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(xs0, xc0, uo, base) of incomplete rows X (n, p): shifted and centred rows with their
+    holes at 0, the observed part of W^T Psi^-1 (x - mu) (n, d), and the log-density terms of
+    the observed coordinates that need no factorisation (n,)."""
     D, s = obs._derived, obs.covariance_type
-    p = obs.n_features
     xs0 = X - obs.shift
     xs0[miss] = 0.0
     xc0 = xs0 - obs.mu
     xc0[miss] = 0.0
+    uo = xc0 @ D["PiW"]
+    quad = noise.quad_rows(s, D["inv"], xc0, np)
+    base = -0.5 * obs.n_features * LOG_2PI - 0.5 * D["logdet"] - 0.5 * quad
+    return xs0, xc0, uo, base
+
+
+def _holes(obs: Any, X: np.ndarray, miss: np.ndarray) -> Holes:
+    """The layer of incomplete rows X (n, p) with NaN mask ``miss`` (n, p)."""
+    D, s = obs._derived, obs.covariance_type
+    xs0, xc0, uo, base = _observed_part(obs, X, miss)
     V, inv = D["PiW"], D["inv"]
-    uo = xc0 @ V
-    base = -0.5 * p * LOG_2PI - 0.5 * D["logdet"] - 0.5 * noise.quad_rows(s, inv, xc0, np)
     n, d = X.shape[0], obs.latent_dim
     Ao = np.empty((n, d, d))
     hx = np.empty(n)
     Qx = xc0 @ inv if s == "full" else None
-    qdiag = None if s == "full" else np.broadcast_to(np.asarray(inv, np.float64), (p,))
+    qdiag = None if s == "full" else np.broadcast_to(np.asarray(inv, np.float64), (obs.n_features,))
     groups = _groups(miss)
     Fs, conds, ams = [], [], []
     for sel, idx in groups:
@@ -165,13 +176,8 @@ def _ragged_holes(obs: Any, X: np.ndarray, miss: np.ndarray) -> RaggedHoles:
 
     D, s = obs._derived, obs.covariance_type
     p, d = obs.n_features, obs.latent_dim
-    xs0 = X - obs.shift
-    xs0[miss] = 0.0
-    xc0 = xs0 - obs.mu
-    xc0[miss] = 0.0
+    xs0, xc0, uo, base = _observed_part(obs, X, miss)
     V, inv = D["PiW"], D["inv"]
-    uo = xc0 @ V
-    base = -0.5 * p * LOG_2PI - 0.5 * D["logdet"] - 0.5 * noise.quad_rows(s, inv, xc0, np)
     cols = np.nonzero(miss)[1].astype(np.int64)  # row-major: each row's holes in order
     counts = miss.sum(axis=1)
     offs = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
