@@ -1,10 +1,11 @@
 """EM beside the torch-based GMM libraries and scikit-learn: same data, same starting point.
 
 One command runs scikit-learn's GaussianMixture, tgmm, pomegranate, torchgmm and mixstream
-(``MixtureModel(algorithm="em")``) on the same data (one .npy file that every library loads) from
-the same initial weights, means and covariances (one k-means start: k-means++ centres on a
-50,000-row sample, one assignment of every row, the weights / means / covariances of that hard
-partition, passed through each library's own init API). Each library runs in a subprocess of its
+(``MixtureModel(algorithm="em")``; "mixstream32" is the same with ``dtype="float32"``) on the
+same data (one .npy file that every library loads) from the same initial weights, means and
+covariances (one k-means start: k-means++ centres on a 50,000-row sample, one assignment of
+every row, the weights / means / covariances of that hard partition, passed through each
+library's own init API). Each library runs in a subprocess of its
 own, so its peak memory (``ru_maxrss`` after the fits minus ``ru_maxrss`` once the data is
 loaded) is its own. Reported per library and case:
 
@@ -50,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-LIBRARIES = ("sklearn", "tgmm", "pomegranate", "torchgmm", "mixstream")
+LIBRARIES = ("sklearn", "tgmm", "pomegranate", "torchgmm", "mixstream", "mixstream32")
 #: the module each library needs: a library whose module is missing is skipped
 NEEDS = {
     "sklearn": "sklearn",
@@ -58,6 +59,7 @@ NEEDS = {
     "pomegranate": "pomegranate",
     "torchgmm": "torchgmm",
     "mixstream": "mixstream",
+    "mixstream32": "mixstream",
 }
 REG_COVAR = 1e-6
 #: a library whose pair of timed fits takes less than this many seconds runs them again (best of
@@ -267,7 +269,9 @@ def fit_torchgmm(X: np.ndarray, start: dict, cov: str, iters: int) -> dict[str, 
     }
 
 
-def fit_mixstream(X: np.ndarray, start: dict, cov: str, iters: int) -> dict[str, np.ndarray]:
+def fit_mixstream(
+    X: np.ndarray, start: dict, cov: str, iters: int, dtype: str | None = None
+) -> dict[str, np.ndarray]:
     from mixstream import MixtureModel
 
     gm = MixtureModel(
@@ -281,8 +285,15 @@ def fit_mixstream(X: np.ndarray, start: dict, cov: str, iters: int) -> dict[str,
         tol=0.0,
         engine="local",
         random_state=0,
+        dtype=dtype,
     ).fit(X)
     return {"weights": gm.weights_, "means": gm.means_, "covariances": gm.covariances_}
+
+
+def fit_mixstream32(X: np.ndarray, start: dict, cov: str, iters: int) -> dict[str, np.ndarray]:
+    """mixstream with ``dtype="float32"``: float32 features and GEMMs, float64 statistics and
+    global steps (the same EM to float32 rounding; its log-likelihood says how close)."""
+    return fit_mixstream(X, start, cov, iters, "float32")
 
 
 FITS = {
@@ -291,6 +302,7 @@ FITS = {
     "pomegranate": fit_pomegranate,
     "torchgmm": fit_torchgmm,
     "mixstream": fit_mixstream,
+    "mixstream32": fit_mixstream32,
 }
 
 

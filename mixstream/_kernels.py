@@ -73,6 +73,43 @@ def softmax(
     return log_norm, log_prob, resp
 
 
+def softmax_float32(log_prob: Any) -> tuple | None:
+    """``softmax(log_prob, want_entropy=True)`` for float32 log-probabilities of a float32 GEMM,
+    computed in float64 (as if widened first), with float32 outputs where the float32 step
+    reads them; None if not applicable (the caller widens and runs ``softmax``).
+
+    Parameters
+    ----------
+    log_prob : ndarray (N, K), float32, C- or F-contiguous
+        Overwritten with the log responsibilities (float32).
+
+    Returns
+    -------
+    (log_norm (N,) float64, log_resp (N, K) float32, resp (N, K) float32 in the layout of
+    ``log_prob``, Hresp (K,) float64, N (K,) float64 = sum_n r_nk of the float64 resp), or
+    None when the kernels are off or the array is not a contiguous float32 host array.
+    """
+    if not isinstance(log_prob, np.ndarray) or log_prob.dtype != np.float32:
+        return None
+    if log_prob.ndim != 2 or log_prob.size == 0:
+        return None
+    k = _get()
+    if k is False:
+        return None
+    n_rows, n_cols = log_prob.shape
+    log_norm, H, Nk = np.empty(n_rows), np.empty(n_cols), np.empty(n_cols)
+    if log_prob.flags.c_contiguous:
+        resp = np.empty_like(log_prob, order="C")
+        k.softmax_nk32(log_prob, resp, log_norm, H, Nk)
+    elif log_prob.flags.f_contiguous:
+        resp = np.empty_like(log_prob, order="F")
+        scratch = np.empty((n_cols, n_rows))  # exp in float64, as the float64 kernel keeps it
+        k.softmax_kn32(log_prob.T, scratch, resp.T, log_norm, H, Nk)
+    else:
+        return None
+    return log_norm, log_prob, resp, H, Nk
+
+
 #: the ``squares`` argument of the numba kernel, by Gaussian covariance structure
 _SQUARES = {"full": 0, "diag": 1, "spherical": 2}
 

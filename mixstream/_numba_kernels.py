@@ -191,3 +191,89 @@ def center_features(X, shift, F, squares):
                     F[1 + D + d, n] = y * y
                 elif squares == 2:
                     F[1 + D, n] += y * y
+
+
+@njit(nogil=True, cache=True, fastmath=_FLAGS, error_model="numpy")
+def softmax_kn32(L, R, R32, log_norm, H, Nk):
+    """softmax_kn for float32 log-probs L (K, N) (a float32 GEMM's output), in float64: the row
+    max, exp and sums as if L were widened first. L gets the log resp (float32); R (K, N)
+    float64 is scratch for exp; R32 (K, N) float32 gets the resp; log_norm (N,), H (K,) and
+    Nk (K,) = sum_n r_kn are float64 sums of the float64 resp."""
+    K, N = L.shape
+    m = np.empty(N)
+    for n in range(N):
+        m[n] = L[0, n]
+    for k in range(1, K):
+        for n in range(N):
+            m[n] = max(m[n], np.float64(L[k, n]))
+    for n in range(N):
+        if not np.isfinite(m[n]):
+            m[n] = 0.0
+    s = np.zeros(N)
+    for k in range(K):
+        for n in range(N):
+            e = exp_nonpos(np.float64(L[k, n]) - m[n])
+            R[k, n] = e
+            s[n] += e
+    for n in range(N):
+        m[n] += np.log(s[n])
+        log_norm[n] = m[n]
+        s[n] = 1.0 / s[n]
+    _normalize_kn32(L, R, R32, m, s, H, Nk)
+
+
+@njit(nogil=True, cache=True, fastmath=_SUM_FLAGS, error_model="numpy")
+def _normalize_kn32(L, R, R32, log_norm, inv_sum, H, Nk):
+    """_normalize_kn with float32 L and resp out, and the column sums Nk of the resp."""
+    K, N = L.shape
+    for k in range(K):
+        h = 0.0
+        t = 0.0
+        for n in range(N):
+            lr = np.float64(L[k, n]) - log_norm[n]
+            r = R[k, n] * inv_sum[n]
+            L[k, n] = lr
+            R32[k, n] = r
+            h -= r * lr if r > 0.0 else 0.0
+            t += r
+        H[k] = h
+        Nk[k] = t
+
+
+@njit(nogil=True, cache=True, fastmath=_FLAGS, error_model="numpy")
+def _exp_row(row, m, e):
+    """e[k] = exp(row[k] - m), float64: a function of its own, without "reassoc" (the
+    rounding trick of exp_nonpos), called from a kernel that has it."""
+    for k in range(row.shape[0]):
+        e[k] = exp_nonpos(np.float64(row[k]) - m)
+
+
+@njit(nogil=True, cache=True, fastmath=_SUM_FLAGS, error_model="numpy")
+def softmax_nk32(L, R32, log_norm, H, Nk):
+    """softmax_kn32 for L, R32 of shape (N, K), C-contiguous, one row at a time, vectorised
+    over k (the row's sums in another order than softmax_kn32's: the same to rounding)."""
+    N, K = L.shape
+    H[:] = 0.0
+    Nk[:] = 0.0
+    e = np.empty(K)
+    for n in range(N):
+        row = L[n]
+        m = np.float64(row[0])
+        for k in range(1, K):
+            m = max(m, np.float64(row[k]))
+        if not np.isfinite(m):
+            m = 0.0
+        _exp_row(row, m, e)
+        s = 0.0
+        for k in range(K):
+            s += e[k]
+        m += np.log(s)
+        log_norm[n] = m
+        inv = 1.0 / s
+        for k in range(K):
+            lr = np.float64(row[k]) - m
+            r = e[k] * inv
+            row[k] = lr
+            R32[n, k] = r
+            H[k] -= r * lr if r > 0.0 else 0.0
+            Nk[k] += r

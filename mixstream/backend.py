@@ -179,3 +179,16 @@ def softmax_entropy_rows(log_prob: Any) -> tuple[Any, Any, Any, Any]:
     if fused is not None:
         return fused
     return (*softmax_rows(log_prob), None)
+
+
+def softmax_entropy_rows_float32(log_prob: Any) -> tuple[Any, Any, Any, Any, Any] | None:
+    """``softmax_entropy_rows`` of float32 log-probabilities (a float32 GEMM's, (N, K) C- or
+    F-contiguous) in float64 arithmetic, with float32 resp; None where the fused kernel does
+    not apply (the caller widens them to float64 and runs ``softmax_entropy_rows``).
+
+    Returns
+    -------
+    log_norm (N,) float64, log_resp (N, K) float32 (the buffer of ``log_prob``), resp (N, K)
+    float32, Hresp (K,) float64, N (K,) float64: the resp summed over rows before rounding.
+    """
+    return _kernels.softmax_float32(log_prob)

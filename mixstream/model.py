@@ -22,10 +22,11 @@ from mixstream.backend import (
     get_namespace,
     logsumexp_rows,
     softmax_entropy_rows,
+    softmax_entropy_rows_float32,
     softmax_rows,
     to_host,
 )
-from mixstream.obs.base import ObsModel
+from mixstream.obs.base import LOG_PROB_FLOAT32, ObsModel
 from mixstream.parallel import map_ordered
 from mixstream.suffstats import SuffStats
 
@@ -126,12 +127,24 @@ class Model:
         xp = get_namespace(X)
         return self._local_step(X, hard, xp.asarray(self.alloc.log_weights()), False)
 
-    def _local_step(self, X: Any, hard: bool, log_weights: Any, entropy: bool) -> dict[str, Any]:
+    def _local_step(
+        self, X: Any, hard: bool, log_weights: Any, entropy: bool, narrow: bool = False
+    ) -> dict[str, Any]:
         """``local_step`` with the log weights given; with ``entropy`` the softmax kernel also
-        sums the assignment entropy (LP["Hresp"], unweighted) where it can."""
-        cache: dict = {}
+        sums the assignment entropy (LP["Hresp"], unweighted) where it can. ``narrow`` (with
+        ``entropy``, not ``hard``): float32 log-probabilities from the observation model are
+        normalised as they are (in float64 arithmetic), giving float32 "resp" / "log_resp" and
+        LP["N"], the float64 column sums of the resp, for a summary that reads only those."""
+        cache: dict = {LOG_PROB_FLOAT32: True} if narrow and entropy and not hard else {}
         xp = get_namespace(X)
         lp = self.obs.log_prob(X, cache, bias=log_weights)
+        if lp.dtype == xp.float32:
+            fused = softmax_entropy_rows_float32(lp)
+            if fused is not None:
+                log_norm, log_resp, resp, hresp, n_k = fused
+                LP = {"resp": resp, "log_resp": log_resp, "log_norm": log_norm, "N": n_k}
+                return {**LP, "cache": cache, "hard": False, "Hresp": hresp}
+            lp = xp.asarray(lp, dtype=xp.float64, order="F")
         hresp = None
         if hard:
             log_norm, log_resp = logsumexp_rows(lp)
@@ -193,6 +206,8 @@ class Model:
         w_resp = resp if sample_weight is None else resp * sample_weight[:, None]
         obs_stats = self.obs.calc_stats(X, w_resp, LP.get("cache"))
         n_k = obs_stats.pop("N", None)  # an observation model may get it from its own GEMM
+        if n_k is None and sample_weight is None:  # the float32 softmax summed it in float64
+            n_k = LP.get("N")
         fields = {"N": w_resp.sum(axis=0) if n_k is None else n_k}
         fields.update(obs_stats)
         if entropy and LP.get("hard", False):
@@ -241,12 +256,15 @@ class Model:
         block = max(256, _BLOCK_CELLS // (max(self.K, 1) + self.obs.cache_width()))
         xp = get_namespace(X)
         log_weights = xp.asarray(self.alloc.log_weights())  # once, not once per block
+        # float32 resp only where the summary reads nothing else of them (merge entropies would
+        # be float32 sums)
+        narrow = entropy and not hard and sample_weight is None and not merge_pairs
 
         def one(start: int) -> tuple:
             stop = min(start + block, n)
             Xb = X[start:stop]
             wb = None if sample_weight is None else sample_weight[start:stop]
-            LP = self._local_step(Xb, hard, log_weights, entropy and wb is None)
+            LP = self._local_step(Xb, hard, log_weights, entropy and wb is None, narrow)
             return self._summary_parts(Xb, LP, entropy, merge_pairs, wb)
 
         # blocks in threads on the host; a GPU runs one stream of blocks. Blocks are added left

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
@@ -68,33 +70,59 @@ def per_iteration(fit_for, iters: int, repeats: int = 2) -> float:
     return (long - best_of(lambda: fit_for(1), repeats)) / iters
 
 
-def phase_breakdown(model, X: np.ndarray, block: int) -> dict[str, float]:
-    """Seconds per phase of the local step + summary over all of X, one thread, same blocks."""
+#: one later phase of ``time_phases``: its name and a function of the block's state (a dict
+#: with "X", "feat" and "lp" and whatever earlier phases stored in it)
+Phase = tuple[str, Callable[[dict[str, Any]], None]]
+
+
+def time_phases(
+    model: Any, X: np.ndarray, block: int, later: Sequence[Phase], narrow: bool = False
+) -> dict[str, float] | None:
+    """Seconds per phase over all of X, one thread, the row blocks of ``local_summarize``:
+    "features", "log-prob GEMM", then each of ``later`` in order. ``narrow``: a float32 GEMM's
+    log-probs stay float32, as ``local_summarize`` keeps them. None where the observation
+    model no longer has the pieces this reads (``_features``, ``_lp_from_features``, theta)."""
     from threadpoolctl import threadpool_limits
 
-    from mixstream.backend import softmax_rows
-
-    obs, starts = model.obs, range(0, X.shape[0], block)
+    obs = model.obs
+    if not all(hasattr(obs, a) for a in ("_features", "_lp_from_features", "_theta")):
+        return None
     theta = obs._theta.copy()
     theta[0] += model.alloc.log_weights()
-    out = dict.fromkeys(("features", "log-prob GEMM", "softmax", "entropy", "stats GEMM"), 0.0)
+    out = dict.fromkeys(("features", "log-prob GEMM", *(name for name, _ in later)), 0.0)
     with threadpool_limits(1):
-        for s in starts:
+        for s in range(0, X.shape[0], block):
             Xb = X[s : s + block]
             t0 = time.perf_counter()
             feat = obs._features(Xb, np)
             t1 = time.perf_counter()
-            lp = obs._lp_from_features(feat, np, theta)
+            lp = obs._lp_from_features(feat, np, theta, narrow)
             t2 = time.perf_counter()
-            _, log_resp, resp = softmax_rows(lp)
-            t3 = time.perf_counter()
-            np.einsum("nk,nk->k", resp, log_resp)
-            t4 = time.perf_counter()
-            feat @ resp
-            t5 = time.perf_counter()
-            for key, dt in zip(out, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
-                out[key] += dt
+            out["features"] += t1 - t0
+            out["log-prob GEMM"] += t2 - t1
+            state = {"X": Xb, "feat": feat, "lp": lp}
+            for name, fn in later:
+                t = time.perf_counter()
+                fn(state)
+                out[name] += time.perf_counter() - t
     return out
+
+
+def phase_breakdown(model, X: np.ndarray, block: int) -> dict[str, float]:
+    """Seconds per phase of the local step + summary over all of X, one thread, same blocks."""
+    from mixstream.backend import softmax_rows
+
+    def softmax(st: dict[str, Any]) -> None:
+        _, st["log_resp"], st["resp"] = softmax_rows(st["lp"])
+
+    later: list[Phase] = [
+        ("softmax", softmax),
+        ("entropy", lambda st: np.einsum("nk,nk->k", st["resp"], st["log_resp"])),
+        ("stats GEMM", lambda st: st["feat"] @ st["resp"]),
+    ]
+    phases = time_phases(model, X, block, later)
+    assert phases is not None, "the Gaussian model lost the pieces the breakdown times"
+    return phases
 
 
 def local_step_flops(n: int, d: int, k: int, cov: str) -> float:

@@ -21,14 +21,18 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 from typing import Any
 
 import numpy as np
 
 from mixstream.alloc import FiniteAlloc
-from mixstream.backend import softmax_entropy_rows
-from mixstream.benchmarks.core_vs_sklearn import best_of, local_step_flops, make_data
+from mixstream.backend import softmax_entropy_rows, softmax_entropy_rows_float32
+from mixstream.benchmarks.core_vs_sklearn import (
+    best_of,
+    local_step_flops,
+    make_data,
+    time_phases,
+)
 from mixstream.learn.kmeans import kmeans_plusplus, nearest
 from mixstream.model import _BLOCK_CELLS as BLOCK_CELLS
 from mixstream.model import Model
@@ -83,29 +87,17 @@ def same_shape_gemm_rate(model: Model, n: int, block: int, dtype: Any, flops: fl
 def phases(model: Model, X: np.ndarray, block: int) -> dict[str, float] | None:
     """Seconds per phase over all of X, one thread, the blocks of ``local_summarize``; None
     where the observation model no longer has the pieces this reads (features, theta)."""
-    from threadpoolctl import threadpool_limits
 
-    obs = model.obs
-    if not all(hasattr(obs, a) for a in ("_features", "_lp_from_features", "_theta")):
-        return None
-    theta = obs._theta.copy()
-    theta[0] += model.alloc.log_weights()
-    out = dict.fromkeys(PHASES, 0.0)
-    with threadpool_limits(1):
-        for s in range(0, X.shape[0], block):
-            Xb = X[s : s + block]
-            t0 = time.perf_counter()
-            feat = obs._features(Xb, np)
-            t1 = time.perf_counter()
-            lp = obs._lp_from_features(feat, np, theta)
-            t2 = time.perf_counter()
-            resp = softmax_entropy_rows(lp)[2]
-            t3 = time.perf_counter()
-            obs.calc_stats(Xb, resp, {"gauss/features": feat})
-            t4 = time.perf_counter()
-            for key, dt in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-                out[key] += dt
-    return out
+    def softmax(st: dict[str, Any]) -> None:
+        lp = st["lp"]  # float32 for a float32 model, as local_summarize normalises it
+        fused = softmax_entropy_rows_float32(lp) if lp.dtype == np.float32 else None
+        st["resp"] = (fused or softmax_entropy_rows(lp))[2]
+
+    def statistics(st: dict[str, Any]) -> None:
+        model.obs.calc_stats(st["X"], st["resp"], {"gauss/features": st["feat"]})
+
+    later = [(PHASES[2], softmax), (PHASES[3], statistics)]
+    return time_phases(model, X, block, later, narrow=True)
 
 
 def measure(X: np.ndarray, k: int, cov: str, dtype: str, square: int = 2048) -> dict[str, Any]:

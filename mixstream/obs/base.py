@@ -28,6 +28,10 @@ import numpy as np
 from mixstream.suffstats import SuffStats
 
 INFERENCES = ("vb", "em")
+#: cache key the Model sets (to True) when ``log_prob`` may return float32 log-probabilities
+#: (a float32 GEMM's, not widened): the Model's float32 softmax kernel then reads them as they
+#: are. Observation models are free to ignore it.
+LOG_PROB_FLOAT32 = "log_prob/float32"
 
 
 def weighted_mean(values: Any, weights: Any = None) -> np.ndarray:

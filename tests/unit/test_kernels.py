@@ -143,6 +143,61 @@ def test_gauss_statistics_are_the_same_through_the_kernels_and_numpy(monkeypatch
         np.testing.assert_allclose(model.summarize(X, LP).N, LP["resp"].sum(axis=0), rtol=1e-12)
 
 
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_float32_softmax_is_the_float64_one_of_the_widened_input(order):
+    """float32 log-probs normalised in float64 arithmetic: the same log_norm and resp (rounded
+    to float32) as the float64 kernel on the widened array, N the resp's float64 column sums."""
+    rng = np.random.default_rng(5)
+    lp32 = np.asarray((rng.normal(size=(3000, 7)) * 30 - 100).astype(np.float32), order=order)
+    lp32[:, 3] = -np.inf  # a component left out of the step: zero resp, no entropy
+    wide = np.asfortranarray(lp32.astype(np.float64))
+    log_norm, log_resp, resp, H = _kernels.softmax(wide, want_entropy=True)
+    out = _kernels.softmax_float32(lp32)
+    assert out is not None and out[1] is lp32 and out[2].dtype == np.float32
+    assert out[2].flags[f"{order}_CONTIGUOUS"]
+    np.testing.assert_array_equal(out[0], log_norm)
+    np.testing.assert_array_equal(out[2], resp.astype(np.float32))
+    np.testing.assert_array_equal(out[1], log_resp.astype(np.float32))
+    np.testing.assert_allclose(out[3], H, rtol=1e-13)
+    np.testing.assert_allclose(out[4], resp.sum(axis=0), rtol=1e-13)
+    assert out[4][3] == 0.0 and out[3][3] == 0.0
+    # not applicable: float64, strided, empty
+    assert _kernels.softmax_float32(wide) is None
+    assert _kernels.softmax_float32(lp32[:, ::2]) is None
+    assert _kernels.softmax_float32(np.zeros((0, 3), np.float32, order="F")) is None
+
+
+def test_float32_local_summarize_equals_the_widened_path(monkeypatch):
+    """A float32 model's local_summarize through the float32 softmax (float32 resp, N from
+    the kernel) gives the statistics of the path that widens the log-probs to float64."""
+    from mixstream.alloc.finite import FiniteAlloc
+    from mixstream.model import Model
+    from mixstream.obs.gauss import GaussObs
+
+    rng = np.random.default_rng(6)
+    X = np.concatenate([rng.normal(m, 1.0, size=(3000, 4)) for m in (-3, 0, 3)])
+    X32 = X.astype(np.float32)
+    for cov in ("full", "diag", "tied_full"):
+        model = Model(FiniteAlloc(), GaussObs(cov, compute_dtype="float32"))
+        model.obs.set_prior_from_data(X)
+        model.uids = model.new_uids(3)
+        model.global_step(model.summarize(X, {"resp": np.eye(3)[np.arange(X.shape[0]) % 3]}))
+        LP = model._local_step(X32[:500], False, model.alloc.log_weights(), True, True)
+        assert LP["resp"].dtype == np.float32 and LP["N"].dtype == np.float64
+        narrow = model.local_summarize(X32)
+        monkeypatch.setattr(_kernels, "softmax_float32", lambda lp: None)
+        wide = model.local_summarize(X32)
+        monkeypatch.undo()
+        assert narrow.N.sum() == pytest.approx(X.shape[0], rel=1e-13)
+        for name in wide.fields:
+            np.testing.assert_allclose(narrow[name], wide[name], rtol=1e-12, err_msg=name)
+        assert narrow.scalars["log_norm"] == pytest.approx(wide.scalars["log_norm"], rel=1e-14)
+        # merge entropies need float64 resp: that call takes the widened path
+        pairs = [(int(model.uids[0]), int(model.uids[1]))]
+        merged = model.local_summarize(X32, merge_pairs=pairs)
+        np.testing.assert_allclose(merged.N, wide.N, rtol=1e-12)
+
+
 def test_non_float64_or_strided_input_takes_the_numpy_path():
     assert _kernels.softmax(np.zeros((4, 3), np.float32)) is None
     assert _kernels.softmax(np.zeros((4, 6))[:, ::2]) is None

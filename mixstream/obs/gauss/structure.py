@@ -202,15 +202,16 @@ class CovarianceStructure(ABC):
         psi: np.ndarray,
         psi0: Any,
         nu0: float,
-        low: float,
+        reg_covar: float,
         max_iter: int = 20,
     ) -> tuple[np.ndarray, Any]:
         """Empirical Bayes for the prior's inverse scale: (psi, Psi0) after coordinate ascent
-        on the ELBO, alternating Psi0 <- its maximiser given q (``empirical_prior``, at least
-        ``low``) and psi <- psi + (new Psi0 - old Psi0), the conjugate update given the new
-        Psi0 (nu, kappa and m do not depend on it). Each step raises the ELBO, so fits stay
-        monotone. Unchanged where ``empirical_prior`` has no closed form."""
+        on the ELBO, alternating Psi0 <- its maximiser given q (``empirical_prior``; Psi0 / nu0
+        at least ``reg_covar``) and psi <- psi + (new Psi0 - old Psi0), the conjugate update
+        given the new Psi0 (nu, kappa and m do not depend on it). Each step raises the ELBO, so
+        fits stay monotone. Unchanged where ``empirical_prior`` has no closed form."""
         psi0 = np.asarray(psi0, np.float64)
+        low = nu0 * max(reg_covar, 1e-300)
         for _ in range(max_iter):
             new = self.empirical_prior(nu, psi, nu0)
             if new is None:
