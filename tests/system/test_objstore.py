@@ -201,3 +201,44 @@ def test_storage_options_are_used_and_never_written(s3_run, s3_server, s3_bucket
     for path in written:
         blob = fs.cat_file(path)
         assert secret.encode() not in blob and b"passed-key-91ab" not in blob, path
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.filterwarnings("ignore:MixtureModel did not converge")
+def test_flows_on_s3(s3_bucket, tmp_path):
+    """The Prefect flows (the test harness's server) with every path an s3:// URL: ingest_flow
+    writes the store, fit_flow fits it on a LocalCluster whose workers read it with their own
+    environment's credentials and publishes the run directory, score_flow writes the labels;
+    the model equals the in-memory fit of the same rows and the labels its predictions."""
+    from conftest import planted_blobs, start_local_cluster
+
+    from flows.fit import fit_flow
+    from flows.ingest import ingest_flow
+    from flows.score import score_flow
+
+    X = planted_blobs(2000, 3, 3, seed=7)[0]
+    np.save(tmp_path / "points.npy", X)
+    store, run, labels = (f"{s3_bucket}/flows/{n}" for n in ("points.zarr", "run", "labels.zarr"))
+    kw = {"n_components": 3, "algorithm": "em", "max_laps": 6, "tol": 0.0, "random_state": 0}
+    assert ingest_flow(str(tmp_path / "points.npy"), store, chunk_rows=500) == store
+    with start_local_cluster(n_workers=1) as cluster:
+        summary = fit_flow(store, run, scheduler=cluster.scheduler_address, **kw)
+        model_url = f"{run}/model.msz"
+        result = score_flow(model_url, store, labels, scheduler=cluster.scheduler_address)
+    fs = _fs()
+    for name in ("model.msz", "report.html", "run.json", "figures/elbo.png"):
+        assert fs.exists(f"{run}/{name}"), name
+    assert json.loads(fs.cat_file(f"{run}/run.json"))["status"] == "finished"
+    assert summary["status"] == "finished" and summary["n_rows"] == len(X)
+    fitted = MixtureModel.load(model_url)
+    reference = MixtureModel(**kw).fit(X)
+    np.testing.assert_allclose(fitted.means_, reference.means_, atol=1e-8, rtol=0)
+    np.testing.assert_allclose(fitted.weights_, reference.weights_, atol=1e-8, rtol=0)
+    import zarr
+
+    group = zarr.open_group(labels, mode="r")
+    np.testing.assert_array_equal(group["labels"][:], fitted.predict(X))
+    assert result["n_rows"] == len(X)
+    # nothing but the three outputs under their final names (no staging leftovers)
+    top = {p.rsplit("/", 1)[-1] for p in fs.ls(f"{s3_bucket}/flows")}
+    assert top == {"points.zarr", "run", "labels.zarr"}
