@@ -117,3 +117,27 @@ def test_ingest_refuses_bad_weight_cells(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("mixstream: error: ingest:") and "\n" not in err
     assert not (tmp_path / "n.zarr").exists()
+
+
+def test_select_reads_store_weights(tmp_path):
+    """mixstream.select on a store with weights gives the table of the in-memory weighted
+    selection (fits, BIC, held-out scores); a cluster whose rows weigh almost nothing is not
+    chosen, where without the weights it is."""
+    from mixstream import select
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]])
+    X = np.concatenate([rng.normal(c, 1.0, size=(800, 2)) for c in centres])
+    w = np.where(np.arange(len(X)) >= 1600, 1e-6, 1.0)
+    order = rng.permutation(len(X))
+    X, w = X[order], w[order]
+    store = write_store(tmp_path / "w.zarr", X, w)
+    grid = {"n_components": range(1, 5), "covariance_types": ("full",)}
+    on_store = select(store, **grid)
+    in_memory = select(X, sample_weight=w, **grid)
+    unweighted = select(X, **grid)
+    for a, b in zip(on_store.table, in_memory.table):
+        for key in ("bic", "aic", "log_likelihood", "heldout_log_likelihood"):
+            assert a[key] == pytest.approx(b[key], rel=1e-9), (a["model"], key)
+    assert on_store.best["K"] == in_memory.best["K"] == 2
+    assert unweighted.best["K"] == 3
