@@ -44,6 +44,7 @@ def select_flow(
     batch_size: int | None = None,
     random_state: int = 0,
     dp: bool = False,
+    refit: bool = True,
     scheduler: str | None = None,
     n_workers: int = 2,
     overwrite: bool = False,

@@ -87,6 +87,7 @@ def selection_json(result: Any) -> dict[str, Any]:
         "best": result.best,
         "dp": dp,
         "split": result.split,
+        "refit": result.refit,
         "table": result.table,
     }
 
@@ -97,6 +98,17 @@ def _cell(value: Any) -> str:
     if value is None:
         return "<td></td>"
     return f"<td>{html.escape(str(value))}</td>"
+
+
+def _refit_sentence(refit: dict[str, Any] | None) -> str:
+    if refit is None:
+        return "<p>The saved model is the chosen candidate's fit on the training rows.</p>"
+    return (
+        f'<p id="selection-refit">The saved model is the chosen candidate refitted on all '
+        f"{refit['rows']:,} rows from its training fit ({refit['laps']} laps): log-likelihood "
+        f"per point of every row {refit['log_likelihood_before']:.6g} before, "
+        f"{refit['log_likelihood']:.6g} after.</p>"
+    )
 
 
 def selection_html(result: Any, png: bytes) -> str:
@@ -116,6 +128,7 @@ def selection_html(result: Any, png: bytes) -> str:
         [
             "<h2>Model selection</h2>",
             f'<p id="selection-summary">{html.escape(result.summary)}.</p>',
+            _refit_sentence(result.refit),
             f'<figure><img alt="BIC by model" src="data:image/png;base64,{data}"></figure>',
             f'<table id="selection">\n<tr>{head}</tr>\n{body}\n</table>',
         ]

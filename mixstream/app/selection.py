@@ -10,7 +10,10 @@ The rows of the data are split once, by the seed, into training rows and held-ou
 blocks of rows, ``mixstream.data.holdout``). Every candidate is fitted on the training rows;
 candidates with the same K start from the same k-means centres (the best of a few seeds).
 One last pass computes BIC and AIC on the training rows and the log-likelihood per point of
-the held-out rows for every candidate at once. With ``dp=True`` a DP mixture fitted by
+the held-out rows for every candidate at once. The chosen candidate is then refitted on every
+row (training and held-out), warm-started from its training fit, as scikit-learn's
+``GridSearchCV(refit=True)``: the table judges the candidates, the saved model uses all the
+data (``refit=False`` keeps the training fit). With ``dp=True`` a DP mixture fitted by
 memoized VB with birth / merge / delete moves from one component is set beside the choice.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -60,7 +64,9 @@ class Selection:
     best : dict
         The chosen row.
     best_estimator : MixtureModel
+        The chosen model, refitted on every row unless ``refit=False``.
     estimators : list of MixtureModel, in the order of ``table``
+        The candidates' fits on the training rows.
     criterion : str
     dp : dict or None
         With ``dp=True``: the DP fit's K, covariance type, ELBO, and ``sentence``.
@@ -71,6 +77,10 @@ class Selection:
     passes : int
         Passes over the training rows the candidates' laps took (side by side, one pass
         serves every candidate still running).
+    refit : dict or None
+        The refit on every row: rows, laps, converged, seconds, log_likelihood (per point,
+        of every row) and log_likelihood_before (the training fit's, on the same rows);
+        None when there was none (``refit=False`` or no held-out rows).
     """
 
     table: list[dict[str, Any]]
@@ -82,6 +92,7 @@ class Selection:
     split: dict[str, Any] = field(default_factory=dict)
     out: dict[str, Any] | None = None
     passes: int = 0
+    refit: dict[str, Any] | None = None
 
     @property
     def summary(self) -> str:
@@ -152,6 +163,7 @@ def select(
     overwrite: bool = False,
     on_fit: Callable[[dict[str, Any]], None] | None = None,
     lockstep: bool | None = None,
+    refit: bool = True,
 ) -> Selection:
     """Fit a grid of mixtures to ``data`` and choose one by ``criterion``.
 
@@ -198,6 +210,9 @@ def select(
         False: one after the other (a pass per lap of each). The fits are the same, bit for
         bit. None (default): side by side unless the data is an in-memory array (where a pass
         reads nothing).
+    refit : bool
+        Refit the chosen candidate on every row, from its training fit (default), so that
+        ``best_estimator`` and the saved model use the held-out rows too.
 
     Returns
     -------
@@ -259,14 +274,51 @@ def select(
         for row, score in zip(rows, scores):
             row.update(criteria(score, row["n_parameters"]))
         best = _mark_best(rows, criterion)
+        chosen, refit_info = fitted[best], None
+        if refit and split.n_test > 0:
+            chosen, refit_info = refit_on_all(all_ex, fitted[best], split, scores[best])
         dp_info = _fit_dp(train_ex, rows[best], random_state, batch_size) if dp else None
-    result = Selection(rows, rows[best], fitted[best], fitted, criterion, dp_info, split.describe())
-    result.passes = passes
+    result = Selection(rows, rows[best], chosen, fitted, criterion, dp_info, split.describe())
+    result.passes, result.refit = passes, refit_info
     if out is not None:
         from mixstream.app.select_outputs import write_selection_dir
 
         result.out = write_selection_dir(result, out, base, overwrite)
     return result
+
+
+def refit_on_all(
+    executor: Any, est: Any, split: Any, before: dict[str, float]
+) -> tuple[Any, dict[str, Any]]:
+    """A copy of ``est`` fitted on ``executor``'s rows (every row), warm-started from ``est``.
+
+    ``before`` is ``est``'s score (``score_candidates``); one more pass scores the refit on
+    the same rows, so the two log-likelihoods per point of every row can be set side by side.
+    """
+    import copy
+
+    t0 = time.perf_counter()
+    new = copy.deepcopy(est)
+    new.warm_start = True
+    run = new.start_fit(executor).run()
+    new.model_, result = run.finish()
+    new._set_fitted(result)
+    new.warm_start = False
+    seconds = time.perf_counter() - t0
+    (after,) = score_candidates(executor, [new.model_], split)
+
+    def per_point(score: dict[str, float]) -> float:
+        n = score["n_train"] + score["n_test"]
+        return float((score["train_loglik"] + score["test_loglik"]) / n)
+
+    return new, {
+        "rows": int(executor.source.n_rows),
+        "laps": int(result.n_iter),
+        "converged": bool(result.converged),
+        "seconds": round(seconds, 4),
+        "log_likelihood_before": per_point(before),
+        "log_likelihood": per_point(after),
+    }
 
 
 def _validate_grid(grid: list[Candidate], options: dict[str, Any]) -> None:

@@ -102,6 +102,10 @@ def add_select_parser(sub: Any, formatter: Any, add_cluster_args: Any, add_verbo
     p.add_argument("--batch-size", type=int, metavar="ROWS", help="rows per batch (~128 MiB)")
     p.add_argument("--seed", type=int, default=0, help="random seed (%(default)s)")
     p.add_argument(
+        "--no-refit", dest="refit", action="store_false",
+        help="save the chosen candidate's training fit (default: refit it on every row)",
+    )  # fmt: skip
+    p.add_argument(
         "--dp", action="store_true",
         help="also fit a DP mixture by memoized VB with moves from K=1 and compare its K",
     )  # fmt: skip
@@ -129,6 +133,7 @@ def select_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "random_state": args.seed,
         "dp": args.dp,
+        "refit": args.refit,
     }
 
 

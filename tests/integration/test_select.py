@@ -89,3 +89,23 @@ def test_variational_candidates_report_and_choose_by_elbo():
     elbo = {r["K"]: r["elbo"] for r in sel.table}
     assert None not in elbo.values() and elbo[6] > elbo[2]
     assert sel.best["K"] == 6 and sel.summary.startswith("the ELBO chose K=6 full")
+
+
+def test_the_chosen_model_is_refitted_on_every_row(in_memory):
+    sel, out = in_memory
+    best = sel.table.index(sel.best)
+    trained, refit = sel.estimators[best], sel.best_estimator
+    assert refit is not trained and sel.refit["rows"] == 4000
+    # the held-out rows moved the parameters, and EM from the training fit over every row
+    # can only raise their log-likelihood (monotone, up to the tolerance's last lap)
+    assert not np.allclose(refit.means_, trained.means_, rtol=0, atol=1e-8)
+    assert sel.refit["log_likelihood"] >= sel.refit["log_likelihood_before"] - 1e-9
+    X = planted(4000)
+    assert refit.score(X) == pytest.approx(sel.refit["log_likelihood"], rel=1e-9)
+    assert trained.score(X) == pytest.approx(sel.refit["log_likelihood_before"], rel=1e-9)
+    saved = json.loads((out / "selection.json").read_text())
+    assert saved["refit"]["laps"] == sel.refit["laps"] >= 1
+    assert 'id="selection-refit"' in (out / "report.html").read_text()
+    # refit=False keeps the training fit, which is what the table judged
+    kept = select(X, [PLANTED_K], (PLANTED_COV,), refit=False)
+    assert kept.refit is None and kept.best_estimator is kept.estimators[0]

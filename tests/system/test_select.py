@@ -35,7 +35,8 @@ def test_cli_select(store, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert f"chosen           BIC chose {CHOICE}" in proc.stdout
     assert proc.stdout.count("\n") >= 9 and "fitted K=7 diag" in proc.stderr
-    assert json.loads((out / "selection.json").read_text())["best"]["model"] == CHOICE
+    saved = json.loads((out / "selection.json").read_text())
+    assert saved["best"]["model"] == CHOICE and saved["refit"]["rows"] == saved["split"]["n_rows"]
     # a second run into the same --out is refused in one line; bad K values too
     for args in (["--k", "2-3"], ["--k", "0-3", "--overwrite"], ["--covariance-types", "ful"]):
         bad = _cli("select", store, "--out", str(out), *args)
@@ -49,8 +50,10 @@ def test_select_flow(store, tmp_path):
 
     out = tmp_path / "sel"
     summary = select_flow(
-        store, str(out), n_components=[5, 6, 7], covariance_types=["full", "diag"], n_workers=1
-    )
+        store, str(out), n_components=[5, 6, 7], covariance_types=["full", "diag"],
+        n_workers=1, refit=False,
+    )  # fmt: skip
     assert summary["best"]["model"] == CHOICE and summary["summary"].startswith("BIC chose")
     assert (out / "model.msz").exists() and (out / "figures" / "bic.png").exists()
     assert '<table id="selection">' in (out / "report.html").read_text()
+    assert json.loads((out / "selection.json").read_text())["refit"] is None
