@@ -25,7 +25,13 @@ def run_select(data: str, out: str, options: dict[str, Any]) -> dict[str, Any]:
 
     sel = select(data, out=out, **options)
     get_run_logger().info("%s", sel.summary)
-    return {"table": sel.table, "summary": sel.summary, "best": sel.best, **sel.out}
+    return {
+        "table": sel.table,
+        "summary": sel.summary,
+        "best": sel.best,
+        "refit": sel.refit,
+        **sel.out,
+    }
 
 
 @flow(name="select-flow", persist_result=False)
@@ -56,8 +62,8 @@ def select_flow(
 
     Returns
     -------
-    dict: table, summary, best, and the paths written (out, table_csv, table_json,
-    bic_figure, model, report).
+    dict: table, summary, best, refit (``Selection.refit``), and the paths written (out,
+    table_csv, table_json, bic_figure, model, report).
     """
     options = {k: v for k, v in locals().items() if k not in ("data", "out", "scheduler")}
     options.update(engine="dask", client=app.resolve_scheduler(scheduler))

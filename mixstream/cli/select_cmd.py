@@ -170,9 +170,15 @@ def run_select(args: argparse.Namespace) -> int:
             args.data, **kw, engine=engine, client=scheduler, n_workers=args.workers or 2,
             out=args.out, overwrite=args.overwrite, on_fit=progress,
         )  # fmt: skip
-        summary = {"table": sel.table, "summary": sel.summary, **sel.out}
+        summary = {"table": sel.table, "summary": sel.summary, "refit": sel.refit, **sel.out}
     print_table(summary["table"])
     print(f"chosen           {summary['summary']}")
+    refit = summary.get("refit")
+    if refit:
+        print(
+            f"refit            on all {refit['rows']:,} rows, {refit['laps']} laps: log-likelihood "
+            f"per row {refit['log_likelihood_before']:.6g} -> {refit['log_likelihood']:.6g}"
+        )
     print(f"model            {summary['model']}")
     print(f"report           {summary['report']}")
     return 0

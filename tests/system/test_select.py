@@ -34,6 +34,7 @@ def test_cli_select(store, tmp_path):
     proc = _cli("select", store, "--out", str(out), "--k", "4-7", "--covariance-types", "full,diag")
     assert proc.returncode == 0, proc.stderr
     assert f"chosen           BIC chose {CHOICE}" in proc.stdout
+    assert "refit            on all " in proc.stdout
     assert proc.stdout.count("\n") >= 9 and "fitted K=7 diag" in proc.stderr
     saved = json.loads((out / "selection.json").read_text())
     assert saved["best"]["model"] == CHOICE and saved["refit"]["rows"] == saved["split"]["n_rows"]
@@ -56,4 +57,4 @@ def test_select_flow(store, tmp_path):
     assert summary["best"]["model"] == CHOICE and summary["summary"].startswith("BIC chose")
     assert (out / "model.msz").exists() and (out / "figures" / "bic.png").exists()
     assert '<table id="selection">' in (out / "report.html").read_text()
-    assert json.loads((out / "selection.json").read_text())["refit"] is None
+    assert json.loads((out / "selection.json").read_text())["refit"] is None is summary["refit"]
