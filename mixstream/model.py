@@ -27,13 +27,15 @@ from mixstream.backend import (
     to_host,
 )
 from mixstream.obs.base import LOG_PROB_FLOAT32, ObsModel
-from mixstream.parallel import map_ordered
+from mixstream.parallel import get_num_threads, map_ordered
 from mixstream.suffstats import SuffStats
 
 #: log-responsibilities below this are treated as exactly zero mass in the entropy
 _LOG_FLOOR = -800.0
 #: target number of (row, component) cells per block in local_summarize
 _BLOCK_CELLS = 1 << 17
+#: row blocks per thread that ``local_summarize`` runs before it adds their statistics
+_BLOCKS_PER_ROUND = 16
 
 
 class Model:
@@ -268,12 +270,16 @@ class Model:
             return self._summary_parts(Xb, LP, entropy, merge_pairs, wb)
 
         # blocks in threads on the host; a GPU runs one stream of blocks. Blocks are added left
-        # to right (a fixed order) without the constructor's checks; the batch's sum is checked
+        # to right (a fixed order) without the constructor's checks; the batch's sum is checked.
+        # A few rounds of blocks per call, so that the parts held at once do not grow with n
         threads = None if xp is np else 1
+        starts = range(0, n, block)
+        step = _BLOCKS_PER_ROUND * (threads or get_num_threads())
         total = None
-        for part in map_ordered(one, range(0, n, block), threads):
-            ss = SuffStats._trusted(*part)
-            total = ss if total is None else total + ss
+        for r in range(0, len(starts), step):
+            for part in map_ordered(one, starts[r : r + step], threads):
+                ss = SuffStats._trusted(*part)
+                total = ss if total is None else total + ss
         return SuffStats(
             total.fields, total.uids, total.scalars, total.merge_pairs, total.merge_Hresp
         )
