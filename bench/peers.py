@@ -5,9 +5,10 @@ One command runs scikit-learn's GaussianMixture, tgmm, pomegranate, torchgmm and
 same data (one .npy file that every library loads) from the same initial weights, means and
 covariances (one k-means start: k-means++ centres on a 50,000-row sample, one assignment of
 every row, the weights / means / covariances of that hard partition, passed through each
-library's own init API). Each library runs in a subprocess of its
-own, so its peak memory (the peak resident size, VmHWM, during the fits minus the resident
-size once the data is loaded and a warm-up fit has run, with the peak reset there) is its own. Reported per library and case:
+library's own init API). Each library runs in a subprocess of its own, so its peak memory
+(the peak resident size, VmHWM, during the fits minus the resident size once the data is
+loaded and a warm-up fit has run, with the peak reset there) is its own. Reported per library
+and case:
 
 - seconds per EM iteration: (fit of 1 + iters iterations - fit of 1 iteration) / iters, so each
   library's set-up and initial / final E-steps cancel (tol=0 or its equivalent: no early stop);
