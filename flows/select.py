@@ -25,13 +25,7 @@ def run_select(data: str, out: str, options: dict[str, Any]) -> dict[str, Any]:
 
     sel = select(data, out=out, **options)
     get_run_logger().info("%s", sel.summary)
-    return {
-        "table": sel.table,
-        "summary": sel.summary,
-        "best": sel.best,
-        "refit": sel.refit,
-        **sel.out,
-    }
+    return sel.outputs()
 
 
 @flow(name="select-flow", persist_result=False)

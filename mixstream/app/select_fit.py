@@ -96,6 +96,19 @@ def start_model(options: Any, dtype: Any, start: SharedStart, rng: np.random.Gen
     return model
 
 
+def run_fit(est: Any, executor: Any, warm: bool = False) -> Any:
+    """Run ``est``'s fit over ``executor``'s rows to its end and set its fitted attributes
+    (``warm``: from its ``model_``, FitRun's warm start). Returns the FitResult."""
+    est.warm_start = warm
+    try:
+        run = est.start_fit(executor).run()
+        est.model_, result = run.finish()
+    finally:
+        est.warm_start = False
+    est._set_fitted(result)
+    return result
+
+
 def fit_candidate(
     executor: Any, candidate: Candidate, start: SharedStart, options: dict[str, Any]
 ) -> tuple[Any, dict[str, Any]]:
@@ -121,11 +134,7 @@ def fit_candidate(
     est.n_features_in_ = executor.source.n_features
     # the run continues from the started model (FitRun's warm start: no second read)
     est.model_ = start_model(fit_options, executor.source.dtype, start, rng)
-    est.warm_start = True
-    run = est.start_fit(executor).run()
-    est.model_, result = run.finish()
-    est._set_fitted(result)
-    est.warm_start = False
+    result = run_fit(est, executor, warm=True)
     return est, {
         "lower_bound": float(result.lower_bound),
         "converged": bool(result.converged),

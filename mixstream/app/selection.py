@@ -35,6 +35,7 @@ from mixstream.app.select_fit import (
     criteria,
     fit_candidate,
     n_parameters,
+    run_fit,
     score_candidates,
     shared_start,
 )
@@ -101,6 +102,17 @@ class Selection:
         name = CRITERION_NAMES[self.criterion]
         text = f"{name} chose {b['model']} ({b['likelihood']})"
         return text + (f"; {self.dp['sentence']}" if self.dp else "")
+
+    def outputs(self) -> dict[str, Any]:
+        """What the CLI and the flow report: table, summary, best, refit and the files written
+        (``out``)."""
+        return {
+            "table": self.table,
+            "summary": self.summary,
+            "best": self.best,
+            "refit": self.refit,
+            **(self.out or {}),
+        }
 
     def to_frame(self) -> Any:
         """The table as a pandas DataFrame (needs pandas)."""
@@ -299,11 +311,7 @@ def refit_on_all(
 
     t0 = time.perf_counter()
     new = copy.deepcopy(est)
-    new.warm_start = True
-    run = new.start_fit(executor).run()
-    new.model_, result = run.finish()
-    new._set_fitted(result)
-    new.warm_start = False
+    result = run_fit(new, executor, warm=True)
     seconds = time.perf_counter() - t0
     (after,) = score_candidates(executor, [new.model_], split)
 
@@ -417,9 +425,7 @@ def _fit_dp(
         random_state=random_state,
     )
     est.n_features_in_ = executor.source.n_features
-    run = est.start_fit(executor).run()
-    est.model_, result = run.finish()
-    est._set_fitted(result)
+    result = run_fit(est, executor)
     k_dp, k_best = int(est.n_components_), int(best["K"])
     if k_dp == k_best:
         agree = "the same K"

@@ -170,10 +170,10 @@ def run_select(args: argparse.Namespace) -> int:
             args.data, **kw, engine=engine, client=scheduler, n_workers=args.workers or 2,
             out=args.out, overwrite=args.overwrite, on_fit=progress,
         )  # fmt: skip
-        summary = {"table": sel.table, "summary": sel.summary, "refit": sel.refit, **sel.out}
+        summary = sel.outputs()
     print_table(summary["table"])
     print(f"chosen           {summary['summary']}")
-    refit = summary.get("refit")
+    refit = summary["refit"]
     if refit:
         print(
             f"refit            on all {refit['rows']:,} rows, {refit['laps']} laps: log-likelihood "

@@ -129,6 +129,16 @@ class RowsExecutor:
 # Module level so that Dask can ship them to workers by reference.
 
 
+def total_weight(executor: Executor) -> float:
+    """Rows of the executor's data, or the sum of its sample weights."""
+    source = executor.source
+    total = 0.0
+    for i, (a, b) in enumerate(source.batches):
+        w = source.read_weights(i)
+        total += float(b - a) if w is None else float(np.sum(np.asarray(w, np.float64)))
+    return total
+
+
 def summarize_batch(
     model: Any,
     X: Any,

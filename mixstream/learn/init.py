@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mixstream.learn.executor import Executor, RowsExecutor
+from mixstream.learn.executor import Executor, RowsExecutor, total_weight
 from mixstream.learn.kmeans import kmeans_plusplus, lloyd, nearest
 from mixstream.model import Model
 from mixstream.vocabulary import INIT_METHODS
@@ -59,11 +59,7 @@ def draw_sample(
         W = None if W is None else W[keep]
     if W is None:
         return X, None, source.n_rows / X.shape[0]
-    total = sum(
-        float(np.sum(source.read_weights(i))) if source.read_weights(i) is not None else b - a
-        for i, (a, b) in enumerate(source.batches)
-    )
-    return X, W, total / max(W.sum(), 1e-300)
+    return X, W, total_weight(executor) / max(W.sum(), 1e-300)
 
 
 def fill_missing(X: np.ndarray) -> np.ndarray:

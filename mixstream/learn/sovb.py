@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from mixstream.learn.executor import Executor, summarize_batch
+from mixstream.learn.executor import Executor, summarize_batch, total_weight
 from mixstream.learn.history import FitResult, lap_record
 from mixstream.model import Model
 from mixstream.suffstats import SuffStats
@@ -132,16 +132,6 @@ def sovb_step(
     total = n_total if n_total is not None else state.n_seen + SS_b.scalars["n_rows"]
     _step(model, SS_b, state, float(total))
     return SS_b
-
-
-def total_weight(executor: Executor) -> float:
-    """Rows of the executor's data, or the sum of its sample weights."""
-    source = executor.source
-    total = 0.0
-    for i, (a, b) in enumerate(source.batches):
-        w = source.read_weights(i)
-        total += float(b - a) if w is None else float(np.sum(np.asarray(w, np.float64)))
-    return total
 
 
 def evaluate_elbo(model: Model, executor: Executor, hard: bool = False) -> float:
