@@ -6,8 +6,8 @@ same data (one .npy file that every library loads) from the same initial weights
 covariances (one k-means start: k-means++ centres on a 50,000-row sample, one assignment of
 every row, the weights / means / covariances of that hard partition, passed through each
 library's own init API). Each library runs in a subprocess of its own, so its peak memory
-(the peak resident size, VmHWM, during the fits minus the resident size once the data is
-loaded and a warm-up fit has run, with the peak reset there) is its own. Reported per library
+(the peak resident size, VmHWM, during the fits minus that peak reset to the resident size
+once the data is loaded and a warm-up fit has run) is its own. Reported per library
 and case:
 
 - seconds per EM iteration: (fit of 1 + iters iterations - fit of 1 iteration) / iters, so each
@@ -309,7 +309,7 @@ FITS = {
 
 # ---------------------------------------------------------------------------------- worker
 def _status_mib(field: str) -> float | None:
-    """A "VmRSS" / "VmHWM" line of /proc/self/status, MiB (None off Linux)."""
+    """A line of /proc/self/status ("VmHWM": the peak resident size), MiB (None off Linux)."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -320,25 +320,20 @@ def _status_mib(field: str) -> float | None:
     return None
 
 
-def _peak_base_mib() -> float:
-    """The resident size now, with the peak reset to it where Linux allows (writing 5 to
-    /proc/self/clear_refs resets VmHWM). ``ru_maxrss`` alone cannot be used: it carries the
-    parent's resident size over fork and exec, which hides a peak below the parent's."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        rss = _status_mib("VmRSS")
-        if rss is not None:
-            return rss
-    except OSError:
-        pass
+def _maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def _peak_mib() -> float:
-    """The peak resident size since ``_peak_base_mib`` (VmHWM; ru_maxrss where unreadable)."""
-    hwm = _status_mib("VmHWM")
-    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def _reset_peak() -> bool:
+    """Reset VmHWM to the resident size now (writing 5 to /proc/self/clear_refs); False where
+    that cannot be done. ``ru_maxrss`` is only the fallback: it carries the parent's resident
+    size over fork and exec, which hides a peak below the parent's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return _status_mib("VmHWM") is not None
 
 
 def worker(lib: str, data: Path, start_file: Path, cov: str, iters: int, out: Path) -> None:
@@ -358,7 +353,9 @@ def worker(lib: str, data: Path, start_file: Path, cov: str, iters: int, out: Pa
         # a warm-up on a few rows: one-off costs (numba compiles, lazy imports, torch's first
         # kernels) are not an iteration's
         fit(X[: min(len(X), 4096)], start, cov, 1)
-        base = _peak_base_mib()
+        exact = _reset_peak()
+        # the peak just reset (the resident size then): later peaks are never below it
+        base = _status_mib("VmHWM") if exact else _maxrss_mib()
         short = long = np.inf
         spent, runs = 0.0, 0
         # the best of up to three pairs of fits while a pair is quick (under REPEAT_BELOW s):
@@ -376,7 +373,7 @@ def worker(lib: str, data: Path, start_file: Path, cov: str, iters: int, out: Pa
         t_short=short,
         t_long=long,
         runs=runs,
-        peak_mib=_peak_mib() - base,
+        peak_mib=(_status_mib("VmHWM") if exact else _maxrss_mib()) - base,
         **{k: np.asarray(v, np.float64) for k, v in params.items()},
     )
 
