@@ -8,6 +8,9 @@
   entropy) in three passes, with an exp that vectorises.
 - ``center_features``: the centred rows (and their squares) of a Gaussian local step from
   row-major data in one tiled pass, where numpy reads the data transposed (a strided pass).
+- ``gauss_summary``: the whole Gaussian local step and summary (features, both GEMMs through
+  the BLAS that numba links, softmax, entropy) over blocks of a few hundred rows, so that the
+  features and the responsibilities stay in L2 and no Python runs between the phases.
 
 numba is a dependency, but the kernels stay optional: when numba cannot be imported, or
 ``MIXSTREAM_NUMBA=0`` is set, they return None / False and the caller's numpy code runs. The
@@ -131,6 +134,51 @@ def center_features(X: Any, shift: np.ndarray, out: np.ndarray, structure: str) 
         return False
     k.center_features(X, np.ascontiguousarray(shift, dtype=np.float64), out, _SQUARES[structure])
     return True
+
+
+def gauss_summary(
+    X: Any,
+    start: int,
+    stop: int,
+    shift: np.ndarray,
+    theta_t: np.ndarray,
+    structure: str,
+    block: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
+    """The Gaussian local step and its summary over rows ``start:stop`` of X, in one kernel.
+
+    Parameters
+    ----------
+    X : ndarray (N, D), float32 or float64, C-contiguous, complete rows
+    shift : ndarray (D,)
+        Subtracted from the rows before the features are formed (in float64).
+    theta_t : ndarray (K, W), float32 or float64, C-contiguous
+        log p(x | k) + bias = theta_t @ [1, y, q(y)]; its dtype is the GEMMs' precision.
+    structure : "full", "diag" or "spherical"
+        Which quadratic features q(y) theta_t's last W - 1 - D columns weigh.
+    block : int
+        Rows per block.
+
+    Returns
+    -------
+    (T (W, K), N (K,), Hresp (K,), sum of log normalisers), float64 sums: T = F @ resp with
+    F (W, rows) the features, N and Hresp from the float64 resp; or None when the kernels are
+    off or an argument is not a contiguous float32 / float64 host array.
+    """
+    k = _get()
+    if k is False or structure not in _SQUARES:
+        return None
+    for a in (X, theta_t):
+        if not isinstance(a, np.ndarray) or a.dtype not in (np.float32, np.float64):
+            return None
+        if a.ndim != 2 or not a.flags.c_contiguous:
+            return None
+    K, W = theta_t.shape
+    T, Nk, H = np.zeros((W, K)), np.zeros(K), np.zeros(K)
+    shift = np.ascontiguousarray(shift, dtype=np.float64)
+    squares = _SQUARES[structure]
+    log_norm = k.gauss_summary(X, start, stop, shift, theta_t, squares, block, T, Nk, H)
+    return T, Nk, H, float(log_norm)
 
 
 def _get() -> Any:

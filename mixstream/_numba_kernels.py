@@ -277,3 +277,121 @@ def softmax_nk32(L, R32, log_norm, H, Nk):
             R32[n, k] = r
             H[k] -= r * lr if r > 0.0 else 0.0
             Nk[k] += r
+
+
+# ---------------------------------------------------------------- the fused Gaussian summary
+@njit(nogil=True, cache=True, fastmath=_FLAGS, error_model="numpy")
+def _block_features(X, a, n, shift, F, squares):
+    """F[:, :n] = [1, y, q(y)] of rows a..a+n of X (feature-major, as ``center_features``);
+    ``squares`` 0 (full): q(y) the products y_i y_j, i <= j, of the stored y (so in float32
+    from the rounded y, as the numpy path multiplies them), 1 diag, 2 spherical."""
+    D = X.shape[1]
+    for i in range(n):
+        F[0, i] = 1.0
+    if squares == 2:
+        for i in range(n):
+            F[1 + D, i] = 0.0
+    for d in range(D):
+        c = shift[d]
+        for i in range(n):
+            y = X[a + i, d] - c
+            F[1 + d, i] = y
+            if squares == 1:
+                F[1 + D + d, i] = y * y
+            elif squares == 2:
+                F[1 + D, i] += y * y
+    if squares == 0:
+        off = 1 + D
+        for d in range(D):
+            for e in range(d, D):
+                for i in range(n):
+                    F[off, i] = F[1 + d, i] * F[1 + e, i]
+                off += 1
+
+
+@njit(nogil=True, cache=True, fastmath=_FLAGS, error_model="numpy")
+def _block_exp(L, E, n, m, s):
+    """Row max m (n,), E = exp(L - m) in float64 (K, n) and its row sums s (n,)."""
+    K = L.shape[0]
+    for i in range(n):
+        m[i] = L[0, i]
+    for k in range(1, K):
+        for i in range(n):
+            m[i] = max(m[i], np.float64(L[k, i]))
+    for i in range(n):
+        if not np.isfinite(m[i]):  # a row of -inf: keep it finite, as the numpy path does
+            m[i] = 0.0
+        s[i] = 0.0
+    for k in range(K):
+        for i in range(n):
+            e = exp_nonpos(np.float64(L[k, i]) - m[i])
+            E[k, i] = e
+            s[i] += e
+
+
+@njit(nogil=True, cache=True, fastmath=_SUM_FLAGS, error_model="numpy")
+def _block_normalize(L, E, R, n, m, s, H, Nk):
+    """R = E / s (the resp, in R's dtype); adds the entropy and column sums of the float64
+    resp to H and Nk (K,); returns the sum of the rows' log normalisers m + log s."""
+    K = L.shape[0]
+    total = 0.0
+    for i in range(n):
+        m[i] += np.log(s[i])
+        total += m[i]
+        s[i] = 1.0 / s[i]
+    for k in range(K):
+        h = 0.0
+        t = 0.0
+        for i in range(n):
+            lr = np.float64(L[k, i]) - m[i]
+            r = E[k, i] * s[i]
+            R[k, i] = r
+            h -= r * lr if r > 0.0 else 0.0
+            t += r
+        H[k] += h
+        Nk[k] += t
+    return total
+
+
+@njit(nogil=True, cache=True, fastmath=_SUM_FLAGS, error_model="numpy")
+def _add_block(T, Tb):
+    W, K = T.shape
+    for w in range(W):
+        for k in range(K):
+            T[w, k] += Tb[w, k]
+
+
+@njit(nogil=True, cache=True, fastmath=_FLAGS, error_model="numpy")
+def gauss_summary(X, start, stop, shift, theta_t, squares, block, T, Nk, H):
+    """The Gaussian local step and summary of rows start..stop of X, block by block.
+
+    Per block of ``block`` rows: the features F (W, b) (``_block_features``), the log-probs
+    L = theta_t @ F (K, b) (BLAS, in the dtype of theta_t), the softmax in float64, and
+    T += F @ R^T (W, K) with the resp R in theta_t's dtype. Every buffer of a block fits in
+    L2 at the usual shapes, so the features and the resp never go to memory. Adds into the
+    float64 sums T (W, K), Nk (K,), H (K,) (column sums and entropy of the float64 resp) and
+    returns the sum of the log normalisers.
+    """
+    K, W = theta_t.shape
+    dt = theta_t.dtype
+    F = np.empty((W, block), dt)
+    L = np.empty((K, block), dt)
+    R = np.empty((K, block), dt)
+    E = np.empty((K, block))
+    Tb = np.empty((W, K), dt)
+    m = np.empty(block)
+    s = np.empty(block)
+    total = 0.0
+    for a in range(start, stop, block):
+        n = min(block, stop - a)
+        if n < block:  # BLAS needs contiguous operands: buffers of the last block's width
+            F = np.empty((W, n), dt)
+            L = np.empty((K, n), dt)
+            R = np.empty((K, n), dt)
+        _block_features(X, a, n, shift, F, squares)
+        np.dot(theta_t, F, L)
+        _block_exp(L, E, n, m, s)
+        total += _block_normalize(L, E, R, n, m, s, H, Nk)
+        np.dot(F, R.T, Tb)
+        _add_block(T, Tb)
+    return total

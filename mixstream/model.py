@@ -261,6 +261,11 @@ class Model:
         # float32 resp only where the summary reads nothing else of them (merge entropies would
         # be float32 sums)
         narrow = entropy and not hard and sample_weight is None and not merge_pairs
+        fused = self.obs.fused_summary(X, log_weights) if narrow else None
+        if fused is not None:
+            fields, log_norm = fused
+            scalars = {"n_rows": float(n), "device_rows": 0.0, "log_norm": log_norm}
+            return SuffStats(fields, self.uids, scalars)
 
         def one(start: int) -> tuple:
             stop = min(start + block, n)

@@ -7,11 +7,12 @@ GEMM rates of the same dtype:
 
 - "square": numpy matmul of 2048 x 2048 matrices, BLAS on every thread (the machine's peak);
 - "same shapes": only the step's two products, (K x W) @ (W x B) and (W x B) @ (B x K) with
-  W = 1 + D + F features and B rows per block, over the same blocks and threads as the step
-  (what a step with free element-wise work would reach).
+  W = 1 + D + F features and B rows per block (the fused kernel's blocks), through the same
+  BLAS, units and threads as the step (what a step with free element-wise work would reach).
 
-Then one thread's time per phase over the same blocks: features, log-prob GEMM, softmax with
-entropy, statistics (the second GEMM and its float64 sums).
+Then one thread's time per phase of the fused kernel (``obs/gauss/fused.py``) over the same
+blocks, each phase looped alone in numba: features, log-prob GEMM, softmax with entropy,
+statistics (the second GEMM and its float64 sums), and the whole kernel on one thread.
 
     python -m mixstream.benchmarks.local_step_rate          # 1,000,000 x 16, K=32
     python -m mixstream.benchmarks.local_step_rate --n 100000 --cov diag --dtype float32
@@ -24,22 +25,21 @@ import platform
 from typing import Any
 
 import numpy as np
+from numba import njit
 
+from mixstream import _kernels
+from mixstream._numba_kernels import _add_block, _block_exp, _block_features, _block_normalize
 from mixstream.alloc import FiniteAlloc
-from mixstream.backend import softmax_entropy_rows, softmax_entropy_rows_float32
-from mixstream.benchmarks.core_vs_sklearn import (
-    best_of,
-    local_step_flops,
-    make_data,
-    time_phases,
-)
+from mixstream.benchmarks.core_vs_sklearn import best_of, local_step_flops, make_data
 from mixstream.learn.kmeans import kmeans_plusplus, nearest
-from mixstream.model import _BLOCK_CELLS as BLOCK_CELLS
 from mixstream.model import Model
 from mixstream.obs.gauss import GaussObs
+from mixstream.obs.gauss import fused as fused_step
 from mixstream.parallel import get_num_threads, map_ordered
 
-PHASES = ("features", "log-prob GEMM", "softmax + entropy", "statistics")
+PHASES = ("features", "log-prob GEMM", "softmax + entropy", "statistics", "whole kernel")
+#: the phase loop's codes for the two products alone (the "same shapes" rate)
+_BOTH_GEMMS = 4
 
 
 def square_gemm_rate(dtype: Any, n: int = 2048, repeats: int = 5) -> float:
@@ -63,41 +63,78 @@ def build_model(X: np.ndarray, k: int, cov: str, dtype: str) -> Model:
     return model
 
 
-def block_rows(model: Model) -> int:
-    """Rows per block of ``local_summarize`` (its own formula)."""
-    return max(256, BLOCK_CELLS // (model.K + model.obs.cache_width()))
+def kernel_inputs(model: Model, dtype: Any) -> tuple[np.ndarray, int, int]:
+    """(theta_t (K, W), the kernel's ``squares`` code, rows per block), as fused.py makes them."""
+    theta = model.obs._theta.copy()
+    theta[0] += model.alloc.log_weights()
+    theta_t = np.ascontiguousarray(theta.T, dtype=dtype)
+    squares = _kernels._SQUARES[model.obs.covariance_structure.structure]
+    return theta_t, squares, fused_step.block_rows(theta_t.shape[1])
 
 
-def same_shape_gemm_rate(model: Model, n: int, block: int, dtype: Any, flops: float) -> float:
-    """GFLOP/s of the step's two products alone, same blocks, threads and dtype as the step."""
-    rng = np.random.default_rng(0)
-    width = 1 + model.obs.n_features + model.obs._n_quad()
-    feat = rng.normal(size=(width, block)).astype(dtype)
-    theta_t = rng.normal(size=(model.K, width)).astype(dtype)
-    resp = rng.random((block, model.K)).astype(dtype)
+@njit(nogil=True)
+def _phase_loop(X, start, stop, shift, theta_t, squares, block, phase):  # pragma: no cover
+    """Run one phase of ``gauss_summary`` alone over the whole blocks of rows start..stop;
+    the later phases read one real block's features, log-probs and resp (kept in cache, as
+    in the kernel)."""
+    K, W = theta_t.shape
+    dt = theta_t.dtype
+    F, L, R = np.empty((W, block), dt), np.empty((K, block), dt), np.empty((K, block), dt)
+    E, Tb, T = np.empty((K, block)), np.empty((W, K), dt), np.zeros((W, K))
+    m, s, Nk, H = np.empty(block), np.empty(block), np.zeros(K), np.zeros(K)
+    _block_features(X, start, block, shift, F, squares)
+    np.dot(theta_t, F, L)
+    _block_exp(L, E, block, m, s)
+    _block_normalize(L, E, R, block, m, s, H, Nk)
+    for a in range(start, stop - block + 1, block):
+        if phase == 0:
+            _block_features(X, a, block, shift, F, squares)
+        if phase == 1 or phase == 4:
+            np.dot(theta_t, F, L)
+        if phase == 2:
+            _block_exp(L, E, block, m, s)
+            _block_normalize(L, E, R, block, m, s, H, Nk)
+        if phase == 3 or phase == 4:
+            np.dot(F, R.T, Tb)
+            _add_block(T, Tb)
+    return T[0, 0]
 
-    def two(start: int) -> None:
-        f = feat[:, : min(block, n - start)]
-        theta_t @ f
-        f @ resp[: f.shape[1]]
 
-    return 2 * flops / best_of(lambda: map_ordered(two, range(0, n, block))) / 1e9
+def same_shape_gemm_rate(model: Model, X: np.ndarray, dtype: Any, flops: float) -> float:
+    """GFLOP/s of the step's two products alone: same blocks, units, threads and dtype."""
+    theta_t, squares, block = kernel_inputs(model, dtype)
+    n = X.shape[0]
+    shift = np.asarray(model.obs.shift, np.float64)
+
+    rows = fused_step.unit_rows(n)
+
+    def unit(start: int) -> None:
+        _phase_loop(X, start, min(start + rows, n), shift, theta_t, squares, block, _BOTH_GEMMS)
+
+    units = range(0, n, rows)
+    return 2 * flops / best_of(lambda: map_ordered(unit, units)) / 1e9
 
 
-def phases(model: Model, X: np.ndarray, block: int) -> dict[str, float] | None:
-    """Seconds per phase over all of X, one thread, the blocks of ``local_summarize``; None
-    where the observation model no longer has the pieces this reads (features, theta)."""
+def phases(model: Model, X: np.ndarray, dtype: Any) -> dict[str, float]:
+    """Seconds per phase over all of X, one thread (BLAS too), the fused kernel's blocks."""
+    from threadpoolctl import threadpool_limits
 
-    def softmax(st: dict[str, Any]) -> None:
-        lp = st["lp"]  # float32 for a float32 model, as local_summarize normalises it
-        fused = softmax_entropy_rows_float32(lp) if lp.dtype == np.float32 else None
-        st["resp"] = (fused or softmax_entropy_rows(lp))[2]
-
-    def statistics(st: dict[str, Any]) -> None:
-        model.obs.calc_stats(st["X"], st["resp"], {"gauss/features": st["feat"]})
-
-    later = [(PHASES[2], softmax), (PHASES[3], statistics)]
-    return time_phases(model, X, block, later, narrow=True)
+    theta_t, squares, block = kernel_inputs(model, dtype)
+    n = X.shape[0]
+    shift = np.asarray(model.obs.shift, np.float64)
+    scale = n / max(block, n // block * block)  # the loop leaves out the last partial block
+    out = {}
+    with threadpool_limits(1):
+        for code, name in enumerate(PHASES[:4]):
+            _phase_loop(X, 0, 2 * block, shift, theta_t, squares, block, code)  # compile
+            out[name] = scale * best_of(
+                lambda c=code: _phase_loop(X, 0, n, shift, theta_t, squares, block, c)
+            )
+        structure = model.obs.covariance_structure.structure
+        out[PHASES[4]] = best_of(
+            lambda: _kernels.gauss_summary(X, 0, n, shift, theta_t, structure, block)
+        )
+    return out
 
 
 def measure(X: np.ndarray, k: int, cov: str, dtype: str, square: int = 2048) -> dict[str, Any]:
@@ -105,7 +142,7 @@ def measure(X: np.ndarray, k: int, cov: str, dtype: str, square: int = 2048) -> 
     n, d = X.shape
     Xd = np.ascontiguousarray(X, dtype=dtype)
     model = build_model(X, k, cov, dtype)
-    block = block_rows(model)
+    block = kernel_inputs(model, np.dtype(dtype))[2]
     model.local_summarize(Xd[: 4 * block])  # numba kernels compile outside the timing
     flops = local_step_flops(n, d, k, cov)
     seconds = best_of(lambda: model.local_summarize(Xd))
@@ -116,15 +153,15 @@ def measure(X: np.ndarray, k: int, cov: str, dtype: str, square: int = 2048) -> 
         "seconds": seconds,
         "gflops": 2 * flops / seconds / 1e9,
         "square": square_gemm_rate(np.dtype(dtype), square),
-        "same_shapes": same_shape_gemm_rate(model, n, block, np.dtype(dtype), flops),
-        "phases": phases(model, Xd, block),
+        "same_shapes": same_shape_gemm_rate(model, Xd, np.dtype(dtype), flops),
+        "phases": phases(model, Xd, np.dtype(dtype)),
     }
 
 
 def report(r: dict[str, Any]) -> None:
     g = r["gflops"]
     print(
-        f"{r['cov']:<6}{r['dtype']:<9}{r['seconds']:>9.3f}{g:>9.1f}{r['square']:>9.1f}"
+        f"{r['cov']:<6}{r['dtype']:<9}{r['block']:>7}{r['seconds']:>9.3f}{g:>9.1f}{r['square']:>9.1f}"
         f"{100 * g / r['square']:>7.0f}%{r['same_shapes']:>9.1f}{100 * g / r['same_shapes']:>7.0f}%"
     )
 
@@ -148,12 +185,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     )
     print(f"data: N={a.n:,} D={a.d} K={a.k}; local step + summary (both products counted)\n")
     print(
-        f"{'cov':<6}{'dtype':<9}{'seconds':>9}{'GFLOP/s':>9}{'square':>9}{'of it':>8}"
+        f"{'cov':<6}{'dtype':<9}{'block':>7}{'seconds':>9}{'GFLOP/s':>9}{'square':>9}{'of it':>8}"
         f"{'shapes':>9}{'of it':>8}"
     )
     for r in rows:
         report(r)
-    print("\none thread, same blocks, seconds per phase:")
+    print("\none thread (BLAS too), the fused kernel's blocks, seconds per phase over all rows:")
     print(f"{'cov':<6}{'dtype':<9}" + "".join(f"{ph:>19}" for ph in PHASES))
     for r in rows:
         ph = r["phases"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -49,6 +50,31 @@ def _healthy(url: str) -> bool:
         return False
 
 
+#: the exception line of a Python traceback: "module.Name(Error|Exception): message"
+_EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception): .+")
+
+
+def explain_server_output(text: str) -> str:
+    """What a failed ``prefect server start`` printed, for an error message: the last three
+    lines, the traceback's exception line when those do not hold it, and a remedy when the
+    database belongs to another Prefect version (alembic cannot find its revision)."""
+    lines = [line.strip() for line in text.strip().splitlines()]
+    shown = lines[-3:]
+    errors = [line for line in lines if _EXCEPTION_LINE.match(line)]
+    if errors and errors[-1] not in shown:
+        shown = [errors[-1], *shown]
+    out = " / ".join(shown) or "no output"
+    if "Can't locate revision" in text:
+        home = os.environ.get("PREFECT_HOME", "~/.prefect")
+        out += (
+            f". The database in PREFECT_HOME ({home}) was migrated by another Prefect version "
+            "than the installed one: point PREFECT_HOME at a new folder (export "
+            "PREFECT_HOME=$(mktemp -d)), or PREFECT_API_URL at a running server, or run "
+            "'prefect server database reset -y' (which deletes the runs it records)"
+        )
+    return out
+
+
 class TemporaryServer:
     """``prefect server start`` in a child process on 127.0.0.1 and a free port."""
 
@@ -82,8 +108,7 @@ class TemporaryServer:
 
     def _tail(self) -> str:
         self._log.seek(0)
-        lines = self._log.read().decode(errors="replace").strip().splitlines()
-        return " / ".join(lines[-3:]) or "no output"
+        return explain_server_output(self._log.read().decode(errors="replace"))
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop the server (SIGTERM: uvicorn shuts down cleanly), killing it if it lingers."""

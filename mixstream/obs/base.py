@@ -93,6 +93,13 @@ class ObsModel(ABC):
         ``bias`` (K,) when given (the log weights: a model folds them into its products rather
         than making another pass over N x K)."""
 
+    def fused_summary(self, X: Any, bias: Any) -> tuple[dict[str, Any], float] | None:
+        """``calc_stats(X, resp)`` with the responsibilities of ``log_prob(X, bias=bias)``, the
+        column sums "N" and the assignment entropy "Hresp" (K,), and the sum of the rows' log
+        normalisers, all in one pass that never holds resp (N, K); None where the model has no
+        such path for X (the Model then runs the two verbs)."""
+        return None
+
     @abstractmethod
     def calc_stats(self, X: Any, resp: Any, cache: dict | None = None) -> dict[str, Any]:
         """Additive statistics of (X, resp): name -> array (K, ...) float64. Must not include

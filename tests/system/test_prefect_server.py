@@ -174,3 +174,30 @@ def test_cli_fit_with_prefect_runs_on_a_temporary_server_and_leaves_nothing(tmp_
     started = " | ".join(run.cmdlines.values())
     assert "prefect server start --host 127.0.0.1 --port" in started, started
     assert run.survivors() == []
+
+
+def test_a_database_of_another_prefect_version_is_named_with_a_remedy(tmp_path, monkeypatch):
+    """A PREFECT_HOME whose database another Prefect version migrated (its alembic revision is
+    unknown here): `prefect server start` exits, and the error gives alembic's message and
+    says how to get past it, not only uvicorn's "Application startup failed"."""
+    import sqlite3
+
+    from mixstream.cli.prefect_server import TemporaryServer
+
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    with contextlib.closing(sqlite3.connect(home / "prefect.db")) as db:
+        db.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        db.execute("INSERT INTO alembic_version VALUES ('0123456789ab')")
+        db.commit()
+    monkeypatch.setenv("PREFECT_HOME", str(home))
+    server = TemporaryServer()
+    try:
+        with pytest.raises(RuntimeError) as err:
+            server.wait(timeout=120)
+    finally:
+        server.stop()
+    message = str(err.value)
+    assert "the temporary Prefect server exited" in message
+    assert "Can't locate revision identified by '0123456789ab'" in message
+    assert f"PREFECT_HOME ({home})" in message and "mktemp -d" in message

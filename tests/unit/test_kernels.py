@@ -169,10 +169,13 @@ def test_float32_softmax_is_the_float64_one_of_the_widened_input(order):
 
 def test_float32_local_summarize_equals_the_widened_path(monkeypatch):
     """A float32 model's local_summarize through the float32 softmax (float32 resp, N from
-    the kernel) gives the statistics of the path that widens the log-probs to float64."""
+    the kernel) gives the statistics of the path that widens the log-probs to float64 (both
+    with the fused local step off: tests/unit/test_fused_summary.py covers that one)."""
     from mixstream.alloc.finite import FiniteAlloc
     from mixstream.model import Model
     from mixstream.obs.gauss import GaussObs
+
+    monkeypatch.setattr(GaussObs, "fused_summary", lambda self, X, bias: None)
 
     rng = np.random.default_rng(6)
     X = np.concatenate([rng.normal(m, 1.0, size=(3000, 4)) for m in (-3, 0, 3)])
@@ -185,9 +188,9 @@ def test_float32_local_summarize_equals_the_widened_path(monkeypatch):
         LP = model._local_step(X32[:500], False, model.alloc.log_weights(), True, True)
         assert LP["resp"].dtype == np.float32 and LP["N"].dtype == np.float64
         narrow = model.local_summarize(X32)
-        monkeypatch.setattr(_kernels, "softmax_float32", lambda lp: None)
-        wide = model.local_summarize(X32)
-        monkeypatch.undo()
+        with monkeypatch.context() as patch:
+            patch.setattr(_kernels, "softmax_float32", lambda lp: None)
+            wide = model.local_summarize(X32)
         assert narrow.N.sum() == pytest.approx(X.shape[0], rel=1e-13)
         for name in wide.fields:
             np.testing.assert_allclose(narrow[name], wide[name], rtol=1e-12, err_msg=name)

@@ -14,6 +14,7 @@ import numpy as np
 from mixstream import _kernels
 from mixstream.backend import get_namespace, to_device, to_host
 from mixstream.obs.base import LOG_PROB_FLOAT32, ObsModel
+from mixstream.obs.gauss.fused import fused_summary
 from mixstream.obs.gauss.grid import REG_COVAR_FLOOR, auto_reg_covar
 from mixstream.obs.gauss.linalg import LOG_2PI
 from mixstream.obs.gauss.marginal import MISSING_KEY, MissingValuesMixin
@@ -21,10 +22,7 @@ from mixstream.obs.gauss.missing import find_missing, log_predictive_missing
 from mixstream.obs.gauss.params import GaussParamsMixin
 from mixstream.obs.gauss.predictive import log_predictive, prior_component
 from mixstream.obs.gauss.structure import PRIOR_SCALE, CovarianceStructure
-from mixstream.obs.gauss.types import (
-    canonical_covariance_type,
-    covariance_strategy,
-)
+from mixstream.obs.gauss.types import canonical_covariance_type, covariance_strategy
 from mixstream.suffstats import SuffStats
 from mixstream.vocabulary import COMPUTE_DTYPES
 
@@ -392,6 +390,8 @@ class GaussObs(MissingValuesMixin, GaussParamsMixin, ObsModel):
         if dead is not None and dead.any():
             out[:, to_device(np.flatnonzero(dead), xp)] = to_device(bias[dead], xp)
         return out
+
+    fused_summary = fused_summary  # one kernel for local step + summary (obs/gauss/fused.py)
 
     def calc_stats(self, X: Any, resp: Any, cache: dict | None = None) -> dict[str, Any]:
         if self.n_features == 0:
