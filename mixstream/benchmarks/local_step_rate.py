@@ -79,7 +79,7 @@ def _phase_loop(X, start, stop, shift, theta_t, squares, block, phase):  # pragm
     in the kernel)."""
     K, W = theta_t.shape
     dt = theta_t.dtype
-    F, L, R = np.empty((W, block), dt), np.empty((K, block), dt), np.empty((K, block), dt)
+    F, L, R = np.empty((W, block), dt), np.empty((K, block), dt), np.empty((block, K), dt)
     E, Tb, T = np.empty((K, block)), np.empty((W, K), dt), np.zeros((W, K))
     m, s, Nk, H = np.empty(block), np.empty(block), np.zeros(K), np.zeros(K)
     _block_features(X, start, block, shift, F, squares)
@@ -95,7 +95,7 @@ def _phase_loop(X, start, stop, shift, theta_t, squares, block, phase):  # pragm
             _block_exp(L, E, block, m, s)
             _block_normalize(L, E, R, block, m, s, H, Nk)
         if phase == 3 or phase == 4:
-            np.dot(F, R.T, Tb)
+            np.dot(F, R, Tb)
             _add_block(T, Tb)
     return T[0, 0]
 
