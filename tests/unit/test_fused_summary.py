@@ -109,9 +109,9 @@ def test_the_sums_do_not_depend_on_the_number_of_threads(monkeypatch):
 
 
 def test_where_the_fused_path_steps_aside():
-    """A component with weight 0 (log -inf), NaN rows to marginalise and a batch that is not
-    C-contiguous take the two verbs; row weights, merge pairs and hard assignments never
-    reach the fused path."""
+    """A component with weight 0 (log -inf), NaN rows to marginalise, a batch that is not
+    C-contiguous and integer data take the two verbs; row weights, merge pairs and hard
+    assignments never reach the fused path."""
     X = data(n=3000)
     model = fitted(X, "full")
     calls = []
@@ -128,6 +128,7 @@ def test_where_the_fused_path_steps_aside():
     bias[1] = -np.inf
     assert model.obs.fused_summary(X, bias) is None
     assert model.obs.fused_summary(np.asfortranarray(X), np.zeros_like(bias)) is None
+    assert model.obs.fused_summary(X.astype(np.int64), np.zeros_like(bias)) is None
 
     holes = fitted(X, "diag")
     holes.obs.missing = "marginalize"

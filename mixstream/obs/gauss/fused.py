@@ -57,14 +57,17 @@ def fused_summary(obs: Any, X: Any, bias: Any) -> tuple[dict[str, Any], float] |
     Returns
     -------
     (fields, log_norm): "N" (K,), "x" (K, D), "xx" and "Hresp" (K,), float64, and the sum of
-    the rows' log normalisers; or None where this path does not apply (a device array, tied
-    full covariances, rows with NaN to marginalise, a weight of zero, numba off): the caller
-    runs the local step and the summary one after the other.
+    the rows' log normalisers; or None where this path does not apply (a device array, data
+    neither float32 nor float64, tied full covariances, rows with NaN to marginalise, a
+    weight of zero, no components, numba off): the caller runs the local step and the
+    summary one after the other.
     """
     cs = obs.covariance_structure
     if cs.one_quadratic_form or get_namespace(X) is not np or not _kernels.enabled():
         return None
     if not isinstance(X, np.ndarray) or X.ndim != 2 or not X.flags.c_contiguous:
+        return None
+    if X.dtype not in (np.float32, np.float64) or obs.K == 0:
         return None
     obs._require_params()
     if obs.missing == "marginalize" and find_missing(X, np) is not None:
