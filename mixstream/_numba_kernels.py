@@ -199,22 +199,9 @@ def softmax_kn32(L, R, R32, log_norm, H, Nk):
     max, exp and sums as if L were widened first. L gets the log resp (float32); R (K, N)
     float64 is scratch for exp; R32 (K, N) float32 gets the resp; log_norm (N,), H (K,) and
     Nk (K,) = sum_n r_kn are float64 sums of the float64 resp."""
-    K, N = L.shape
-    m = np.empty(N)
-    for n in range(N):
-        m[n] = L[0, n]
-    for k in range(1, K):
-        for n in range(N):
-            m[n] = max(m[n], np.float64(L[k, n]))
-    for n in range(N):
-        if not np.isfinite(m[n]):
-            m[n] = 0.0
-    s = np.zeros(N)
-    for k in range(K):
-        for n in range(N):
-            e = exp_nonpos(np.float64(L[k, n]) - m[n])
-            R[k, n] = e
-            s[n] += e
+    N = L.shape[1]
+    m, s = np.empty(N), np.empty(N)
+    _block_exp(L, R, N, m, s)
     for n in range(N):
         m[n] += np.log(s[n])
         log_norm[n] = m[n]
