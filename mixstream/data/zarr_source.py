@@ -370,8 +370,8 @@ class ZarrSource:
                 "it: start it again on the data as it is now"
             )
         Xb = self._read_rows(arr, start, stop, i, "data")
-        if Xb.dtype != np.float32:
-            Xb = Xb.astype(np.float64)
+        if Xb.dtype != np.float32:  # zarr hands over a new array: no copy where it is float64
+            Xb = Xb.astype(np.float64, copy=False)
         if not self.validated:
             where = f"Zarr store {self.name!r} batch {i} (rows {start}:{stop})"
             check_finite(Xb, where, row_offset=start, allow_nan=self.allow_nan)
@@ -388,7 +388,7 @@ class ZarrSource:
                 f"weights {self.url}/{self.weights_path} changed since planning: shape "
                 f"({self.n_rows},) then, {tuple(arr.shape)} now"
             )
-        w = self._read_rows(arr, start, stop, i, "weights").astype(np.float64)
+        w = self._read_rows(arr, start, stop, i, "weights").astype(np.float64, copy=False)
         where = f"weights {self.url}/{self.weights_path} batch {i} (rows {start}:{stop})"
         check_finite(w, where, row_offset=start)
         if (w < 0).any():
