@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from mixstream.alloc import ALLOCATIONS
-from mixstream.backend import resolve_backend
 from mixstream.model import Model
 from mixstream.obs.gauss import canonical_covariance_type
 from mixstream.obs.gauss.grid import REG_COVAR_FLOOR
@@ -21,12 +20,13 @@ from mixstream.options import GAUSS_PRIORS, FitOptions
 
 
 def compute_dtype(options: FitOptions, data_dtype: Any = None) -> str:
-    """The local step's precision: ``dtype``, or float32 for float32 data on the GPU."""
+    """The local step's precision: ``dtype``, or the data's own (float32 for float32 data,
+    float64 for everything else), as scikit-learn's GaussianMixture computes in the dtype of
+    X. The statistics and the global step are float64 either way."""
     if options.dtype is not None:
         return options.dtype
-    on_gpu = options.backend != "numpy" and resolve_backend(options.backend) == "cupy"
     float32 = data_dtype is not None and np.dtype(data_dtype) == np.float32
-    return "float32" if on_gpu and float32 else "float64"
+    return "float32" if float32 else "float64"
 
 
 def build_model(options: FitOptions, data_dtype: Any = None) -> Model:

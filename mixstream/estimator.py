@@ -96,9 +96,11 @@ class MixtureModel(DensityMixin, BaseEstimator):
     backend : {"numpy", "cupy", "auto"}
     dtype : {None, "float32", "float64"}
         Precision of the Gaussian local step's features and GEMMs (statistics are always
-        accumulated in float64 and the global step is float64). None: float32 on the GPU when
-        the data are float32, float64 otherwise (on the host the float64 step is exact and the
-        float32 one only 1.4x faster).
+        accumulated in float64 and the global step is float64). None: the data's own, float32
+        for float32 data and float64 for anything else (as scikit-learn's GaussianMixture).
+        On the host float32 runs an EM iteration 1.5-2x faster and never widens a float32
+        batch; the fit agrees with the float64 fit to float32 rounding (the log-likelihood to
+        about 1e-5 relative).
     engine : {"auto", "local", "dask"}
         In-process, or a Dask cluster (``client``, a scheduler address, or a LocalCluster
         started for the fit); "auto" picks Dask when a client is given or a store is large.

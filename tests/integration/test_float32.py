@@ -71,9 +71,9 @@ def test_float32_fit_is_the_float64_fit(ctype):
     X = blobs(seed=3).astype(np.float32)
     kw = dict(n_components=4, covariance_type=ctype, random_state=0, max_laps=40, tol=0)
     with pytest.warns(Warning):  # tol=0: no convergence, the same 40 laps for both
-        a = MixtureModel(**kw).fit(X)
+        a = MixtureModel(**kw, dtype="float64").fit(X)
     with pytest.warns(Warning):
-        b = MixtureModel(**kw, dtype="float32").fit(X)
+        b = MixtureModel(**kw).fit(X)  # the default: the data's own dtype
     assert a.model_.obs.compute_dtype == "float64" and b.model_.obs.compute_dtype == "float32"
     assert abs(b.lower_bound_ - a.lower_bound_) <= STATS_RTOL * abs(a.lower_bound_)
     np.testing.assert_allclose(b.weights_, a.weights_, atol=1e-5)
@@ -91,8 +91,9 @@ def test_float32_movb_with_moves_finds_the_clusters():
         random_state=0,
         max_laps=30,
     )
-    a = MixtureModel(**kw).fit(X)
-    b = MixtureModel(**kw, dtype="float32").fit(X)
+    a = MixtureModel(**kw, dtype="float64").fit(X)
+    b = MixtureModel(**kw).fit(X)
+    assert b.model_.obs.compute_dtype == "float32"
     assert a.n_components_ == b.n_components_ == 5
     assert abs(b.lower_bound_ - a.lower_bound_) <= STATS_RTOL * abs(a.lower_bound_)
     elbos = np.array(b.lower_bounds_)
@@ -100,13 +101,24 @@ def test_float32_movb_with_moves_finds_the_clusters():
     assert np.all(np.diff(elbos) >= -STATS_RTOL * np.abs(elbos[1:]))
 
 
-def test_default_dtype_on_the_host_is_float64_and_exact():
-    X = blobs(n=2000).astype(np.float32)
+def test_the_default_dtype_is_the_datas_own():
+    """None follows the data, as scikit-learn's GaussianMixture does: float32 data get the
+    float32 step, float64 and integer data the float64 one; an explicit dtype wins."""
+    X = blobs(n=2000)
+    for data, expected in ((X.astype(np.float32), "float32"), (X, "float64")):
+        est = MixtureModel(3, random_state=0, max_laps=3, tol=0)
+        with pytest.warns(Warning):
+            est.fit(data)
+        assert est.model_.obs.compute_dtype == expected
+        assert est.get_params()["dtype"] is None
+    est = MixtureModel(3, random_state=0, max_laps=3, tol=0, dtype="float64")
+    with pytest.warns(Warning):
+        est.fit(X.astype(np.float32))
+    assert est.model_.obs.compute_dtype == "float64"
     est = MixtureModel(3, random_state=0, max_laps=3, tol=0)
     with pytest.warns(Warning):
-        est.fit(X)
+        est.fit(np.rint(X).astype(np.int64))
     assert est.model_.obs.compute_dtype == "float64"
-    assert est.get_params()["dtype"] is None
 
 
 def test_bad_dtype_is_refused_clearly():
