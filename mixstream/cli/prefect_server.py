@@ -58,7 +58,7 @@ def explain_server_output(text: str) -> str:
     """What a failed ``prefect server start`` printed, for an error message: the last three
     lines, the traceback's exception line when those do not hold it, and a remedy when the
     database belongs to another Prefect version (alembic cannot find its revision)."""
-    lines = [line.strip() for line in text.strip().splitlines()]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     shown = lines[-3:]
     errors = [line for line in lines if _EXCEPTION_LINE.match(line)]
     if errors and errors[-1] not in shown:
@@ -66,8 +66,9 @@ def explain_server_output(text: str) -> str:
     out = " / ".join(shown) or "no output"
     if "Can't locate revision" in text:
         home = os.environ.get("PREFECT_HOME", "~/.prefect")
+        out += " " if out.endswith((".", "!")) else ". "
         out += (
-            f". The database in PREFECT_HOME ({home}) was migrated by another Prefect version "
+            f"The database in PREFECT_HOME ({home}) was migrated by another Prefect version "
             "than the installed one: point PREFECT_HOME at a new folder (export "
             "PREFECT_HOME=$(mktemp -d)), or PREFECT_API_URL at a running server, or run "
             "'prefect server database reset -y' (which deletes the runs it records)"

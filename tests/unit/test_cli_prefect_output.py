@@ -17,7 +17,7 @@ def test_the_exception_line_and_a_remedy_join_the_last_lines(monkeypatch):
     monkeypatch.setenv("PREFECT_HOME", "/data/prefect")
     out = explain_server_output(TRACEBACK)
     assert out.startswith("alembic.util.exc.CommandError: Can't locate revision identified by")
-    assert "Application startup failed. Exiting. / Server stopped!" in out
+    assert "Application startup failed. Exiting. / Server stopped! The database" in out
     assert "PREFECT_HOME (/data/prefect) was migrated by another Prefect version" in out
 
 
