@@ -113,6 +113,9 @@ def softmax_float32(log_prob: Any) -> tuple | None:
     return log_norm, log_prob, resp, H, Nk
 
 
+#: rows per tile of ``center_features`` over a whole batch: a tile's rows of X and its
+#: feature columns stay in cache while the rows are written feature-major
+_FEATURE_TILE = 64
 #: the ``squares`` argument of the numba kernel, by Gaussian covariance structure
 _SQUARES = {"full": 0, "diag": 1, "spherical": 2}
 
@@ -132,7 +135,8 @@ def center_features(X: Any, shift: np.ndarray, out: np.ndarray, structure: str) 
     k = _get()
     if k is False:
         return False
-    k.center_features(X, np.ascontiguousarray(shift, dtype=np.float64), out, _SQUARES[structure])
+    shift = np.ascontiguousarray(shift, dtype=np.float64)
+    k.center_features(X, shift, out, _SQUARES[structure], _FEATURE_TILE)
     return True
 
 

@@ -165,16 +165,16 @@ def softmax_nk(L, R, log_norm, H):
 
 
 @njit(nogil=True, cache=True, fastmath=_FLAGS, error_model="numpy")
-def center_features(X, shift, F, squares):
+def center_features(X, shift, F, squares, tile):
     """The feature rows of a Gaussian local step, from row-major data in one pass.
 
     X (N, D) float32 or float64; shift (D,); F (W, N) float64, filled as F[0] = 1,
     F[1 + d] = y_d = X[:, d] - shift[d] and, by ``squares``: 0 nothing more (the caller adds
     the products), 1 F[1 + D + d] = y_d ** 2 (diag), 2 F[1 + D] = sum_d y_d ** 2 (spherical).
-    Rows of X are read in tiles, so both the reads and the transposed writes stay in cache.
+    Rows of X are read in tiles of ``tile`` rows, so both the reads and the transposed writes
+    stay in cache (64 for a whole batch; a block already in L2 is one tile).
     """
     N, D = X.shape
-    tile = 64
     for a in range(0, N, tile):
         b = min(a + tile, N)
         for n in range(a, b):
@@ -269,25 +269,12 @@ def softmax_nk32(L, R32, log_norm, H, Nk):
 # ---------------------------------------------------------------- the fused Gaussian summary
 @njit(nogil=True, cache=True, fastmath=_FLAGS, error_model="numpy")
 def _block_features(X, a, n, shift, F, squares):
-    """F[:, :n] = [1, y, q(y)] of rows a..a+n of X (feature-major, as ``center_features``);
-    ``squares`` 0 (full): q(y) the products y_i y_j, i <= j, of the stored y (so in float32
-    from the rounded y, as the numpy path multiplies them), 1 diag, 2 spherical."""
-    D = X.shape[1]
-    for i in range(n):
-        F[0, i] = 1.0
-    if squares == 2:
-        for i in range(n):
-            F[1 + D, i] = 0.0
-    for d in range(D):
-        c = shift[d]
-        for i in range(n):
-            y = X[a + i, d] - c
-            F[1 + d, i] = y
-            if squares == 1:
-                F[1 + D + d, i] = y * y
-            elif squares == 2:
-                F[1 + D, i] += y * y
+    """F (W, n) = [1, y, q(y)] of rows a..a+n of X: ``center_features``, then for full
+    (``squares`` 0) the products y_i y_j, i <= j, of the stored y (so in float32 from the
+    rounded y, as the numpy path multiplies them)."""
+    center_features(X[a : a + n], shift, F, squares, n)
     if squares == 0:
+        D = X.shape[1]
         off = 1 + D
         for d in range(D):
             for e in range(d, D):

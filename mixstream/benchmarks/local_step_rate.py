@@ -63,13 +63,11 @@ def build_model(X: np.ndarray, k: int, cov: str, dtype: str) -> Model:
     return model
 
 
-def kernel_inputs(model: Model, dtype: Any) -> tuple[np.ndarray, int, int]:
+def kernel_inputs(model: Model) -> tuple[np.ndarray, int, int]:
     """(theta_t (K, W), the kernel's ``squares`` code, rows per block), as fused.py makes them."""
-    theta = model.obs._theta.copy()
-    theta[0] += model.alloc.log_weights()
-    theta_t = np.ascontiguousarray(theta.T, dtype=dtype)
+    theta_t, block = fused_step.kernel_inputs(model.obs, model.alloc.log_weights())
     squares = _kernels._SQUARES[model.obs.covariance_structure.structure]
-    return theta_t, squares, fused_step.block_rows(theta_t.shape[1])
+    return theta_t, squares, block
 
 
 @njit(nogil=True)
@@ -100,9 +98,9 @@ def _phase_loop(X, start, stop, shift, theta_t, squares, block, phase):  # pragm
     return T[0, 0]
 
 
-def same_shape_gemm_rate(model: Model, X: np.ndarray, dtype: Any, flops: float) -> float:
+def same_shape_gemm_rate(model: Model, X: np.ndarray, flops: float) -> float:
     """GFLOP/s of the step's two products alone: same blocks, units, threads and dtype."""
-    theta_t, squares, block = kernel_inputs(model, dtype)
+    theta_t, squares, block = kernel_inputs(model)
     n = X.shape[0]
     shift = np.asarray(model.obs.shift, np.float64)
 
@@ -115,11 +113,11 @@ def same_shape_gemm_rate(model: Model, X: np.ndarray, dtype: Any, flops: float) 
     return 2 * flops / best_of(lambda: map_ordered(unit, units)) / 1e9
 
 
-def phases(model: Model, X: np.ndarray, dtype: Any) -> dict[str, float]:
+def phases(model: Model, X: np.ndarray) -> dict[str, float]:
     """Seconds per phase over all of X, one thread (BLAS too), the fused kernel's blocks."""
     from threadpoolctl import threadpool_limits
 
-    theta_t, squares, block = kernel_inputs(model, dtype)
+    theta_t, squares, block = kernel_inputs(model)
     n = X.shape[0]
     shift = np.asarray(model.obs.shift, np.float64)
     scale = n / max(block, n // block * block)  # the loop leaves out the last partial block
@@ -142,7 +140,7 @@ def measure(X: np.ndarray, k: int, cov: str, dtype: str, square: int = 2048) -> 
     n, d = X.shape
     Xd = np.ascontiguousarray(X, dtype=dtype)
     model = build_model(X, k, cov, dtype)
-    block = kernel_inputs(model, np.dtype(dtype))[2]
+    block = kernel_inputs(model)[2]
     model.local_summarize(Xd[: 4 * block])  # numba kernels compile outside the timing
     flops = local_step_flops(n, d, k, cov)
     seconds = best_of(lambda: model.local_summarize(Xd))
@@ -153,8 +151,8 @@ def measure(X: np.ndarray, k: int, cov: str, dtype: str, square: int = 2048) -> 
         "seconds": seconds,
         "gflops": 2 * flops / seconds / 1e9,
         "square": square_gemm_rate(np.dtype(dtype), square),
-        "same_shapes": same_shape_gemm_rate(model, Xd, np.dtype(dtype), flops),
-        "phases": phases(model, Xd, np.dtype(dtype)),
+        "same_shapes": same_shape_gemm_rate(model, Xd, flops),
+        "phases": phases(model, Xd),
     }
 
 

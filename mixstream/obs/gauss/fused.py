@@ -44,6 +44,19 @@ def unit_rows(n: int) -> int:
     return max(UNIT_ROWS, -(-n // MAX_UNITS))
 
 
+def kernel_inputs(obs: Any, bias: Any) -> tuple[np.ndarray, int] | None:
+    """(theta_t (K, W) in the step's dtype, with the bias (K,) added to its constant column,
+    and the rows per block); None for a bias of -inf (a DP MAP weight of 0: the two-verb path
+    sets that column after its GEMM)."""
+    bias = np.asarray(to_host(bias), np.float64)
+    if not np.isfinite(bias).all():
+        return None
+    theta = obs._theta.copy()
+    theta[0] += bias
+    theta_t = np.ascontiguousarray(theta.T, dtype=obs._dtype(np))
+    return theta_t, block_rows(theta_t.shape[1])
+
+
 def fused_summary(obs: Any, X: Any, bias: Any) -> tuple[dict[str, Any], float] | None:
     """The statistics of X under ``obs`` with the responsibilities of ``log_prob(X, bias)``.
 
@@ -72,13 +85,10 @@ def fused_summary(obs: Any, X: Any, bias: Any) -> tuple[dict[str, Any], float] |
     obs._require_params()
     if obs.missing == "marginalize" and find_missing(X, np) is not None:
         return None
-    bias = np.asarray(to_host(bias), np.float64)
-    if not np.isfinite(bias).all():  # a DP MAP weight of 0: the two-verb path sets its column
+    inputs = kernel_inputs(obs, bias)
+    if inputs is None:
         return None
-    theta = obs._theta.copy()
-    theta[0] += bias
-    theta_t = np.ascontiguousarray(theta.T, dtype=obs._dtype(np))
-    block = block_rows(theta_t.shape[1])
+    theta_t, block = inputs
     n = X.shape[0]
     rows = unit_rows(n)
 
